@@ -1,0 +1,148 @@
+//! Safe retries: a request whose correlation data was already executed within its expiry window is
+//! answered from the cached reply, not run twice. Bounded: at most `capacity` entries, expired ones
+//! dropped first, then the oldest.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Who asked: response topic plus correlation data.
+pub type Key = (String, Bytes);
+
+#[derive(Debug)]
+enum Entry {
+    Running { expires: Instant },
+    Done { reply: Bytes, expires: Instant },
+}
+
+impl Entry {
+    fn expires(&self) -> Instant {
+        match self {
+            Entry::Running { expires } | Entry::Done { expires, .. } => *expires,
+        }
+    }
+}
+
+/// What to do with an incoming request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// First time: execute it.
+    New,
+    /// Being executed right now: its reply will go to the same response topic.
+    Running,
+    /// Executed already: send this reply again.
+    Done(Bytes),
+}
+
+#[derive(Debug)]
+pub struct Dedup {
+    entries: HashMap<Key, Entry>,
+    order: VecDeque<Key>,
+    capacity: usize,
+}
+
+impl Dedup {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records the request (when new) and says what to do with it.
+    pub fn check(&mut self, key: &Key, window: Duration, now: Instant) -> Seen {
+        if let Some(e) = self.entries.get(key) {
+            if e.expires() > now {
+                return match e {
+                    Entry::Running { .. } => Seen::Running,
+                    Entry::Done { reply, .. } => Seen::Done(reply.clone()),
+                };
+            }
+        }
+        self.evict(now);
+        if !self.entries.contains_key(key) {
+            self.order.push_back(key.clone());
+        }
+        self.entries.insert(
+            key.clone(),
+            Entry::Running {
+                expires: now + window,
+            },
+        );
+        Seen::New
+    }
+
+    /// Stores the reply of an executed request for the rest of its window.
+    pub fn finish(&mut self, key: &Key, reply: Bytes) {
+        if let Some(e) = self.entries.get_mut(key) {
+            let expires = e.expires();
+            *e = Entry::Done { reply, expires };
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn evict(&mut self, now: Instant) {
+        self.entries.retain(|_, e| e.expires() > now);
+        self.order.retain(|k| self.entries.contains_key(k));
+        while self.entries.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(k) => {
+                    self.entries.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: &str) -> Key {
+        ("r".into(), Bytes::from(c.to_owned()))
+    }
+
+    #[test]
+    fn duplicate_is_answered_from_cache() {
+        let mut d = Dedup::new(8);
+        let now = Instant::now();
+        let w = Duration::from_secs(30);
+        assert_eq!(d.check(&key("a"), w, now), Seen::New);
+        assert_eq!(d.check(&key("a"), w, now), Seen::Running);
+        d.finish(&key("a"), Bytes::from_static(b"reply"));
+        assert_eq!(
+            d.check(&key("a"), w, now),
+            Seen::Done(Bytes::from_static(b"reply"))
+        );
+        // After the window the same correlation data is a new request.
+        assert_eq!(
+            d.check(&key("a"), w, now + w + Duration::from_secs(1)),
+            Seen::New
+        );
+    }
+
+    #[test]
+    fn bounded() {
+        let mut d = Dedup::new(4);
+        let now = Instant::now();
+        for i in 0..100 {
+            d.check(&key(&i.to_string()), Duration::from_secs(60), now);
+        }
+        assert!(d.len() <= 4);
+        // The newest survive.
+        assert_eq!(
+            d.check(&key("99"), Duration::from_secs(60), now),
+            Seen::Running
+        );
+    }
+}

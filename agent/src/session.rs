@@ -1,0 +1,633 @@
+//! The agent's MQTT 5 session and main loop.
+//!
+//! Three tasks:
+//! - the **poll task** drives rumqttc's event loop, reconnecting with capped exponential backoff and
+//!   jitter, and forwards CONNACKs and incoming publishes through a bounded channel (it never awaits
+//!   a publish itself: rumqttc deadlocks when the polling task does);
+//! - the **Docker monitor** (re)connects to the engine and follows its event stream;
+//! - the **main loop** owns the publisher: on every CONNACK it resubscribes (rumqttc does not) and
+//!   republishes everything; it coalesces Docker events into republishes within ~25 ms, resyncs
+//!   periodically and on `fleet/resync`, and spawns a task per request.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use futures_util::StreamExt;
+use rand::Rng;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, info_span, warn, Instrument};
+use zedops_proto::topics::{self, Topic};
+use zedops_proto::{AgentState, ContainerEvent, ContainerState, DockerStatus, ErrorBody, Reply};
+
+use crate::dedup::{Dedup, Seen};
+use crate::docker::{self, Driver, DriverControl};
+use crate::handlers::{Ctx, Registry};
+use crate::publisher::{json, status_payload, Publisher};
+use crate::{AgentConfig, AgentError};
+
+/// User property carrying the requester's absolute deadline (Unix milliseconds). Brokers that do
+/// not count Message Expiry down while a message waits (rumqttd) still let the agent tell that a
+/// request's deadline has passed.
+pub const DEADLINE_PROPERTY: &str = "zedops-deadline-ms";
+
+/// Largest request payload accepted.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Window in which a repeated correlation id is answered from cache when the request has no expiry.
+const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(60);
+/// Time to gather a burst of Docker events before republishing.
+const COALESCE: Duration = Duration::from_millis(25);
+
+enum Inbound {
+    Connected,
+    Disconnected(String),
+    Publish(Publish),
+}
+
+enum DockerSignal {
+    /// Availability changed (connected, or lost).
+    Changed,
+    /// A container event.
+    Event(bollard::models::EventMessage),
+    /// The event stream was re-opened: events may have been missed.
+    Resync,
+}
+
+/// Capped exponential backoff with ±25 % jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0.75..1.25);
+        base.mul_f64(jitter)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+pub(crate) async fn run(
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let agent = cfg.name.as_str().to_owned();
+    let started_at = Utc::now();
+    let host = hostname();
+
+    let mut opts = MqttOptions::new(cfg.client_id(), cfg.broker.host.clone(), cfg.broker.port);
+    opts.set_keep_alive(cfg.keep_alive);
+    opts.set_clean_start(true);
+    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+    if let Some((u, p)) = &cfg.credentials {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(5);
+    opts.set_network_options(net);
+    let will = status_payload(
+        &agent,
+        &host,
+        started_at,
+        AgentState::Offline,
+        DockerStatus::unavailable("the agent is offline, so Docker's state is unknown"),
+        Default::default(),
+    );
+    opts.set_last_will(LastWill::new(
+        topics::status(&agent),
+        json(&will),
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
+
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
+    let (stop_poll_tx, stop_poll_rx) = tokio::sync::oneshot::channel::<()>();
+    let poll = tokio::spawn(
+        poll_loop(
+            eventloop,
+            in_tx,
+            stop_poll_rx,
+            Backoff::new(Duration::from_millis(100), cfg.reconnect_max),
+        )
+        .instrument(info_span!("mqtt", agent = %agent)),
+    );
+
+    let (driver, control) = docker::driver(&agent, cfg.docker.clone());
+    let (dock_tx, mut dock_rx) = mpsc::channel::<DockerSignal>(1024);
+    let monitor = tokio::spawn(
+        docker_monitor(control, dock_tx).instrument(info_span!("docker", agent = %agent)),
+    );
+
+    let ctx = Arc::new(Ctx {
+        agent: agent.clone(),
+        driver: driver.clone(),
+    });
+    let registry = Arc::new(cfg.registry.clone().unwrap_or_else(Registry::v1));
+    let dedup = Arc::new(Mutex::new(Dedup::new(4096)));
+    let permits = Arc::new(Semaphore::new(cfg.max_concurrent_requests));
+    let mut publisher = Publisher::new(client.clone(), &agent, &host, started_at);
+
+    let mut connected = false;
+    let mut pending_events: Vec<bollard::models::EventMessage> = Vec::new();
+    let mut flush_at: Option<tokio::time::Instant> = None;
+    let mut resync_at: Option<tokio::time::Instant> = None;
+    let mut periodic = tokio::time::interval(cfg.resync_interval);
+    periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    periodic.tick().await;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+
+    tokio::pin!(shutdown);
+    info!(agent = %agent, broker = %cfg.broker, docker = %cfg.docker.describe(), "agent starting");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            msg = in_rx.recv() => {
+                let Some(msg) = msg else { break };
+                match msg {
+                    Inbound::Connected => {
+                        connected = true;
+                        info!("connected to the broker; subscribing and publishing state");
+                        let subs = [
+                            topics::requests_of(&agent),
+                            topics::RESYNC.to_owned(),
+                            topics::containers_of(&agent),
+                        ];
+                        for s in subs {
+                            if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
+                                warn!(filter = %s, error = %e, "subscribe dropped");
+                            }
+                        }
+                        refresh(&driver, &mut publisher, true).await;
+                    }
+                    Inbound::Disconnected(reason) => {
+                        if connected {
+                            warn!(%reason, "lost the broker; reconnecting");
+                        }
+                        connected = false;
+                    }
+                    Inbound::Publish(p) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        match topics::parse(&topic) {
+                            Some(Topic::Request { agent: a, op }) if a == agent => {
+                                let op = op.to_owned();
+                                spawn_request(p, op, &client, &ctx, &registry, &dedup, &permits);
+                            }
+                            Some(Topic::Resync) => {
+                                let delay = Duration::from_millis(rand::rng().random_range(0..1000));
+                                resync_at.get_or_insert(tokio::time::Instant::now() + delay);
+                            }
+                            Some(Topic::Container { agent: a, name }) if a == agent && p.retain && !p.payload.is_empty() => {
+                                // A retained topic left by an earlier run for a container that no longer exists.
+                                if publisher.knows(name) == Some(false) {
+                                    publisher.clear(name);
+                                }
+                            }
+                            _ => debug!(%topic, "ignoring message"),
+                        }
+                    }
+                }
+            }
+            sig = dock_rx.recv() => {
+                let Some(sig) = sig else { break };
+                match sig {
+                    DockerSignal::Changed => {
+                        let status = driver.status();
+                        info!(docker = ?status.state, error = ?status.error, "Docker availability changed");
+                        if !refresh(&driver, &mut publisher, false).await {
+                            publisher.publish_status(AgentState::Online, status);
+                        }
+                    }
+                    DockerSignal::Event(ev) => {
+                        pending_events.push(ev);
+                        flush_at.get_or_insert(tokio::time::Instant::now() + COALESCE);
+                    }
+                    DockerSignal::Resync => {
+                        refresh(&driver, &mut publisher, false).await;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(flush_at.unwrap_or_else(far)), if flush_at.is_some() => {
+                flush_at = None;
+                refresh(&driver, &mut publisher, false).await;
+                for ev in pending_events.drain(..) {
+                    if let Some(e) = container_event(&agent, &ev, publisher.current()) {
+                        publisher.publish_event(&e);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(resync_at.unwrap_or_else(far)), if resync_at.is_some() => {
+                resync_at = None;
+                refresh(&driver, &mut publisher, true).await;
+            }
+            _ = periodic.tick() => {
+                refresh(&driver, &mut publisher, true).await;
+            }
+        }
+    }
+
+    info!("shutting down: publishing offline status");
+    monitor.abort();
+    let mut offline = publisher.status(AgentState::Offline, driver.status());
+    offline.docker = DockerStatus::unavailable("the agent stopped, so Docker's state is unknown");
+    let _ = client.try_publish(
+        topics::status(&agent),
+        QoS::AtLeastOnce,
+        true,
+        json(&offline),
+    );
+    let _ = client.try_disconnect();
+    // The poll task sends the queued offline status and the DISCONNECT, then ends.
+    let _ = stop_poll_tx.send(());
+    if tokio::time::timeout(Duration::from_secs(3), poll)
+        .await
+        .is_err()
+    {
+        warn!("the broker did not take the offline status within 3 s");
+    }
+    Ok(())
+}
+
+/// Lists containers and publishes what changed, plus the status. Returns false when Docker could
+/// not be listed (the last known snapshot stays published).
+async fn refresh(driver: &Driver, publisher: &mut Publisher, force: bool) -> bool {
+    match driver.list(true).await {
+        Ok(list) => {
+            let changed = publisher.update(list, force);
+            if changed || force {
+                publisher.publish_status(AgentState::Online, driver.status());
+            }
+            true
+        }
+        Err(e) => {
+            debug!(error = %e, "cannot list containers");
+            if force {
+                publisher.publish_status(AgentState::Online, driver.status());
+            }
+            false
+        }
+    }
+}
+
+fn container_event(
+    agent: &str,
+    ev: &bollard::models::EventMessage,
+    current: Option<&[zedops_proto::Container]>,
+) -> Option<ContainerEvent> {
+    let action = ev.action.clone()?;
+    let actor = ev.actor.as_ref()?;
+    let id = actor.id.clone()?;
+    let name = actor
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get("name").cloned())
+        .unwrap_or_else(|| id.chars().take(12).collect());
+    let state = if action == "destroy" {
+        None
+    } else {
+        current
+            .and_then(|list| list.iter().find(|c| c.id == id))
+            .map(|c| c.state)
+            .or(match action.as_str() {
+                "start" | "unpause" | "restart" => Some(ContainerState::Running),
+                "pause" => Some(ContainerState::Paused),
+                "die" | "stop" => Some(ContainerState::Exited),
+                "create" => Some(ContainerState::Created),
+                _ => None,
+            })
+    };
+    let time = ev
+        .time_nano
+        .map(|n| Utc.timestamp_nanos(n))
+        .or_else(|| ev.time.and_then(|t| Utc.timestamp_opt(t, 0).single()))
+        .unwrap_or_else(Utc::now);
+    Some(ContainerEvent {
+        agent: agent.to_owned(),
+        id,
+        name,
+        action,
+        state,
+        time,
+    })
+}
+
+/// Docker events that change what `docker ps -a` shows. `exec_*`, `attach`, `top`… do not.
+fn is_lifecycle(action: &str) -> bool {
+    !(action.starts_with("exec_")
+        || matches!(
+            action,
+            "attach"
+                | "detach"
+                | "resize"
+                | "top"
+                | "copy"
+                | "archive-path"
+                | "extract-to-dir"
+                | "export"
+                | "commit"
+        ))
+}
+
+async fn poll_loop(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Inbound>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut backoff: Backoff,
+) {
+    let mut stopping = false;
+    loop {
+        let ev = tokio::select! {
+            ev = eventloop.poll() => ev,
+            _ = &mut stop, if !stopping => {
+                // Keep polling until the queued offline status and DISCONNECT are written.
+                stopping = true;
+                continue;
+            }
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                if tx.try_send(Inbound::Connected).is_err() {
+                    warn!("main loop busy; CONNACK not forwarded");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Err(e) = tx.try_send(Inbound::Publish(p)) {
+                    warn!(error = %e, "main loop busy; incoming message dropped");
+                }
+            }
+            Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                warn!(reason = ?d.reason_code, "the broker disconnected us");
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if stopping => return,
+            Ok(_) => {}
+            Err(e) => {
+                if stopping {
+                    return;
+                }
+                let _ = tx.try_send(Inbound::Disconnected(e.to_string()));
+                let delay = backoff.next_delay();
+                debug!(error = %e, ?delay, "MQTT connection error; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut stop => return,
+                }
+            }
+        }
+    }
+}
+
+async fn docker_monitor(control: DriverControl, tx: mpsc::Sender<DockerSignal>) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+    let mut known_unavailable = false;
+    let mut first = true;
+    loop {
+        match control.connect().await {
+            Ok(docker) => {
+                backoff.reset();
+                if known_unavailable || first {
+                    info!(docker = %control.target().describe(), "connected to Docker");
+                    known_unavailable = false;
+                    first = false;
+                    if tx.send(DockerSignal::Changed).await.is_err() {
+                        return;
+                    }
+                } else if tx.send(DockerSignal::Resync).await.is_err() {
+                    return;
+                }
+                let mut events = Box::pin(docker::container_events(&docker));
+                loop {
+                    match events.next().await {
+                        Some(Ok(ev)) => {
+                            if ev.action.as_deref().is_some_and(is_lifecycle)
+                                && tx.send(DockerSignal::Event(ev)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            debug!(error = %e, "Docker event stream ended");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if !control.ping().await {
+                    control.set_unavailable(format!(
+                        "lost the connection to Docker at {}",
+                        control.target().describe()
+                    ));
+                    warn!("lost Docker; retrying");
+                    known_unavailable = true;
+                    if tx.send(DockerSignal::Changed).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(reason) => {
+                if !known_unavailable {
+                    warn!(%reason, "Docker is unavailable; retrying");
+                    control.set_unavailable(reason);
+                    known_unavailable = true;
+                    first = false;
+                    if tx.send(DockerSignal::Changed).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+fn spawn_request(
+    p: Publish,
+    op: String,
+    client: &AsyncClient,
+    ctx: &Arc<Ctx>,
+    registry: &Arc<Registry>,
+    dedup: &Arc<Mutex<Dedup>>,
+    permits: &Arc<Semaphore>,
+) {
+    let received = Instant::now();
+    let props = p.properties.clone().unwrap_or_default();
+    let response_topic = props
+        .response_topic
+        .clone()
+        .filter(|t| !t.is_empty() && !t.contains(['+', '#']));
+    let correlation = props.correlation_data.clone();
+    let expiry = props
+        .message_expiry_interval
+        .map(|s| Duration::from_secs(s.into()));
+    let abs_deadline = props
+        .user_properties
+        .iter()
+        .find(|(k, _)| k == DEADLINE_PROPERTY)
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    let deadline = expiry.map(|e| received + e);
+    let corr_str = correlation
+        .as_ref()
+        .map(|c| {
+            String::from_utf8_lossy(c)
+                .chars()
+                .take(64)
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let span = info_span!("request", agent = %ctx.agent, %op, correlation = %corr_str);
+
+    let client = client.clone();
+    let ctx = ctx.clone();
+    let registry = registry.clone();
+    let dedup = dedup.clone();
+    let permits = permits.clone();
+    tokio::spawn(
+        async move {
+            let expired = |now: Instant| {
+                deadline.is_some_and(|d| now >= d) || abs_deadline.is_some_and(|d| now_ms() >= d)
+            };
+            if expiry == Some(Duration::ZERO) || expired(Instant::now()) {
+                info!("request expired before it could run; not executed");
+                return;
+            }
+            let key = correlation
+                .clone()
+                .map(|c| (response_topic.clone().unwrap_or_default(), c));
+            if let Some(key) = &key {
+                let window = expiry
+                    .unwrap_or(DEFAULT_DEDUP_WINDOW)
+                    .max(Duration::from_secs(1));
+                let seen = match dedup.lock() {
+                    Ok(mut d) => d.check(key, window, received),
+                    Err(_) => Seen::New,
+                };
+                match seen {
+                    Seen::New => {}
+                    Seen::Running => {
+                        info!("duplicate of a request still running; its reply will answer both");
+                        return;
+                    }
+                    Seen::Done(reply) => {
+                        info!("duplicate of an executed request; answering from cache");
+                        send_reply(&client, response_topic.as_deref(), correlation, reply).await;
+                        return;
+                    }
+                }
+            }
+            let reply = if p.payload.len() > MAX_REQUEST_BYTES {
+                Reply::failure(ErrorBody::bad_request(format!(
+                    "the request is {} bytes; the limit is {MAX_REQUEST_BYTES}",
+                    p.payload.len()
+                )))
+            } else {
+                // Waiting for a free slot counts against the deadline.
+                let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                let permit = match wait {
+                    Some(w) => tokio::time::timeout(w, permits.acquire_owned()).await.ok(),
+                    None => Some(permits.acquire_owned().await),
+                };
+                let Some(Ok(_permit)) = permit else {
+                    info!("no free slot before the deadline; not executed");
+                    return;
+                };
+                if expired(Instant::now()) {
+                    info!("request expired while waiting; not executed");
+                    return;
+                }
+                registry.dispatch(ctx, &op, &p.payload).await
+            };
+            match &reply.error {
+                None => info!(elapsed = ?received.elapsed(), "ok"),
+                Some(e) => info!(code = %e.code, message = %e.message, "failed"),
+            }
+            let bytes = Bytes::from(reply.to_bytes());
+            if let Some(key) = &key {
+                if let Ok(mut d) = dedup.lock() {
+                    d.finish(key, bytes.clone());
+                }
+            }
+            send_reply(&client, response_topic.as_deref(), correlation, bytes).await;
+        }
+        .instrument(span),
+    );
+}
+
+async fn send_reply(
+    client: &AsyncClient,
+    topic: Option<&str>,
+    correlation: Option<Bytes>,
+    reply: Bytes,
+) {
+    let Some(topic) = topic else {
+        return;
+    };
+    let props = PublishProperties {
+        correlation_data: correlation,
+        content_type: Some("application/json".into()),
+        ..Default::default()
+    };
+    let publish =
+        client.publish_with_properties(topic.to_owned(), QoS::AtMostOnce, false, reply, props);
+    match tokio::time::timeout(Duration::from_secs(5), publish).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not send the reply"),
+        Err(_) => warn!("could not queue the reply within 5 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(75) && delays[0] <= Duration::from_millis(125));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(2500)));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn lifecycle_filter() {
+        assert!(is_lifecycle("start"));
+        assert!(is_lifecycle("health_status: healthy"));
+        assert!(!is_lifecycle("exec_start: sh"));
+        assert!(!is_lifecycle("attach"));
+    }
+}

@@ -1,0 +1,293 @@
+//! The embedded MQTT broker: rumqttd, started in-process with an MQTT 5 listener and an MQTT 3.1.1
+//! compatibility listener (rumqttd serves one protocol version per listener).
+//!
+//! rumqttd's own `Broker::start()` blocks, only logs a failed bind, and cannot be stopped. This crate
+//! drives rumqttd's public `Router` and `Server` pieces itself so that:
+//! - a listener that cannot bind is an error returned to the caller;
+//! - port 0 works, and [`BrokerHandle`] reports the real addresses;
+//! - [`BrokerHandle::stop`] closes the listeners and every client connection.
+//!
+//! Router limits are set for zedops' traffic: packets up to [`zedops_proto::MAX_PACKET_BYTES`]
+//! (snapshots of hundreds of containers), and a QoS 0 read budget large enough that a subscriber to
+//! `zedops/v1/agents/+/status` receives every retained status of a large fleet (rumqttd truncates
+//! retained delivery to that budget; see `docs/architecture.md`).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::time::Duration;
+
+use rumqttd::protocol::{v4::V4, v5::V5};
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+/// Configuration of the embedded broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// MQTT 5 listener (default `0.0.0.0:1883`); port 0 picks a free port.
+    pub v5_listen: SocketAddr,
+    /// MQTT 3.1.1 listener (default `0.0.0.0:1884`); `None` disables it.
+    pub v4_listen: Option<SocketAddr>,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Retained messages (and QoS 0 messages) delivered to one subscription per router pass.
+    pub max_outgoing_packet_count: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            v5_listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            v4_listen: Some(SocketAddr::from(([0, 0, 0, 0], 1884))),
+            max_connections: 20_000,
+            max_outgoing_packet_count: 50_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Both listeners on loopback with ports chosen by the OS; for tests and benchmarks.
+    pub fn ephemeral() -> Self {
+        Self {
+            v5_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            v4_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen for MQTT on {addr}: {source} (is another broker running there? choose another address with --mqtt-listen)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the MQTT listener on {addr} did not come up within {waited:?}")]
+    NotListening { addr: SocketAddr, waited: Duration },
+    #[error("cannot start the broker's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running embedded broker. Dropping the handle stops it.
+pub struct BrokerHandle {
+    v5_addr: SocketAddr,
+    v4_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("v5_addr", &self.v5_addr)
+            .field("v4_addr", &self.v4_addr)
+            .finish()
+    }
+}
+
+impl BrokerHandle {
+    /// The address of the MQTT 5 listener, with the real port.
+    pub fn v5_addr(&self) -> SocketAddr {
+        self.v5_addr
+    }
+
+    /// The address of the MQTT 3.1.1 listener, with the real port.
+    pub fn v4_addr(&self) -> Option<SocketAddr> {
+        self.v4_addr
+    }
+
+    /// Stops accepting, closes every client connection and waits for the broker's threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Picks the concrete address for a listener: binds it once to learn the port (and to turn an
+/// address in use into an error), then releases it for rumqttd's own bind.
+fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    let l = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    l.local_addr()
+        .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+fn server_settings(name: &str, listen: SocketAddr) -> ServerSettings {
+    ServerSettings {
+        name: name.to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: zedops_proto::MAX_PACKET_BYTES,
+            max_inflight_count: 500,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    }
+}
+
+/// Starts the broker and returns once every listener accepts connections.
+pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    let v5_addr = reserve(config.v5_listen)?;
+    let v4_addr = config.v4_listen.map(reserve).transpose()?;
+
+    let router = Router::new(
+        0,
+        RouterConfig {
+            max_connections: config.max_connections,
+            max_outgoing_packet_count: config.max_outgoing_packet_count,
+            // Segments are in-memory commit logs per subscription filter; small segments bound memory.
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+    );
+    let router_tx = router.spawn();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("zedops-broker")
+        .enable_all()
+        .build()
+        .map_err(BrokerError::Runtime)?;
+
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<(SocketAddr, String)>(4);
+    let mut v5 = Server::new(server_settings("v5", v5_addr), router_tx.clone(), V5);
+    let f5 = failed_tx.clone();
+    runtime.spawn(async move {
+        if let Err(e) = v5.start(LinkType::Remote).await {
+            let _ = f5.send((v5_addr, e.to_string())).await;
+        }
+    });
+    if let Some(v4_addr) = v4_addr {
+        let mut v4 = Server::new(server_settings("v4", v4_addr), router_tx, V4);
+        let f4 = failed_tx.clone();
+        runtime.spawn(async move {
+            if let Err(e) = v4.start(LinkType::Remote).await {
+                let _ = f4.send((v4_addr, e.to_string())).await;
+            }
+        });
+    }
+    drop(failed_tx);
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("zedops-broker-owner".into())
+        .spawn(move || {
+            // The runtime lives on its own thread so that it can be dropped (closing every
+            // connection) without blocking the caller's runtime.
+            let _ = runtime.block_on(stop_rx);
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        })
+        .map_err(BrokerError::Runtime)?;
+
+    let handle = BrokerHandle {
+        v5_addr,
+        v4_addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    };
+
+    let waited = Duration::from_secs(5);
+    let addrs: Vec<SocketAddr> = std::iter::once(v5_addr).chain(v4_addr).collect();
+    for addr in addrs {
+        let probe = connect_addr(addr);
+        tokio::select! {
+            ok = tokio::time::timeout(waited, wait_listening(probe)) => {
+                if ok.is_err() {
+                    return Err(BrokerError::NotListening { addr, waited });
+                }
+            }
+            Some((addr, reason)) = failed_rx.recv() => {
+                return Err(BrokerError::Bind {
+                    addr,
+                    source: std::io::Error::other(reason),
+                });
+            }
+        }
+    }
+    info!(mqtt5 = %v5_addr, mqtt311 = ?v4_addr, "embedded MQTT broker listening");
+    Ok(handle)
+}
+
+/// The address to probe: an unspecified listen address is reached through loopback.
+fn connect_addr(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    a
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => return,
+            Err(e) => {
+                warn!(%addr, error = %e, "broker listener not up yet");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Listener addresses by protocol, for logs and the start-up banner.
+pub fn describe(handle: &BrokerHandle) -> HashMap<&'static str, SocketAddr> {
+    let mut m = HashMap::from([("mqtt5", handle.v5_addr())]);
+    if let Some(a) = handle.v4_addr() {
+        m.insert("mqtt311", a);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn port_zero_reports_real_ports_and_stop_closes() {
+        let b = start(BrokerConfig::ephemeral()).await.unwrap();
+        let a5 = b.v5_addr();
+        assert_ne!(a5.port(), 0);
+        assert_ne!(b.v4_addr().unwrap().port(), 0);
+        tokio::net::TcpStream::connect(a5).await.unwrap();
+        tokio::task::spawn_blocking(move || b.stop()).await.unwrap();
+        assert!(tokio::net::TcpStream::connect(a5).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn address_in_use_is_an_error() {
+        let taken = StdTcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = BrokerConfig {
+            v5_listen: taken.local_addr().unwrap(),
+            v4_listen: None,
+            ..BrokerConfig::default()
+        };
+        let err = start(cfg).await.unwrap_err();
+        assert!(err.to_string().contains("cannot listen"), "{err}");
+    }
+}

@@ -1,0 +1,65 @@
+//! The `zedops` command line: `serve`, `agent`, and (later) the client commands of the HTTP API.
+//!
+//! # Layout
+//! - [`args`]: the clap definitions, with environment fallbacks (flags > environment > defaults).
+//! - [`run`]: turns parsed arguments into calls to the broker, agent and API libraries.
+//! - [`exit`]: documented exit codes.
+//!
+//! `main` is thin: parse, init tracing, run, map the error to an exit code.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod args;
+pub mod exit;
+pub mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Entry point of the `zedops` binary.
+pub fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("zedops: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    match runtime.block_on(run::run(cli)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("zedops: {e:#}");
+            ExitCode::from(exit::code_of(&e))
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info,rumqttd=warn",
+        1 => "debug,rumqttd=info,hyper=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,36 @@
+//! The zedops wire contract, shared by the agent, the API and the CLI so that they cannot drift apart
+//! (the original system's worst bugs were IDs and subjects spelled differently in each part).
+//!
+//! # Layout
+//! - [`names`]: agent names and container references, validated once at every edge.
+//! - [`topics`]: builders and a parser for every MQTT topic under `zedops/v1/`.
+//! - [`model`]: the payloads agents publish (`AgentStatus`, `Snapshot`, `Container`, `ContainerEvent`).
+//! - [`ops`]: the request/response operations; each op type names its argument and result types.
+//! - [`reply`]: the reply envelope and the error codes, with their HTTP status.
+//!
+//! Nothing in this crate does I/O.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod model;
+pub mod names;
+pub mod ops;
+pub mod reply;
+pub mod topics;
+pub mod url;
+
+pub use model::*;
+pub use names::{AgentName, ContainerRef, NameError};
+pub use ops::Action;
+pub use reply::{ErrorBody, ErrorCode, Reply};
+pub use url::BrokerUrl;
+
+/// The version of this crate, which agents report in their status.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Most bytes one reply may carry; larger results (logs) are truncated to fit, since MQTT clients and
+/// brokers refuse packets over their maximum size.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest MQTT packet our clients accept and the embedded broker forwards. A snapshot of a few
+/// hundred containers is a few hundred KiB; logs are bounded by [`MAX_REPLY_BYTES`].
+pub const MAX_PACKET_BYTES: usize = 8 * 1024 * 1024;

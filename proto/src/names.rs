@@ -1,0 +1,202 @@
+//! Names that cross process boundaries: agent names and container references.
+//!
+//! Agent names become MQTT topic levels and client ids, so they are restricted to
+//! `^[a-z0-9][a-z0-9_-]{0,62}$`. Container references are what a user types: a Docker name (with or
+//! without its leading `/`) or an ID prefix of at least 4 hex digits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a name was refused; the message tells the user what a valid one looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("agent name {0:?} is invalid: use 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")]
+    Agent(String),
+    #[error("container reference {0:?} is invalid: use a Docker container name (letters, digits, '_', '.', '-') or an ID prefix of at least 4 hex digits")]
+    Container(String),
+}
+
+/// A validated agent name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AgentName(String);
+
+impl AgentName {
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        if is_valid_agent_name(&name) {
+            Ok(Self(name))
+        } else {
+            Err(NameError::Agent(name))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// True when `name` matches `^[a-z0-9][a-z0-9_-]{0,62}$`.
+pub fn is_valid_agent_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+impl TryFrom<String> for AgentName {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<AgentName> for String {
+    fn from(value: AgentName) -> Self {
+        value.0
+    }
+}
+
+impl FromStr for AgentName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for AgentName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated container reference: a name or an ID prefix. Resolution (and the ambiguity check)
+/// happens on the agent, which is the only part that knows the containers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ContainerRef(String);
+
+impl ContainerRef {
+    pub fn new(reference: impl Into<String>) -> Result<Self, NameError> {
+        let reference = reference.into();
+        let trimmed = reference.strip_prefix('/').unwrap_or(&reference);
+        if is_valid_container_name(trimmed) {
+            Ok(Self(trimmed.to_owned()))
+        } else {
+            Err(NameError::Container(reference))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the reference could be an ID prefix (4 to 64 lowercase hex digits).
+    pub fn could_be_id(&self) -> bool {
+        (4..=64).contains(&self.0.len()) && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+}
+
+/// Docker's own rule for names, `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, bounded in length. A single
+/// character is accepted too, since the reference may be meant as a (too short) name.
+pub fn is_valid_container_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+impl TryFrom<String> for ContainerRef {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<ContainerRef> for String {
+    fn from(value: ContainerRef) -> Self {
+        value.0
+    }
+}
+
+impl FromStr for ContainerRef {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for ContainerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_names() {
+        for ok in ["maestro", "a", "web-1", "host_2", "0abc", &"a".repeat(63)] {
+            assert!(AgentName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Maestro",
+            "-x",
+            "_x",
+            "a/b",
+            "a+b",
+            "a#",
+            "a b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            let err = AgentName::new(bad).unwrap_err();
+            assert!(err.to_string().contains("1-63 characters"), "{err}");
+        }
+    }
+
+    #[test]
+    fn agent_name_serde_rejects_bad() {
+        assert!(serde_json::from_str::<AgentName>("\"ok-name\"").is_ok());
+        let err = serde_json::from_str::<AgentName>("\"Bad/Name\"").unwrap_err();
+        assert!(err.to_string().contains("invalid"));
+    }
+
+    #[test]
+    fn container_refs() {
+        assert_eq!(ContainerRef::new("/web-1").unwrap().as_str(), "web-1");
+        assert!(ContainerRef::new("my.app_2").is_ok());
+        assert!(ContainerRef::new("abcd").unwrap().could_be_id());
+        assert!(!ContainerRef::new("abc").unwrap().could_be_id());
+        assert!(!ContainerRef::new("web-1").unwrap().could_be_id());
+        for bad in [
+            "",
+            "/",
+            "a/b",
+            "web+1",
+            "web#",
+            "-web",
+            "a b",
+            &"a".repeat(129),
+        ] {
+            assert!(ContainerRef::new(bad).is_err(), "{bad}");
+        }
+    }
+}

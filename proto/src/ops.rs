@@ -1,0 +1,388 @@
+//! Request/response operations. Each op is a type naming its wire name, argument type and result
+//! type, so the agent's handler registry, the API's requester and the CLI agree by construction.
+//!
+//! New ops (such as operator-defined actions) are new types implementing [`Op`]; the agent's
+//! dispatcher looks handlers up by [`Op::NAME`] and needs no change.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Container, ContainerDetail, DockerStatus};
+use crate::names::ContainerRef;
+use crate::reply::ErrorBody;
+
+/// An operation of the request/response protocol.
+pub trait Op {
+    /// The topic level after `req/`, e.g. `container.restart`.
+    const NAME: &'static str;
+    type Args: Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Output: Serialize + DeserializeOwned + Send + Sync + 'static;
+}
+
+/// Default grace period of stop and restart, in seconds.
+pub const DEFAULT_GRACE_S: u32 = 10;
+/// Longest grace period a request may ask for.
+pub const MAX_GRACE_S: u32 = 300;
+/// Default and largest number of log lines.
+pub const DEFAULT_TAIL: u32 = 100;
+pub const MAX_TAIL: u32 = 10_000;
+
+/// Decodes a request payload into the op's arguments. An empty payload means `{}`.
+pub fn parse_args<O: Op>(payload: &[u8]) -> Result<O::Args, ErrorBody> {
+    let payload: &[u8] = if payload.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        payload
+    };
+    serde_json::from_slice(payload)
+        .map_err(|e| ErrorBody::bad_request(format!("invalid arguments for {}: {e}", O::NAME)))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// Arguments of ops that take only a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerArgs {
+    pub container: ContainerRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopArgs {
+    pub container: ContainerRef,
+    /// Seconds between SIGTERM and SIGKILL; default 10, at most 300.
+    #[serde(default)]
+    pub grace_s: Option<u32>,
+}
+
+impl StopArgs {
+    pub fn grace(&self) -> Result<u32, ErrorBody> {
+        let g = self.grace_s.unwrap_or(DEFAULT_GRACE_S);
+        if g > MAX_GRACE_S {
+            return Err(ErrorBody::bad_request(format!(
+                "grace_s {g} is too long: use at most {MAX_GRACE_S} seconds"
+            )));
+        }
+        Ok(g)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillArgs {
+    pub container: ContainerRef,
+    /// Signal name (`SIGKILL`, `HUP`) or number; default `SIGKILL`.
+    #[serde(default)]
+    pub signal: Option<String>,
+}
+
+impl KillArgs {
+    pub fn signal(&self) -> Result<String, ErrorBody> {
+        let s = self.signal.clone().unwrap_or_else(|| "SIGKILL".to_owned());
+        let valid_name = (1..=16).contains(&s.len())
+            && s.as_bytes()[0].is_ascii_uppercase()
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'+' || b == b'-');
+        let valid_number = s.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n));
+        if valid_name || valid_number {
+            Ok(s)
+        } else {
+            Err(ErrorBody::bad_request(format!(
+                "signal {s:?} is invalid: use a name such as SIGTERM or HUP, or a number from 1 to 64"
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Include stopped containers (default true).
+    #[serde(default = "yes")]
+    pub all: bool,
+}
+
+impl Default for ListArgs {
+    fn default() -> Self {
+        Self { all: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsArgs {
+    pub container: ContainerRef,
+    /// Last N lines; default 100, at most 10 000.
+    #[serde(default)]
+    pub tail: Option<u32>,
+    #[serde(default)]
+    pub timestamps: bool,
+}
+
+impl LogsArgs {
+    pub fn tail(&self) -> Result<u32, ErrorBody> {
+        let t = self.tail.unwrap_or(DEFAULT_TAIL);
+        if t > MAX_TAIL {
+            return Err(ErrorBody::bad_request(format!(
+                "tail {t} is too large: ask for at most {MAX_TAIL} lines"
+            )));
+        }
+        Ok(t)
+    }
+}
+
+/// Result of `ping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pong {
+    pub agent: String,
+    pub version: String,
+    pub docker: DockerStatus,
+}
+
+/// Result of `containers.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerList {
+    pub containers: Vec<Container>,
+}
+
+/// Result of every container action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub container: Container,
+    /// False when the container was already in the requested state.
+    pub changed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub text: String,
+}
+
+/// Result of `container.logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logs {
+    pub container: String,
+    pub lines: Vec<LogLine>,
+    /// True when older lines were dropped to keep the reply within its size bound.
+    pub truncated: bool,
+}
+
+macro_rules! op {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $args:ty, $out:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+        impl Op for $ty {
+            const NAME: &'static str = $name;
+            type Args = $args;
+            type Output = $out;
+        }
+    };
+}
+
+op!(/// Liveness and Docker state of an agent.
+    Ping, "ping", NoArgs, Pong);
+op!(/// A live container list.
+    ContainersList, "containers.list", ListArgs, ContainerList);
+op!(
+    ContainerInspect,
+    "container.inspect",
+    ContainerArgs,
+    ContainerDetail
+);
+op!(
+    ContainerStart,
+    "container.start",
+    ContainerArgs,
+    ActionResult
+);
+op!(ContainerStop, "container.stop", StopArgs, ActionResult);
+op!(
+    ContainerRestart,
+    "container.restart",
+    StopArgs,
+    ActionResult
+);
+op!(ContainerKill, "container.kill", KillArgs, ActionResult);
+op!(
+    ContainerPause,
+    "container.pause",
+    ContainerArgs,
+    ActionResult
+);
+op!(
+    ContainerUnpause,
+    "container.unpause",
+    ContainerArgs,
+    ActionResult
+);
+op!(ContainerLogs, "container.logs", LogsArgs, Logs);
+
+/// Every v1 op name.
+pub const ALL: [&str; 10] = [
+    Ping::NAME,
+    ContainersList::NAME,
+    ContainerInspect::NAME,
+    ContainerStart::NAME,
+    ContainerStop::NAME,
+    ContainerRestart::NAME,
+    ContainerKill::NAME,
+    ContainerPause::NAME,
+    ContainerUnpause::NAME,
+    ContainerLogs::NAME,
+];
+
+/// The container actions exposed by the API, CLI and Home Assistant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+    Kill,
+    Pause,
+    Unpause,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Self::Start,
+        Self::Stop,
+        Self::Restart,
+        Self::Kill,
+        Self::Pause,
+        Self::Unpause,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Kill => "kill",
+            Self::Pause => "pause",
+            Self::Unpause => "unpause",
+        }
+    }
+
+    /// The op that carries this action.
+    pub fn op_name(self) -> &'static str {
+        match self {
+            Self::Start => ContainerStart::NAME,
+            Self::Stop => ContainerStop::NAME,
+            Self::Restart => ContainerRestart::NAME,
+            Self::Kill => ContainerKill::NAME,
+            Self::Pause => ContainerPause::NAME,
+            Self::Unpause => ContainerUnpause::NAME,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ErrorBody> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                ErrorBody::bad_request(format!(
+                    "unknown action {s:?}: use one of start, stop, restart, kill, pause, unpause"
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply::ErrorCode;
+
+    #[test]
+    fn empty_payload_is_empty_object() {
+        assert_eq!(parse_args::<Ping>(b"").unwrap(), NoArgs {});
+        assert!(parse_args::<ContainersList>(b" ").unwrap().all);
+        assert!(
+            !parse_args::<ContainersList>(br#"{"all":false}"#)
+                .unwrap()
+                .all
+        );
+    }
+
+    #[test]
+    fn malformed_args_are_bad_request() {
+        for bad in [
+            &b"{"[..],
+            b"[]",
+            br#"{"container": 5}"#,
+            br#"{"container":"a/b"}"#,
+            br#"{"container":"x","grace":3}"#,
+        ] {
+            let err = parse_args::<ContainerStop>(bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{err}");
+            assert!(err.message.contains("container.stop"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bounds() {
+        let a = parse_args::<ContainerStop>(br#"{"container":"web-1","grace_s":301}"#).unwrap();
+        assert_eq!(a.grace().unwrap_err().code, ErrorCode::BadRequest);
+        let a = parse_args::<ContainerStop>(br#"{"container":"web-1"}"#).unwrap();
+        assert_eq!(a.grace().unwrap(), 10);
+        let l = parse_args::<ContainerLogs>(br#"{"container":"web-1","tail":10001}"#).unwrap();
+        assert!(l.tail().is_err());
+        for (sig, ok) in [
+            ("SIGTERM", true),
+            ("HUP", true),
+            ("9", true),
+            ("0", false),
+            ("sig term", false),
+            ("$(x)", false),
+        ] {
+            let k = KillArgs {
+                container: ContainerRef::new("w").unwrap(),
+                signal: Some(sig.into()),
+            };
+            assert_eq!(k.signal().is_ok(), ok, "{sig}");
+        }
+    }
+
+    #[test]
+    fn actions() {
+        for a in Action::ALL {
+            assert_eq!(Action::parse(a.as_str()).unwrap(), a);
+            assert!(ALL.contains(&a.op_name()));
+        }
+        assert_eq!(
+            Action::parse("explode").unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn result_round_trip() {
+        let logs = Logs {
+            container: "w".into(),
+            lines: vec![LogLine {
+                stream: "stdout".into(),
+                text: "hi".into(),
+            }],
+            truncated: false,
+        };
+        let r = crate::Reply::success(&logs);
+        let back: Logs = crate::Reply::decode(&r.to_bytes()).unwrap();
+        assert_eq!(back, logs);
+    }
+}

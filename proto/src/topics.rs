@@ -1,0 +1,151 @@
+//! Every MQTT topic of the `zedops/v1` contract, built and parsed in one place.
+//!
+//! | topic | retained |
+//! |---|---|
+//! | `zedops/v1/agents/{agent}/status` | yes |
+//! | `zedops/v1/agents/{agent}/containers` | yes |
+//! | `zedops/v1/agents/{agent}/containers/{name}` | yes |
+//! | `zedops/v1/agents/{agent}/containers/{name}/set` | no |
+//! | `zedops/v1/agents/{agent}/events` | no |
+//! | `zedops/v1/agents/{agent}/req/{op}` | no |
+//! | `zedops/v1/replies/{client-id}` | no |
+//! | `zedops/v1/fleet/resync` | no |
+
+/// Root of every zedops topic.
+pub const ROOT: &str = "zedops/v1";
+/// Broadcast: every agent republishes status and snapshot after a random delay (≤ 1 s).
+pub const RESYNC: &str = "zedops/v1/fleet/resync";
+/// Every agent's status (subscription filter).
+pub const ALL_STATUS: &str = "zedops/v1/agents/+/status";
+/// Every agent's snapshot (subscription filter).
+pub const ALL_SNAPSHOTS: &str = "zedops/v1/agents/+/containers";
+/// Every agent's events (subscription filter).
+pub const ALL_EVENTS: &str = "zedops/v1/agents/+/events";
+
+pub fn status(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/status")
+}
+
+pub fn snapshot(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/containers")
+}
+
+pub fn container(agent: &str, name: &str) -> String {
+    format!("{ROOT}/agents/{agent}/containers/{name}")
+}
+
+/// Filter matching every per-container topic of one agent (not the `/set` topics).
+pub fn containers_of(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/containers/+")
+}
+
+pub fn container_set(agent: &str, name: &str) -> String {
+    format!("{ROOT}/agents/{agent}/containers/{name}/set")
+}
+
+/// Filter matching every `/set` command topic of one agent.
+pub fn container_sets_of(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/containers/+/set")
+}
+
+pub fn events(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/events")
+}
+
+pub fn request(agent: &str, op: &str) -> String {
+    format!("{ROOT}/agents/{agent}/req/{op}")
+}
+
+/// Filter matching every request topic of one agent.
+pub fn requests_of(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/req/+")
+}
+
+/// The conventional response topic of a requester.
+pub fn replies(client_id: &str) -> String {
+    format!("{ROOT}/replies/{client_id}")
+}
+
+/// A parsed zedops topic. Unknown shapes parse to `None`, never panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topic<'a> {
+    Status { agent: &'a str },
+    Snapshot { agent: &'a str },
+    Container { agent: &'a str, name: &'a str },
+    ContainerSet { agent: &'a str, name: &'a str },
+    Events { agent: &'a str },
+    Request { agent: &'a str, op: &'a str },
+    Reply { client_id: &'a str },
+    Resync,
+}
+
+pub fn parse(topic: &str) -> Option<Topic<'_>> {
+    let rest = topic.strip_prefix(ROOT)?.strip_prefix('/')?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    Some(match parts.as_slice() {
+        ["agents", agent, "status"] => Topic::Status { agent },
+        ["agents", agent, "containers"] => Topic::Snapshot { agent },
+        ["agents", agent, "containers", name] => Topic::Container { agent, name },
+        ["agents", agent, "containers", name, "set"] => Topic::ContainerSet { agent, name },
+        ["agents", agent, "events"] => Topic::Events { agent },
+        ["agents", agent, "req", op] => Topic::Request { agent, op },
+        ["replies", client_id] => Topic::Reply { client_id },
+        ["fleet", "resync"] => Topic::Resync,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        assert_eq!(parse(&status("m")), Some(Topic::Status { agent: "m" }));
+        assert_eq!(parse(&snapshot("m")), Some(Topic::Snapshot { agent: "m" }));
+        assert_eq!(
+            parse(&container("m", "web-1")),
+            Some(Topic::Container {
+                agent: "m",
+                name: "web-1"
+            })
+        );
+        assert_eq!(
+            parse(&container_set("m", "web-1")),
+            Some(Topic::ContainerSet {
+                agent: "m",
+                name: "web-1"
+            })
+        );
+        assert_eq!(parse(&events("m")), Some(Topic::Events { agent: "m" }));
+        assert_eq!(
+            parse(&request("m", "ping")),
+            Some(Topic::Request {
+                agent: "m",
+                op: "ping"
+            })
+        );
+        assert_eq!(
+            parse(&replies("c1")),
+            Some(Topic::Reply { client_id: "c1" })
+        );
+        assert_eq!(parse(RESYNC), Some(Topic::Resync));
+    }
+
+    #[test]
+    fn junk_is_none() {
+        for t in [
+            "",
+            "zedops",
+            "zedops/v1",
+            "zedops/v1/agents//status",
+            "zedops/v2/agents/m/status",
+            "zedops/v1/agents/m/x",
+        ] {
+            assert_eq!(parse(t), None, "{t}");
+        }
+    }
+}
