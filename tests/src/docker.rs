@@ -1,0 +1,146 @@
+//! Docker as the tests observe it: the `docker` CLI, independent of the agent's bollard code.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// The test image built by `scripts/provision.sh` (`FROM scratch` + busybox-static).
+pub fn image() -> String {
+    std::env::var("ZEDOPS_TEST_IMAGE").unwrap_or_else(|_| "zedops-test-busybox:latest".to_owned())
+}
+
+/// Label carried by everything the tests create.
+pub const LABEL: &str = "zedops.test";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Docker;
+
+impl Docker {
+    /// Runs `docker ARGS` and returns its trimmed stdout, or an error with stderr.
+    pub fn run(args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .with_context(|| format!("running docker {args:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "docker {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub fn inspect(name: &str, format: &str) -> anyhow::Result<String> {
+        Self::run(&["inspect", "-f", format, name])
+    }
+
+    pub fn state(name: &str) -> anyhow::Result<String> {
+        Self::inspect(name, "{{.State.Status}}")
+    }
+
+    pub fn started_at(name: &str) -> anyhow::Result<String> {
+        Self::inspect(name, "{{.State.StartedAt}}")
+    }
+
+    pub fn id(name: &str) -> anyhow::Result<String> {
+        Self::inspect(name, "{{.Id}}")
+    }
+
+    /// Lines of `docker ps -a` for containers with a label, as `name\tstate\timage`.
+    pub fn ps_labelled(label: &str) -> anyhow::Result<Vec<String>> {
+        let out = Self::run(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={label}"),
+            "--format",
+            "{{.Names}}\t{{.State}}\t{{.Image}}",
+        ])?;
+        let mut v: Vec<String> = out
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+}
+
+/// A container created for a test, removed (forcibly) on drop.
+#[derive(Debug)]
+pub struct TestContainer {
+    pub name: String,
+    pub id: String,
+    /// A label unique to this container's test (`zedops.test.run=…`).
+    pub run_label: String,
+}
+
+impl TestContainer {
+    /// `docker run -d --init` of the test image, labelled for cleanup. `extra` goes before the image.
+    pub fn run(name: &str, run_label: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let label = format!("{LABEL}.run={run_label}");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--init",
+            "--network",
+            "none",
+            "--label",
+            "zedops.test=1",
+            "--label",
+            &label,
+            "--name",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        let image = image();
+        args.push(&image);
+        let id = Docker::run(&args)?;
+        Ok(Self {
+            name: name.to_owned(),
+            id,
+            run_label: label,
+        })
+    }
+
+    /// `docker create` only (state `created`).
+    pub fn create(name: &str, run_label: &str) -> anyhow::Result<Self> {
+        let label = format!("{LABEL}.run={run_label}");
+        let image = image();
+        let id = Docker::run(&[
+            "create",
+            "--init",
+            "--network",
+            "none",
+            "--label",
+            "zedops.test=1",
+            "--label",
+            &label,
+            "--name",
+            name,
+            &image,
+        ])?;
+        Ok(Self {
+            name: name.to_owned(),
+            id,
+            run_label: label,
+        })
+    }
+
+    pub fn state(&self) -> anyhow::Result<String> {
+        Docker::state(&self.name)
+    }
+
+    pub fn started_at(&self) -> anyhow::Result<String> {
+        Docker::started_at(&self.name)
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.id])
+            .output();
+    }
+}

@@ -1,0 +1,220 @@
+//! A small MQTT 5 test client (rumqttc): subscribe, wait for matching messages, send requests with
+//! response topic and correlation data.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+use zedops_proto::{topics, Reply};
+
+pub struct TestClient {
+    pub client: AsyncClient,
+    pub id: String,
+    rx: mpsc::Receiver<Publish>,
+    acks: mpsc::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
+    n: u64,
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A received message, decoded for assertions.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+    pub correlation: Option<Bytes>,
+}
+
+impl From<&Publish> for Msg {
+    fn from(p: &Publish) -> Self {
+        Msg {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload.clone(),
+            retain: p.retain,
+            correlation: p
+                .properties
+                .as_ref()
+                .and_then(|x| x.correlation_data.clone()),
+        }
+    }
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl TestClient {
+    /// Connects (MQTT 5, TCP_NODELAY) and waits for the CONNACK.
+    pub async fn connect(addr: SocketAddr, id: &str) -> anyhow::Result<Self> {
+        let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(Duration::from_secs(10));
+        opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        opts.set_network_options(net);
+        let (client, mut el) = AsyncClient::new(opts, 10_000);
+        let (tx, rx) = mpsc::channel(100_000);
+        let (ack_tx, mut acks) = mpsc::channel(1000);
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send(p).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_) | Packet::SubAck(_))) => {
+                        let _ = ack_tx.try_send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), acks.recv())
+            .await
+            .map_err(|_| anyhow!("no CONNACK from {addr} within 5 s"))?;
+        Ok(Self {
+            client,
+            id: id.to_owned(),
+            rx,
+            acks,
+            task,
+            n: 0,
+        })
+    }
+
+    /// Subscribes (QoS 0) and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str) -> anyhow::Result<()> {
+        self.client.subscribe(filter, QoS::AtMostOnce).await?;
+        tokio::time::timeout(Duration::from_secs(5), self.acks.recv())
+            .await
+            .map_err(|_| anyhow!("no SUBACK for {filter}"))?;
+        Ok(())
+    }
+
+    /// The next message whose topic and payload satisfy `pred`; others are discarded.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&Msg) -> bool,
+    ) -> anyhow::Result<Msg> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let p = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .map_err(|_| anyhow!("timed out after {limit:?} waiting for {what}"))?
+                .context("client closed")?;
+            let m = Msg::from(&p);
+            if pred(&m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Everything received within `window`.
+    pub async fn drain(&mut self, window: Duration) -> Vec<Msg> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut v = Vec::new();
+        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            v.push(Msg::from(&p));
+        }
+        v
+    }
+
+    pub fn reply_topic(&self) -> String {
+        topics::replies(&self.id)
+    }
+
+    /// Sends a request with the given correlation data and properties; returns the raw reply.
+    pub async fn request_raw(
+        &mut self,
+        agent: &str,
+        op: &str,
+        payload: impl Into<Bytes>,
+        correlation: Bytes,
+        mut props: PublishProperties,
+        limit: Duration,
+    ) -> anyhow::Result<Msg> {
+        props.response_topic = Some(self.reply_topic());
+        props.correlation_data = Some(correlation.clone());
+        self.client
+            .publish_with_properties(
+                topics::request(agent, op),
+                QoS::AtMostOnce,
+                false,
+                payload.into(),
+                props,
+            )
+            .await?;
+        let topic = self.reply_topic();
+        self.wait_for(&format!("the reply to {op}"), limit, |m| {
+            m.topic == topic && m.correlation.as_ref() == Some(&correlation)
+        })
+        .await
+    }
+
+    /// Sends `op` with JSON args; expiry = `limit`. Returns the decoded envelope.
+    pub async fn request(
+        &mut self,
+        agent: &str,
+        op: &str,
+        args: serde_json::Value,
+        limit: Duration,
+    ) -> anyhow::Result<Reply> {
+        self.n += 1;
+        let corr = Bytes::from(format!("{}-{}", self.id, self.n));
+        let props = PublishProperties {
+            message_expiry_interval: Some(limit.as_secs().max(1) as u32),
+            ..Default::default()
+        };
+        let m = self
+            .request_raw(agent, op, serde_json::to_vec(&args)?, corr, props, limit)
+            .await?;
+        let reply: Reply = serde_json::from_slice(&m.payload)
+            .with_context(|| format!("reply is not an envelope: {:?}", m.payload))?;
+        Ok(reply)
+    }
+
+    /// Like [`request`](Self::request) but fails unless the reply is `ok`, and decodes the result.
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &mut self,
+        agent: &str,
+        op: &str,
+        args: serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let r = self
+            .request(agent, op, args, Duration::from_secs(30))
+            .await?;
+        match r.into_result::<T>() {
+            Ok(v) => Ok(v),
+            Err(e) => bail!("{op} failed: {} {}", e.code, e.message),
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        topic: &str,
+        retain: bool,
+        payload: impl Into<Bytes>,
+    ) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.into())
+            .await?;
+        Ok(())
+    }
+}

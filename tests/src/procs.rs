@@ -1,0 +1,221 @@
+//! Processes the tests start: the `zedops` binary, Mosquitto, and in-process agents.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use zedops_agent::AgentConfig;
+use zedops_proto::{AgentName, BrokerUrl};
+
+/// Path of the `zedops` binary built next to this test executable (`cargo build` first).
+pub fn zedops_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("ZEDOPS_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/zedops
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("unexpected test executable location")?;
+    let bin = dir.join("zedops");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run `cargo build --bin zedops` before the end-to-end tests (scripts/test.sh does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()?;
+        if !st.success() {
+            bail!("kill -{sig} {} failed", self.what);
+        }
+        Ok(())
+    }
+
+    /// Waits for exit up to `limit`; returns the exit status.
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if start.elapsed() > limit {
+                bail!("{} did not exit within {limit:?}", self.what);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `zedops agent` as a separate process.
+pub fn spawn_agent_process(name: &str, broker: SocketAddr, extra: &[&str]) -> anyhow::Result<Proc> {
+    let bin = zedops_bin()?;
+    let child = Command::new(bin)
+        .args([
+            "agent",
+            "--name",
+            name,
+            "--broker",
+            &format!("mqtt://{broker}"),
+        ])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("ZEDOPS_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting zedops agent")?;
+    Ok(Proc {
+        child,
+        what: format!("agent {name}"),
+    })
+}
+
+/// An agent running in this process; stops (publishing `offline`) on [`InProcAgent::stop`] or drop.
+pub struct InProcAgent {
+    pub name: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcAgent {
+    pub fn start(
+        name: &str,
+        broker: SocketAddr,
+        tweak: impl FnOnce(&mut AgentConfig),
+    ) -> anyhow::Result<Self> {
+        let url = BrokerUrl {
+            host: broker.ip().to_string(),
+            port: broker.port(),
+            tls: false,
+        };
+        let mut cfg = AgentConfig::new(AgentName::new(name)?, url);
+        cfg.reconnect_max = Duration::from_millis(500);
+        tweak(&mut cfg);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = zedops_agent::run(cfg, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Drop for InProcAgent {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Debian's Mosquitto on a free loopback port, anonymous access, MQTT 5 and 3.1.1.
+pub struct Mosquitto {
+    pub addr: SocketAddr,
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+impl Mosquitto {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = TempDir::new("mosquitto")?;
+        let port = crate::free_port();
+        let conf = dir.path.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nmax_packet_size 16777216\n"
+            ),
+        )?;
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .context("mosquitto is not installed: run scripts/provision.sh")?;
+        let child = Command::new(bin)
+            .args(["-c", &conf.to_string_lossy()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting mosquitto")?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let proc = Proc {
+            child,
+            what: "mosquitto".into(),
+        };
+        crate::eventually(
+            "mosquitto to listen",
+            Duration::from_secs(5),
+            || async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+        )
+        .await?;
+        Ok(Self {
+            addr,
+            _proc: proc,
+            _dir: dir,
+        })
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(crate::unique(&format!("zedops-{prefix}")));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

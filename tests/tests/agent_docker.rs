@@ -1,0 +1,561 @@
+//! The agent against real Docker through the embedded broker: snapshot, requests from a client we
+//! did not write (mosquitto_rr), every v1 op, error codes, event-driven republish, expiry and
+//! duplicate correlation data.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use serde_json::json;
+use zedops_broker::{BrokerConfig, BrokerHandle};
+use zedops_proto::ops::{ActionResult, ContainerList, Logs, Pong};
+use zedops_proto::{topics, ContainerDetail, ErrorCode, Snapshot};
+use zedops_tests::procs::InProcAgent;
+use zedops_tests::{init_logs, unique, Docker, TestClient, TestContainer};
+
+struct Env {
+    broker: BrokerHandle,
+    agent: InProcAgent,
+    client: TestClient,
+}
+
+async fn env(agent_prefix: &str) -> anyhow::Result<Env> {
+    init_logs();
+    let broker = zedops_broker::start(BrokerConfig::ephemeral()).await?;
+    let name = unique(agent_prefix);
+    let agent = InProcAgent::start(&name, broker.v5_addr(), |_| {})?;
+    let mut client = TestClient::connect(broker.v5_addr(), &unique("client")).await?;
+    client.subscribe(&client.reply_topic()).await?;
+    client.subscribe(&topics::status(&name)).await?;
+    client
+        .wait_for("agent online", Duration::from_secs(10), |m| {
+            m.json()["state"] == "online" && m.json()["docker"]["state"] == "available"
+        })
+        .await?;
+    Ok(Env {
+        broker,
+        agent,
+        client,
+    })
+}
+
+fn snapshot_of(m: &zedops_tests::mqtt::Msg) -> Option<Snapshot> {
+    serde_json::from_slice(&m.payload).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_snapshot_match_docker_ps() -> anyhow::Result<()> {
+    let run = unique("snap");
+    let running = TestContainer::run(&unique("zt-run"), &run, &[])?;
+    let stopped = TestContainer::run(&unique("zt-stopped"), &run, &[])?;
+    Docker::run(&["stop", "-t", "1", &stopped.name])?;
+    let created = TestContainer::create(&unique("zt-created"), &run)?;
+
+    let mut e = env("snap").await?;
+    let agent = e.agent.name.clone();
+    // A subscriber arriving later gets the retained status and snapshot.
+    let mut late = TestClient::connect(e.broker.v5_addr(), &unique("late")).await?;
+    late.subscribe(&topics::status(&agent)).await?;
+    let st = late
+        .wait_for("retained status", Duration::from_secs(5), |m| m.retain)
+        .await?;
+    assert_eq!(st.json()["state"], "online");
+    assert_eq!(st.json()["agent"], agent.as_str());
+    assert!(st.json()["docker"]["version"].is_string());
+
+    late.subscribe(&topics::snapshot(&agent)).await?;
+    let expected = Docker::ps_labelled(&running.run_label)?;
+    ensure!(expected.len() == 3, "docker ps shows {expected:?}");
+    let snap = late
+        .wait_for(
+            "a snapshot matching docker ps -a",
+            Duration::from_secs(5),
+            |m| {
+                snapshot_of(m).is_some_and(|s| {
+                    let mut mine: Vec<String> = s
+                        .containers
+                        .iter()
+                        .filter(|c| c.labels.get("zedops.test.run") == Some(&run))
+                        .map(|c| format!("{}\t{}\t{}", c.name, c.state, c.image))
+                        .collect();
+                    mine.sort();
+                    mine == expected
+                })
+            },
+        )
+        .await?;
+    let snap = snapshot_of(&snap).context("snapshot")?;
+    assert_eq!(snap.agent, agent);
+    for c in snap
+        .containers
+        .iter()
+        .filter(|c| c.labels.get("zedops.test.run") == Some(&run))
+    {
+        assert!(
+            c.created_at.timestamp() > 1_600_000_000,
+            "created_at is real: {}",
+            c.created_at
+        );
+        assert_eq!(c.id, Docker::id(&c.name)?);
+        assert_eq!(c.short_id, c.id[..12]);
+    }
+    let _ = (&created, &stopped);
+
+    // The live list agrees too.
+    let list: ContainerList = e.client.call(&agent, "containers.list", json!({})).await?;
+    assert!(list
+        .containers
+        .iter()
+        .any(|c| c.name == created.name && c.state.as_str() == "created"));
+    let list: ContainerList = e
+        .client
+        .call(&agent, "containers.list", json!({"all": false}))
+        .await?;
+    assert!(list.containers.iter().any(|c| c.name == running.name));
+    assert!(!list.containers.iter().any(|c| c.name == stopped.name));
+    e.agent.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_rr_restarts_a_container_by_name() -> anyhow::Result<()> {
+    let run = unique("rr");
+    let web = TestContainer::run(&unique("zt-web"), &run, &[])?;
+    let e = env("rr").await?;
+    let before = web.started_at()?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let port = e.broker.v5_addr().port().to_string();
+    let out = Command::new("mosquitto_rr")
+        .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port])
+        .args(["-t", &topics::request(&e.agent.name, "container.restart")])
+        .args(["-e", &topics::replies(&unique("rr"))])
+        .args([
+            "-m",
+            &json!({"container": web.name, "grace_s": 5}).to_string(),
+        ])
+        .args(["-D", "publish", "correlation-data", "corr-42"])
+        .args(["-W", "30", "-F", "%j"])
+        .output()
+        .context("running mosquitto_rr (install mosquitto-clients)")?;
+    ensure!(
+        out.status.success(),
+        "mosquitto_rr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(line["properties"]["correlation-data"], "corr-42");
+    let payload: serde_json::Value =
+        serde_json::from_str(line["payload"].as_str().context("payload")?)?;
+    assert_eq!(payload["ok"], true, "{payload}");
+    assert_eq!(payload["result"]["changed"], true);
+    assert_eq!(payload["result"]["container"]["name"], web.name.as_str());
+    assert_eq!(payload["result"]["container"]["state"], "running");
+
+    let after = web.started_at()?;
+    assert_ne!(before, after, "Docker shows a new StartedAt");
+    assert_eq!(web.state()?, "running");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_op_changes_or_reports_the_real_container() -> anyhow::Result<()> {
+    let run = unique("ops");
+    let web = TestContainer::run(&unique("zt-ops"), &run, &[])?;
+    let mut e = env("ops").await?;
+    let a = e.agent.name.clone();
+    let c = json!({"container": web.name});
+
+    let pong: Pong = e.client.call(&a, "ping", json!({})).await?;
+    assert_eq!(pong.agent, a);
+
+    // stop, and stop again (no change, not an error)
+    let r: ActionResult = e
+        .client
+        .call(
+            &a,
+            "container.stop",
+            json!({"container": web.name, "grace_s": 5}),
+        )
+        .await?;
+    assert!(r.changed);
+    assert_eq!(web.state()?, "exited");
+    assert_eq!(r.container.state.as_str(), "exited");
+    let r: ActionResult = e.client.call(&a, "container.stop", c.clone()).await?;
+    assert!(!r.changed);
+
+    // start by unique ID prefix, and start again
+    let prefix = &web.id[..8];
+    let r: ActionResult = e
+        .client
+        .call(&a, "container.start", json!({"container": prefix}))
+        .await?;
+    assert!(r.changed);
+    assert_eq!(web.state()?, "running");
+    let r: ActionResult = e.client.call(&a, "container.start", c.clone()).await?;
+    assert!(!r.changed, "starting a running container is changed: false");
+
+    // pause / unpause
+    let r: ActionResult = e.client.call(&a, "container.pause", c.clone()).await?;
+    assert!(r.changed);
+    assert_eq!(web.state()?, "paused");
+    assert_eq!(r.container.state.as_str(), "paused");
+    let r: ActionResult = e.client.call(&a, "container.unpause", c.clone()).await?;
+    assert!(r.changed);
+    assert_eq!(web.state()?, "running");
+
+    // inspect: detail, env names only
+    let d: ContainerDetail = e.client.call(&a, "container.inspect", c.clone()).await?;
+    assert_eq!(d.container.id, web.id);
+    assert!(d.started_at.is_some());
+    assert!(d.env_names.iter().all(|n| !n.contains('=')));
+
+    // logs: the test image prints "tick" every second
+    let mut logs: Option<Logs> = None;
+    for _ in 0..50 {
+        let l: Logs = e
+            .client
+            .call(
+                &a,
+                "container.logs",
+                json!({"container": web.name, "tail": 5}),
+            )
+            .await?;
+        if !l.lines.is_empty() {
+            logs = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = logs.context("no log lines within 5 s")?;
+    assert!(logs.lines.len() <= 5);
+    assert!(
+        logs.lines.iter().any(|l| l.text.contains("tick")),
+        "{logs:?}"
+    );
+
+    // kill, then kill again: conflict (not running)
+    let r: ActionResult = e
+        .client
+        .call(
+            &a,
+            "container.kill",
+            json!({"container": web.name, "signal": "SIGKILL"}),
+        )
+        .await?;
+    assert!(r.changed);
+    zedops_tests::eventually("killed", Duration::from_secs(5), || async {
+        (web.state().ok()? == "exited").then_some(())
+    })
+    .await?;
+    let r = e
+        .client
+        .request(&a, "container.kill", c.clone(), Duration::from_secs(10))
+        .await?;
+    assert_eq!(r.error.context("error")?.code, ErrorCode::Conflict);
+
+    // errors, and the agent keeps serving after each
+    let cases: Vec<(&str, Vec<u8>, ErrorCode, &str)> = vec![
+        (
+            "container.start",
+            br#"{"container":"zt-no-such-container"}"#.to_vec(),
+            ErrorCode::NotFound,
+            "no container named zt-no-such-container on agent",
+        ),
+        (
+            "container.start",
+            b"{not json".to_vec(),
+            ErrorCode::BadRequest,
+            "invalid arguments",
+        ),
+        (
+            "container.start",
+            br#"{"container":"a/b"}"#.to_vec(),
+            ErrorCode::BadRequest,
+            "invalid",
+        ),
+        (
+            "container.stop",
+            br#"{"container":"x","grace_s":9999}"#.to_vec(),
+            ErrorCode::BadRequest,
+            "grace_s",
+        ),
+        (
+            "container.explode",
+            b"{}".to_vec(),
+            ErrorCode::BadRequest,
+            "unknown op",
+        ),
+        (
+            "container.logs",
+            b"\xff\xfe".to_vec(),
+            ErrorCode::BadRequest,
+            "invalid arguments",
+        ),
+    ];
+    for (i, (op, payload, code, text)) in cases.into_iter().enumerate() {
+        let m = e
+            .client
+            .request_raw(
+                &a,
+                op,
+                payload,
+                Bytes::from(format!("err-{i}")),
+                PublishProperties::default(),
+                Duration::from_secs(10),
+            )
+            .await?;
+        let reply: zedops_proto::Reply = serde_json::from_slice(&m.payload)?;
+        let err = reply.error.context("expected an error")?;
+        assert_eq!(err.code, code, "{op}: {}", err.message);
+        assert!(err.message.contains(text), "{op}: {}", err.message);
+        let _: Pong = e.client.call(&a, "ping", json!({})).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_id_prefix_is_a_conflict() -> anyhow::Result<()> {
+    // Two containers whose IDs share 4 hex digits: create until Docker's random IDs collide.
+    let run = unique("amb");
+    let mut made: Vec<TestContainer> = Vec::new();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let pair = loop {
+        ensure!(
+            made.len() < 1500,
+            "no 4-digit ID prefix collision in 1500 containers"
+        );
+        let batch: Vec<String> = (0..20).map(|_| unique("zt-amb")).collect();
+        // docker create, 20 at a time in parallel
+        let handles: Vec<_> = batch
+            .iter()
+            .map(|n| {
+                let n = n.clone();
+                let run = run.clone();
+                std::thread::spawn(move || TestContainer::create(&n, &run))
+            })
+            .collect();
+        let mut found = None;
+        for h in handles {
+            let c = h.join().map_err(|_| anyhow::anyhow!("thread panicked"))??;
+            let p = c.id[..4].to_owned();
+            if let Some(&other) = seen.get(&p) {
+                found = Some((other, made.len()));
+            }
+            seen.insert(p, made.len());
+            made.push(c);
+        }
+        if let Some(f) = found {
+            break f;
+        }
+    };
+    let prefix = made[pair.0].id[..4].to_owned();
+    let mut e = env("amb").await?;
+    let r = e
+        .client
+        .request(
+            &e.agent.name,
+            "container.inspect",
+            json!({"container": prefix}),
+            Duration::from_secs(20),
+        )
+        .await?;
+    let err = r.error.context("expected conflict")?;
+    assert_eq!(err.code, ErrorCode::Conflict, "{}", err.message);
+    assert!(
+        err.message.contains(&made[pair.0].name) && err.message.contains(&made[pair.1].name),
+        "{}",
+        err.message
+    );
+    // The longer prefix is unique again.
+    let d: ContainerDetail = e
+        .client
+        .call(
+            &e.agent.name,
+            "container.inspect",
+            json!({"container": &made[pair.0].id[..16]}),
+        )
+        .await?;
+    assert_eq!(d.container.name, made[pair.0].name);
+    drop(made);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_stop_outside_zedops_is_republished_within_a_second() -> anyhow::Result<()> {
+    let run = unique("ext");
+    let web = TestContainer::run(&unique("zt-ext"), &run, &[])?;
+    let mut e = env("ext").await?;
+    let a = e.agent.name.clone();
+    e.client.subscribe(&topics::snapshot(&a)).await?;
+    e.client
+        .subscribe(&topics::container(&a, &web.name))
+        .await?;
+    e.client.subscribe(&topics::events(&a)).await?;
+    e.client
+        .wait_for("web running in the snapshot", Duration::from_secs(5), |m| {
+            snapshot_of(m).is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .any(|c| c.name == web.name && c.state.as_str() == "running")
+            })
+        })
+        .await?;
+
+    // Resync is 60 s, so only the event stream can make this fast.
+    Docker::run(&["stop", "-t", "5", &web.name])?;
+    let stopped = Instant::now();
+    let name = web.name.clone();
+    let ctopic = topics::container(&a, &web.name);
+    let stopic = topics::snapshot(&a);
+    let (mut snap_seen, mut topic_seen) = (None, None);
+    while snap_seen.is_none() || topic_seen.is_none() {
+        let m = e
+            .client
+            .wait_for("the stop to be published", Duration::from_secs(2), |_| true)
+            .await?;
+        if m.topic == stopic
+            && snapshot_of(&m).is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .any(|c| c.name == name && c.state.as_str() == "exited")
+            })
+        {
+            snap_seen.get_or_insert(stopped.elapsed());
+        }
+        if m.topic == ctopic && m.json()["state"] == "exited" {
+            topic_seen.get_or_insert(stopped.elapsed());
+        }
+    }
+    let (s, t) = (
+        snap_seen.unwrap_or_default(),
+        topic_seen.unwrap_or_default(),
+    );
+    eprintln!("docker stop visible: snapshot after {s:?}, per-container topic after {t:?}");
+    assert!(
+        s < Duration::from_secs(1) && t < Duration::from_secs(1),
+        "snapshot {s:?}, topic {t:?}"
+    );
+
+    // The retained per-container topic now says exited, for a subscriber that arrives later.
+    let mut late = TestClient::connect(e.broker.v5_addr(), &unique("late")).await?;
+    late.subscribe(&ctopic).await?;
+    let m = late
+        .wait_for("retained container", Duration::from_secs(3), |m| m.retain)
+        .await?;
+    assert_eq!(m.json()["state"], "exited");
+
+    // Removing the container clears its retained topic (empty payload).
+    drop(web);
+    e.client
+        .wait_for("empty retained payload", Duration::from_secs(3), |m| {
+            m.topic == ctopic && m.payload.is_empty()
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_requests_are_not_run_and_duplicates_run_once() -> anyhow::Result<()> {
+    let run = unique("dup");
+    let web = TestContainer::run(&unique("zt-dup"), &run, &[])?;
+    let mut e = env("dup").await?;
+    let a = e.agent.name.clone();
+    let args = serde_json::to_vec(&json!({"container": web.name, "grace_s": 5}))?;
+
+    // 1. A deadline already passed: not executed, no reply.
+    let before = web.started_at()?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let past = (chrono::Utc::now().timestamp_millis() - 1000).to_string();
+    let props = PublishProperties {
+        message_expiry_interval: Some(30),
+        user_properties: vec![(zedops_agent::session::DEADLINE_PROPERTY.into(), past)],
+        ..Default::default()
+    };
+    let r = e
+        .client
+        .request_raw(
+            &a,
+            "container.restart",
+            args.clone(),
+            Bytes::from_static(b"expired-1"),
+            props,
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(r.is_err(), "an expired request gets no reply");
+    // 2. A Message Expiry Interval of 0 (already expired) likewise.
+    let props = PublishProperties {
+        message_expiry_interval: Some(0),
+        ..Default::default()
+    };
+    let r = e
+        .client
+        .request_raw(
+            &a,
+            "container.restart",
+            args.clone(),
+            Bytes::from_static(b"expired-2"),
+            props,
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(r.is_err(), "an expired request gets no reply");
+    assert_eq!(web.started_at()?, before, "the container was not restarted");
+
+    // 3. The same correlation data twice: executed once, answered twice.
+    let since = chrono::Utc::now().timestamp().to_string();
+    let props = PublishProperties {
+        message_expiry_interval: Some(60),
+        ..Default::default()
+    };
+    let corr = Bytes::from_static(b"same-correlation");
+    let first = e
+        .client
+        .request_raw(
+            &a,
+            "container.restart",
+            args.clone(),
+            corr.clone(),
+            props.clone(),
+            Duration::from_secs(30),
+        )
+        .await?;
+    let after_first = web.started_at()?;
+    assert_ne!(after_first, before);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = e
+        .client
+        .request_raw(
+            &a,
+            "container.restart",
+            args.clone(),
+            corr.clone(),
+            props,
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert_eq!(
+        first.payload, second.payload,
+        "the duplicate is answered with the first reply"
+    );
+    assert_eq!(web.started_at()?, after_first, "restarted once, not twice");
+    let until = (chrono::Utc::now().timestamp() + 1).to_string();
+    let restarts = Docker::run(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={}", web.id),
+        "--filter",
+        "event=restart",
+        "--format",
+        "{{.Action}}",
+    ])?;
+    assert_eq!(restarts.lines().count(), 1, "docker events: {restarts:?}");
+    Ok(())
+}
