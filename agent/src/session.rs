@@ -224,7 +224,8 @@ pub(crate) async fn run(
                     DockerSignal::Changed => {
                         let status = driver.status();
                         info!(docker = ?status.state, error = ?status.error, "Docker availability changed");
-                        if !refresh(&driver, &mut publisher, false).await {
+                        if !refresh(&driver, &mut publisher, false).await || status.state == zedops_proto::DockerAvailability::Available {
+                            // The status changed even when the container list did not.
                             publisher.publish_status(AgentState::Online, status);
                         }
                     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use rumqttd::protocol::{v4::V4, v5::V5};
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Configuration of the embedded broker.
 #[derive(Debug, Clone)]
@@ -208,11 +208,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     };
 
     let waited = Duration::from_secs(5);
-    let addrs: Vec<SocketAddr> = std::iter::once(v5_addr).chain(v4_addr).collect();
-    for addr in addrs {
-        let probe = connect_addr(addr);
+    let addrs: Vec<(SocketAddr, bool)> = std::iter::once((v5_addr, true))
+        .chain(v4_addr.map(|a| (a, false)))
+        .collect();
+    for (addr, v5) in addrs {
         tokio::select! {
-            ok = tokio::time::timeout(waited, wait_listening(probe)) => {
+            ok = tokio::time::timeout(waited, wait_listening(addr, v5)) => {
                 if ok.is_err() {
                     return Err(BrokerError::NotListening { addr, waited });
                 }
@@ -229,7 +230,53 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     Ok(handle)
 }
 
-/// The address to probe: an unspecified listen address is reached through loopback.
+/// Waits until the listener completes an MQTT handshake (CONNECT → CONNACK → DISCONNECT), so
+/// rumqttd sees a well-behaved client rather than an aborted connection.
+async fn wait_listening(addr: SocketAddr, v5: bool) {
+    loop {
+        if handshake(connect_addr(addr), v5).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn handshake(addr: SocketAddr, v5: bool) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let id = b"zedops-broker-probe";
+    let mut var = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        if v5 { 5 } else { 4 },
+        0x02,
+        0,
+        10,
+    ];
+    if v5 {
+        var.push(0); // no properties
+    }
+    var.extend_from_slice(&[0, id.len() as u8]);
+    var.extend_from_slice(id);
+    let mut pkt = vec![0x10, var.len() as u8];
+    pkt.extend_from_slice(&var);
+    s.write_all(&pkt).await?;
+    let mut first = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut first))
+        .await
+        .map_err(|_| std::io::Error::other("no CONNACK"))??;
+    if first[0] != 0x20 {
+        return Err(std::io::Error::other("not a CONNACK"));
+    }
+    s.write_all(&[0xe0, 0]).await?;
+    Ok(())
+}
+
+/// The address to connect to: an unspecified listen address is reached through loopback.
 fn connect_addr(addr: SocketAddr) -> SocketAddr {
     let mut a = addr;
     if a.ip().is_unspecified() {
@@ -240,18 +287,6 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
         });
     }
     a
-}
-
-async fn wait_listening(addr: SocketAddr) {
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(_) => return,
-            Err(e) => {
-                warn!(%addr, error = %e, "broker listener not up yet");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
 }
 
 /// Listener addresses by protocol, for logs and the start-up banner.
