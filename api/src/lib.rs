@@ -1,1 +1,210 @@
-//! The HTTP API of zedops (see DESIGN §4); grows in the API issue.
+//! The zedops HTTP API (DESIGN §4): poem-openapi endpoints over a fleet cache and an MQTT 5
+//! requester, Server-Sent Events, health, metrics, the OpenAPI document and interactive docs.
+//!
+//! # Layout
+//! - [`cache`]: the fleet view built from retained status and snapshot topics.
+//! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
+//! - [`routes`]: the endpoints and their schemas.
+//! - [`error`]: `{code, message}` errors with their HTTP status.
+//! - [`metrics`]: Prometheus text.
+//!
+//! Use: [`Api::connect`] starts the MQTT session; [`Api::app`] builds the poem endpoint (tests drive
+//! it in-process); [`serve`] runs it on a listener the caller bound, until shutdown.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cache;
+pub mod error;
+pub mod metrics;
+pub mod mqtt;
+pub mod routes;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::endpoint::make_sync;
+use poem::listener::TcpAcceptor;
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::OpenApiService;
+use tokio::sync::broadcast;
+
+pub use mqtt::MqttConfig;
+use routes::{FleetApi, FleetEvent};
+
+/// How long after the first subscription the cache counts as warm: retained messages arrive at
+/// once, and agents answer `fleet/resync` within 1 s.
+pub const WARM_UP: Duration = Duration::from_millis(1500);
+
+/// Everything the handlers share.
+pub struct State {
+    pub fleet: Arc<cache::Fleet>,
+    pub link: Arc<mqtt::Link>,
+    pub requester: mqtt::Requester,
+    pub metrics: Arc<metrics::Metrics>,
+    pub changes: broadcast::Sender<cache::Change>,
+    pub events: broadcast::Sender<FleetEvent>,
+    sse_clients: AtomicUsize,
+}
+
+impl State {
+    /// Ok when connected to the broker and warmed up; else the reason.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.link.connected.load(Ordering::SeqCst) {
+            return Err("not connected to the MQTT broker".into());
+        }
+        let since = *self
+            .link
+            .subscribed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match since {
+            Some(t) if t.elapsed() >= WARM_UP => Ok(()),
+            _ => Err("warming the fleet cache".into()),
+        }
+    }
+
+    pub fn render_metrics(&self) -> String {
+        let (known, online, containers) = self.fleet.counts();
+        self.metrics.render(
+            known,
+            online,
+            containers,
+            self.sse_clients.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counts an SSE client while it is connected.
+pub struct SseGuard(Arc<State>);
+
+impl SseGuard {
+    pub fn new(state: Arc<State>) -> Self {
+        state.sse_clients.fetch_add(1, Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for SseGuard {
+    fn drop(&mut self) {
+        self.0.sse_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A running API: its MQTT session and shared state.
+pub struct Api {
+    pub state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The OpenAPI service (shared by the server and the spec generator).
+fn service(state: Arc<State>) -> OpenApiService<FleetApi, ()> {
+    OpenApiService::new(FleetApi { state }, "zedops", zedops_proto::VERSION)
+        .summary("Control Docker containers across a fleet of hosts")
+        .description(
+            "zedops agents publish their containers over MQTT 5 and execute commands sent with \
+             MQTT request/response. This API reads the fleet from a cache of the agents' retained \
+             state and sends actions to agents with a deadline. Every error body is \
+             `{code, message}`.",
+        )
+}
+
+impl Api {
+    /// Starts the MQTT session; the API answers at once and fills its cache as state arrives.
+    pub fn connect(cfg: MqttConfig) -> Self {
+        let fleet = Arc::new(cache::Fleet::default());
+        let (changes, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(1024);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let (link, task) = mqtt::start(cfg, fleet.clone(), changes.clone());
+        let requester = mqtt::Requester {
+            link: link.clone(),
+            fleet: fleet.clone(),
+            metrics: metrics.clone(),
+        };
+        let state = Arc::new(State {
+            fleet,
+            link,
+            requester,
+            metrics,
+            changes,
+            events,
+            sse_clients: AtomicUsize::new(0),
+        });
+        Self { state, task }
+    }
+
+    /// The HTTP application: API routes, `/openapi.json`, `/docs`.
+    pub fn app(&self) -> impl Endpoint + 'static {
+        let svc = service(self.state.clone());
+        let spec = svc.spec();
+        let docs = svc.swagger_ui();
+        Route::new()
+            .nest("/", svc)
+            .at(
+                "/openapi.json",
+                make_sync(move |_| {
+                    poem::Response::builder()
+                        .content_type("application/json")
+                        .body(spec.clone())
+                }),
+            )
+            .nest("/docs", docs)
+            .catch_all_error(error::json_errors)
+    }
+
+    /// Stops the MQTT session (the HTTP server stops with its shutdown future).
+    pub async fn disconnect(&self) {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.state.link.client.disconnect()).await;
+    }
+}
+
+/// The OpenAPI document the code generates (checked in as `openapi/zedops.json`).
+pub fn openapi_json() -> String {
+    spec_service().spec()
+}
+
+/// A service with detached state, for generating the document without a broker.
+fn spec_service() -> OpenApiService<FleetApi, ()> {
+    let (client, _eventloop) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new("zedops-spec", "127.0.0.1", 1),
+        1,
+    );
+    let fleet = Arc::new(cache::Fleet::default());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let link = Arc::new(mqtt::Link::detached(client));
+    let (changes, _) = broadcast::channel(1);
+    let (events, _) = broadcast::channel(1);
+    let state = Arc::new(State {
+        requester: mqtt::Requester {
+            link: link.clone(),
+            fleet: fleet.clone(),
+            metrics: metrics.clone(),
+        },
+        fleet,
+        link,
+        metrics,
+        changes,
+        events,
+        sse_clients: AtomicUsize::new(0),
+    });
+    service(state)
+}
+
+/// Serves `app` on a listener the caller bound, until `shutdown` completes.
+pub async fn serve(
+    app: impl Endpoint + 'static,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(5)))
+        .await
+}

@@ -230,8 +230,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     Ok(handle)
 }
 
-/// Waits until the listener completes an MQTT handshake (CONNECT → CONNACK → DISCONNECT), so
-/// rumqttd sees a well-behaved client rather than an aborted connection.
+/// Waits until the listener completes an MQTT handshake (CONNECT → CONNACK), so rumqttd sees a
+/// well-behaved client rather than an aborted connection.
 async fn wait_listening(addr: SocketAddr, v5: bool) {
     loop {
         if handshake(connect_addr(addr), v5).await.is_ok() {
@@ -265,15 +265,26 @@ async fn handshake(addr: SocketAddr, v5: bool) -> std::io::Result<()> {
     let mut pkt = vec![0x10, var.len() as u8];
     pkt.extend_from_slice(&var);
     s.write_all(&pkt).await?;
-    let mut first = [0u8; 1];
-    tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut first))
+    let read = async {
+        // CONNACK: type, remaining length (one byte: CONNACKs are short), then the rest.
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await?;
+        if head[0] != 0x20 || head[1] > 127 {
+            return Err(std::io::Error::other("not a CONNACK"));
+        }
+        let mut rest = vec![0u8; head[1] as usize];
+        s.read_exact(&mut rest).await?;
+        // Close without DISCONNECT: rumqttd logs a DISCONNECT followed by the close as an error
+        // ("connection already gone"), a plain close at info level.
+        s.shutdown().await?;
+        // Wait for the broker to close its side, so neither side resets the connection.
+        let mut sink = [0u8; 64];
+        while s.read(&mut sink).await? > 0 {}
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(1), read)
         .await
-        .map_err(|_| std::io::Error::other("no CONNACK"))??;
-    if first[0] != 0x20 {
-        return Err(std::io::Error::other("not a CONNACK"));
-    }
-    s.write_all(&[0xe0, 0]).await?;
-    Ok(())
+        .map_err(|_| std::io::Error::other("no CONNACK"))?
 }
 
 /// The address to connect to: an unspecified listen address is reached through loopback.

@@ -25,13 +25,33 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run an agent: serve this host's Docker engine to the fleet over MQTT.
     Agent(AgentArgs),
+    /// Print the OpenAPI document of the HTTP API (or write or check a file).
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OpenapiArgs {
+    /// Write the document to this file.
+    #[arg(long, value_name = "PATH", conflicts_with = "check")]
+    pub write: Option<std::path::PathBuf>,
+    /// Fail (exit 1) when this file differs from what the code generates.
+    #[arg(long, value_name = "PATH")]
+    pub check: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
 #[command(
-    after_long_help = "Examples:\n  zedops serve\n  zedops serve --local-agent\n  zedops serve --mqtt-listen 127.0.0.1:0 --no-mqtt311"
+    after_long_help = "Examples:\n  zedops serve --local-agent            broker + API + an agent for this host\n  zedops serve --broker mqtt://mosquitto.lan:1883\n  zedops serve --listen 0.0.0.0:8420 --mqtt-listen 0.0.0.0:1883"
 )]
 pub struct ServeArgs {
+    /// HTTP listener of the API, the docs and the dashboard.
+    #[arg(long, env = "ZEDOPS_LISTEN", default_value = "127.0.0.1:8420")]
+    pub listen: SocketAddr,
+
+    /// Use this external MQTT 5 broker instead of the embedded one (e.g. mqtt://broker.lan:1883).
+    #[arg(long, env = "ZEDOPS_BROKER")]
+    pub broker: Option<BrokerUrl>,
+
     /// MQTT 5 listener of the embedded broker.
     #[arg(long, env = "ZEDOPS_MQTT_LISTEN", default_value = "0.0.0.0:1883")]
     pub mqtt_listen: SocketAddr,

@@ -6,13 +6,14 @@ use zedops_agent::{AgentConfig, DockerTarget};
 use zedops_broker::BrokerConfig;
 use zedops_proto::{AgentName, BrokerUrl};
 
-use crate::args::{AgentArgs, Cli, Command, ServeArgs};
+use crate::args::{AgentArgs, Cli, Command, OpenapiArgs, ServeArgs};
 use crate::exit::Exit;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Agent(a) => agent(a).await,
+        Command::Openapi(a) => openapi(a),
     }
 }
 
@@ -65,57 +66,132 @@ fn default_agent_name() -> Result<AgentName, Exit> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let broker = zedops_broker::start(BrokerConfig {
-        v5_listen: a.mqtt_listen,
-        v4_listen: (!a.no_mqtt311).then_some(a.mqtt311_listen),
-        ..BrokerConfig::default()
-    })
-    .await
-    .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
-    let v5 = broker.v5_addr();
-    println!("zedops serve: MQTT 5 broker on {v5}");
-    if let Some(v4) = broker.v4_addr() {
-        println!("zedops serve: MQTT 3.1.1 broker on {v4}");
-    }
+    // The broker: embedded unless --broker names an external one.
+    let (broker, url) = match a.broker.clone() {
+        Some(url) => (None, url),
+        None => {
+            let b = zedops_broker::start(BrokerConfig {
+                v5_listen: a.mqtt_listen,
+                v4_listen: (!a.no_mqtt311).then_some(a.mqtt311_listen),
+                ..BrokerConfig::default()
+            })
+            .await
+            .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
+            let mut local = b.v5_addr();
+            if local.ip().is_unspecified() {
+                local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let url = BrokerUrl {
+                host: local.ip().to_string(),
+                port: local.port(),
+                tls: false,
+            };
+            (Some(b), url)
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
+        Exit::new(
+            crate::exit::ERROR,
+            format!(
+                "cannot listen for HTTP on {}: {e} (choose another address with --listen)",
+                a.listen
+            ),
+        )
+    })?;
+    let http = listener.local_addr()?;
+    let api = zedops_api::Api::connect(zedops_api::MqttConfig {
+        broker: url.clone(),
+        credentials: None,
+        client_id: None,
+    });
 
     let mut agent_task = None;
     let (stop_agent_tx, stop_agent_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut agent_line = None;
     if let Some(name) = a.local_agent {
         let name = if name.is_empty() {
             default_agent_name()?
         } else {
             AgentName::new(name).map_err(|e| Exit::usage(e.to_string()))?
         };
-        let mut loopback = v5;
-        if loopback.ip().is_unspecified() {
-            loopback.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let url = BrokerUrl {
-            host: loopback.ip().to_string(),
-            port: loopback.port(),
-            tls: false,
-        };
-        let mut cfg = AgentConfig::new(name.clone(), url);
+        let mut cfg = AgentConfig::new(name.clone(), url.clone());
         cfg.docker = DockerTarget {
             host: a.docker_host,
         };
-        println!(
-            "zedops serve: local agent {name} serving {}",
+        agent_line = Some(format!(
+            "local agent {name} serving Docker at {}",
             cfg.docker.describe()
-        );
+        ));
         agent_task = Some(tokio::spawn(zedops_agent::run(cfg, async move {
             let _ = stop_agent_rx.await;
         })));
     }
+
+    let base = format!("http://{http}");
+    println!("zedops {} is running", zedops_proto::VERSION);
+    match &broker {
+        Some(b) => {
+            print!("  MQTT broker   mqtt://{} (MQTT 5)", b.v5_addr());
+            match b.v4_addr() {
+                Some(v4) => println!(", mqtt://{v4} (MQTT 3.1.1)"),
+                None => println!(),
+            }
+        }
+        None => println!("  MQTT broker   {url} (external)"),
+    }
+    println!("  HTTP API      {base}/api/v1/agents");
+    println!("  API docs      {base}/docs");
+    println!("  Dashboard     {base}/");
+    if let Some(l) = &agent_line {
+        println!("  Agent         {l}");
+    }
+    println!("Try: zedops --server {base} ps   (Ctrl-C to stop)");
+
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(zedops_api::serve(api.app(), listener, async move {
+        let _ = stop_http_rx.await;
+    }));
 
     shutdown_signal().await;
     let _ = stop_agent_tx.send(());
     if let Some(t) = agent_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
     }
-    tokio::task::spawn_blocking(move || broker.stop())
-        .await
-        .context("stopping the broker")?;
+    let _ = stop_http_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(6), http_task).await;
+    api.disconnect().await;
+    if let Some(b) = broker {
+        tokio::task::spawn_blocking(move || b.stop())
+            .await
+            .context("stopping the broker")?;
+    }
+    Ok(())
+}
+
+fn openapi(a: OpenapiArgs) -> anyhow::Result<()> {
+    let doc = zedops_api::openapi_json();
+    if let Some(path) = a.write {
+        std::fs::write(&path, format!("{doc}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
+    if let Some(path) = a.check {
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        if on_disk.trim_end() != doc.trim_end() {
+            return Err(Exit::new(
+                crate::exit::ERROR,
+                format!(
+                    "{} is out of date with the code; regenerate it with: cargo run --bin zedops -- openapi --write {}",
+                    path.display(),
+                    path.display()
+                ),
+            )
+            .into());
+        }
+        return Ok(());
+    }
+    println!("{doc}");
     Ok(())
 }
 

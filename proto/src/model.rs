@@ -7,6 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Docker's container states, plus `unknown` for anything a newer engine may add.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Enum),
+    oai(rename_all = "lowercase")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
@@ -57,6 +62,7 @@ impl fmt::Display for ContainerState {
 }
 
 /// A published port.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
     pub private_port: u16,
@@ -66,6 +72,7 @@ pub struct Port {
 }
 
 /// One container as `docker ps -a` shows it.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
@@ -86,6 +93,7 @@ pub struct Container {
 }
 
 /// A mount of an inspected container.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     pub kind: String,
@@ -95,6 +103,7 @@ pub struct Mount {
 }
 
 /// A network an inspected container is attached to.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkAttachment {
     pub name: String,
@@ -103,9 +112,11 @@ pub struct NetworkAttachment {
 
 /// The result of `container.inspect`: the list row plus detail. Environment *names* only: values
 /// hold secrets and never leave the host.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerDetail {
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", oai(flatten))]
     pub container: Container,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -116,6 +127,11 @@ pub struct ContainerDetail {
     pub env_names: Vec<String>,
 }
 
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Enum),
+    oai(rename_all = "lowercase")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentState {
@@ -123,6 +139,11 @@ pub enum AgentState {
     Offline,
 }
 
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Enum),
+    oai(rename_all = "lowercase")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DockerAvailability {
@@ -131,6 +152,7 @@ pub enum DockerAvailability {
 }
 
 /// What the agent knows of its Docker engine.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerStatus {
     pub state: DockerAvailability,
@@ -151,6 +173,7 @@ impl DockerStatus {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub total: u32,
@@ -177,6 +200,7 @@ impl Counts {
 }
 
 /// Retained on `agents/{agent}/status`; the Last Will is the same with `state: offline`.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub agent: String,
@@ -191,6 +215,7 @@ pub struct AgentStatus {
 }
 
 /// Retained on `agents/{agent}/containers`: every container, running and stopped.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub agent: String,
@@ -201,6 +226,7 @@ pub struct Snapshot {
 }
 
 /// Published (not retained) on `agents/{agent}/events` for each Docker container event.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerEvent {
     pub agent: String,

@@ -139,6 +139,7 @@ impl LogsArgs {
 }
 
 /// Result of `ping`.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pong {
     pub agent: String,
@@ -147,12 +148,14 @@ pub struct Pong {
 }
 
 /// Result of `containers.list`.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerList {
     pub containers: Vec<Container>,
 }
 
 /// Result of every container action.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionResult {
     pub container: Container,
@@ -160,6 +163,7 @@ pub struct ActionResult {
     pub changed: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     /// `stdout` or `stderr`.
@@ -168,6 +172,7 @@ pub struct LogLine {
 }
 
 /// Result of `container.logs`.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Logs {
     pub container: String,
@@ -242,6 +247,11 @@ pub const ALL: [&str; 10] = [
 ];
 
 /// The container actions exposed by the API, CLI and Home Assistant.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Enum),
+    oai(rename_all = "lowercase")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {

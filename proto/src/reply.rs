@@ -9,6 +9,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Error codes on the wire and in HTTP error bodies.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Enum),
+    oai(rename_all = "snake_case")
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -79,6 +84,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// `{code, message}`: the error body on MQTT and HTTP alike.
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ErrorBody {

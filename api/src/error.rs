@@ -1,0 +1,97 @@
+//! The API's one error type: every error body is `{code, message}`, with the status of DESIGN §3–4.
+//! Errors raised by poem itself (a malformed query, an unknown route) are turned into the same
+//! shape in [`json_errors`].
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::ApiResponse;
+use zedops_proto::{ErrorBody, ErrorCode};
+
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is invalid: a bad name, action or parameter (`bad_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid token (`unauthorized`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token's role does not allow this (`forbidden`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// Unknown agent or container (`not_found`).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// Ambiguous container reference or conflicting state (`conflict`).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// A failure inside zedops (`internal`).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// Docker refused or failed the operation (`docker_error`).
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
+    /// The agent is offline or its Docker engine is unavailable (`agent_offline`, `docker_unavailable`).
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+    /// The agent did not answer before the deadline (`timeout`).
+    #[oai(status = 504)]
+    Timeout(Json<ErrorBody>),
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(e: ErrorBody) -> Self {
+        let j = Json(e.clone());
+        match e.code {
+            ErrorCode::BadRequest => Self::BadRequest(j),
+            ErrorCode::Unauthorized => Self::Unauthorized(j),
+            ErrorCode::Forbidden => Self::Forbidden(j),
+            ErrorCode::NotFound => Self::NotFound(j),
+            ErrorCode::Conflict => Self::Conflict(j),
+            ErrorCode::Internal => Self::Internal(j),
+            ErrorCode::DockerError => Self::BadGateway(j),
+            ErrorCode::DockerUnavailable | ErrorCode::AgentOffline => Self::Unavailable(j),
+            ErrorCode::Timeout => Self::Timeout(j),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The code that goes with an HTTP status, for errors poem raises itself.
+fn code_for(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 | 405 => ErrorCode::NotFound,
+        409 => ErrorCode::Conflict,
+        502 => ErrorCode::DockerError,
+        503 => ErrorCode::AgentOffline,
+        504 => ErrorCode::Timeout,
+        s if (400..500).contains(&s) => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Turns any poem error without a JSON body into `{code, message}` with the same status.
+pub async fn json_errors(err: poem::Error) -> Response {
+    let resp = err.into_response();
+    let is_json = resp
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = resp.into_body().into_string().await.unwrap_or_default();
+    let message = match (status.as_u16(), text.trim()) {
+        (404, _) => "no such route: see /docs for the API".to_owned(),
+        (405, _) => "this method is not allowed on this route: see /docs for the API".to_owned(),
+        (_, "") => status.canonical_reason().unwrap_or("error").to_owned(),
+        (_, t) => t.to_owned(),
+    };
+    let body = ErrorBody::new(code_for(status), message);
+    Json(body).with_status(status).into_response()
+}

@@ -1,0 +1,134 @@
+//! Prometheus metrics, rendered as text by hand (a few counters and one histogram need no crate).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (op, outcome) → count
+    requests: BTreeMap<(String, String), u64>,
+    /// op → (bucket counts, sum seconds, count)
+    latency: BTreeMap<String, ([u64; BUCKETS.len()], f64, u64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    /// Records one request: its op, its outcome (`ok` or an error code) and its duration.
+    pub fn record(&self, op: &str, outcome: &str, took: Duration) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *m.requests
+            .entry((op.to_owned(), outcome.to_owned()))
+            .or_default() += 1;
+        let secs = took.as_secs_f64();
+        let h = m
+            .latency
+            .entry(op.to_owned())
+            .or_insert(([0; BUCKETS.len()], 0.0, 0));
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.0[i] += 1;
+            }
+        }
+        h.1 += secs;
+        h.2 += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(
+        &self,
+        agents_known: usize,
+        agents_online: usize,
+        containers: usize,
+        sse_clients: usize,
+    ) -> String {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# HELP zedops_agents_online Agents whose retained status says online."
+        );
+        let _ = writeln!(s, "# TYPE zedops_agents_online gauge");
+        let _ = writeln!(s, "zedops_agents_online {agents_online}");
+        let _ = writeln!(s, "# HELP zedops_agents_known Agents in the fleet cache.");
+        let _ = writeln!(s, "# TYPE zedops_agents_known gauge");
+        let _ = writeln!(s, "zedops_agents_known {agents_known}");
+        let _ = writeln!(
+            s,
+            "# HELP zedops_containers_known Containers in the fleet cache."
+        );
+        let _ = writeln!(s, "# TYPE zedops_containers_known gauge");
+        let _ = writeln!(s, "zedops_containers_known {containers}");
+        let _ = writeln!(
+            s,
+            "# HELP zedops_sse_clients Connected Server-Sent Events clients."
+        );
+        let _ = writeln!(s, "# TYPE zedops_sse_clients gauge");
+        let _ = writeln!(s, "zedops_sse_clients {sse_clients}");
+        let _ = writeln!(
+            s,
+            "# HELP zedops_requests_total Requests to agents by op and outcome."
+        );
+        let _ = writeln!(s, "# TYPE zedops_requests_total counter");
+        for ((op, outcome), n) in &m.requests {
+            let _ = writeln!(
+                s,
+                "zedops_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP zedops_request_duration_seconds Round trip of requests to agents."
+        );
+        let _ = writeln!(s, "# TYPE zedops_request_duration_seconds histogram");
+        for (op, (buckets, sum, count)) in &m.latency {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "zedops_request_duration_seconds_bucket{{op=\"{op}\",le=\"{b}\"}} {}",
+                    buckets[i]
+                );
+            }
+            let _ = writeln!(
+                s,
+                "zedops_request_duration_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                s,
+                "zedops_request_duration_seconds_sum{{op=\"{op}\"}} {sum}"
+            );
+            let _ = writeln!(
+                s,
+                "zedops_request_duration_seconds_count{{op=\"{op}\"}} {count}"
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.record("ping", "ok", Duration::from_micros(300));
+        m.record("ping", "timeout", Duration::from_secs(2));
+        let t = m.render(2, 1, 5, 0);
+        assert!(t.contains("zedops_agents_online 1"));
+        assert!(t.contains("zedops_requests_total{op=\"ping\",outcome=\"ok\"} 1"));
+        assert!(t.contains("zedops_request_duration_seconds_bucket{op=\"ping\",le=\"0.0005\"} 1"));
+        assert!(t.contains("zedops_request_duration_seconds_count{op=\"ping\"} 2"));
+    }
+}

@@ -1,0 +1,348 @@
+//! The API's MQTT 5 session and its requester.
+//!
+//! The session subscribes (again after every CONNACK) to every agent's status, snapshot and
+//! events, and to this API instance's reply topic, then broadcasts `fleet/resync` so that agents
+//! republish: the API never trusts that every retained message arrived.
+//!
+//! The requester sends a request with Response Topic, Correlation Data, Message Expiry Interval
+//! (its deadline) and the absolute deadline as a user property, and waits for the reply with that
+//! deadline. The in-flight map is bounded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use tokio::sync::{broadcast, oneshot};
+use tracing::{debug, info, warn};
+use zedops_proto::ops::Op;
+use zedops_proto::topics::{self, Topic};
+use zedops_proto::{BrokerUrl, ErrorBody, ErrorCode, Reply};
+
+use crate::cache::{Change, Fleet};
+use crate::metrics::Metrics;
+
+/// User property with the requester's absolute deadline in Unix milliseconds (see the agent).
+pub const DEADLINE_PROPERTY: &str = "zedops-deadline-ms";
+/// Most requests waiting for a reply at once.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
+/// How the API reaches the broker.
+#[derive(Clone)]
+pub struct MqttConfig {
+    pub broker: BrokerUrl,
+    pub credentials: Option<(String, String)>,
+    /// Client id; default `zedops-api-<random>` (one response topic per API instance).
+    pub client_id: Option<String>,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("broker", &self.broker.to_string())
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// Shared by the session task and the HTTP handlers.
+pub struct Link {
+    pub client: AsyncClient,
+    pub client_id: String,
+    pub reply_topic: String,
+    pub connected: AtomicBool,
+    /// When the first subscription of this process was made (cache warming starts).
+    pub subscribed_at: Mutex<Option<Instant>>,
+    inflight: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    next_id: AtomicU64,
+}
+
+impl Link {
+    /// A link that never connects (for generating the OpenAPI document).
+    pub fn detached(client: AsyncClient) -> Self {
+        Self {
+            client,
+            client_id: "detached".into(),
+            reply_topic: topics::replies("detached"),
+            connected: AtomicBool::new(false),
+            subscribed_at: Mutex::new(None),
+            inflight: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn complete(&self, correlation: &[u8], payload: Bytes) {
+        let Some(id) = std::str::from_utf8(correlation)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let waiter = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(payload);
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+/// Starts the session; returns the link and the task driving it.
+pub fn start(
+    cfg: MqttConfig,
+    fleet: Arc<Fleet>,
+    changes: broadcast::Sender<Change>,
+) -> (Arc<Link>, tokio::task::JoinHandle<()>) {
+    let client_id = cfg.client_id.clone().unwrap_or_else(|| {
+        let n: u64 = rand::random();
+        format!("zedops-api-{n:016x}")
+    });
+    let mut opts = MqttOptions::new(client_id.clone(), cfg.broker.host.clone(), cfg.broker.port);
+    opts.set_keep_alive(Duration::from_secs(15));
+    opts.set_clean_start(true);
+    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+    if let Some((u, p)) = &cfg.credentials {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(5);
+    opts.set_network_options(net);
+    let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
+    let link = Arc::new(Link {
+        client,
+        reply_topic: topics::replies(&client_id),
+        client_id,
+        connected: AtomicBool::new(false),
+        subscribed_at: Mutex::new(None),
+        inflight: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+    });
+    info!(broker = %cfg.broker, client_id = %link.client_id, "API connecting to the broker");
+    let task = tokio::spawn(poll(eventloop, link.clone(), fleet, changes));
+    (link, task)
+}
+
+async fn poll(
+    mut el: EventLoop,
+    link: Arc<Link>,
+    fleet: Arc<Fleet>,
+    changes: broadcast::Sender<Change>,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                delay = Duration::from_millis(100);
+                link.connected.store(true, Ordering::SeqCst);
+                // Never await a publish from the polling task: queue without waiting.
+                for f in [
+                    topics::ALL_STATUS.to_owned(),
+                    topics::ALL_SNAPSHOTS.to_owned(),
+                    topics::ALL_EVENTS.to_owned(),
+                    link.reply_topic.clone(),
+                ] {
+                    if let Err(e) = link.client.try_subscribe(f.clone(), QoS::AtMostOnce) {
+                        warn!(filter = %f, error = %e, "subscribe dropped");
+                    }
+                }
+                if let Err(e) =
+                    link.client
+                        .try_publish(topics::RESYNC, QoS::AtMostOnce, false, Vec::new())
+                {
+                    warn!(error = %e, "resync broadcast dropped");
+                }
+                link.subscribed_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_with(Instant::now);
+                info!("API connected to the broker; fleet resync requested");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let topic = String::from_utf8_lossy(&p.topic);
+                match topics::parse(&topic) {
+                    Some(Topic::Status { agent }) => {
+                        if let Some(c) = fleet.apply_status(agent, &p.payload) {
+                            let _ = changes.send(c);
+                        }
+                    }
+                    Some(Topic::Snapshot { agent }) => fleet.apply_snapshot(agent, &p.payload),
+                    Some(Topic::Events { agent }) => {
+                        if let Some(c) = fleet.apply_event(agent, &p.payload) {
+                            let _ = changes.send(c);
+                        }
+                    }
+                    Some(Topic::Reply { client_id }) if client_id == link.client_id => {
+                        if let Some(corr) = p
+                            .properties
+                            .as_ref()
+                            .and_then(|pr| pr.correlation_data.as_ref())
+                        {
+                            link.complete(corr, p.payload.clone());
+                        }
+                    }
+                    _ => debug!(%topic, "ignoring message"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if link.connected.swap(false, Ordering::SeqCst) {
+                    warn!(error = %e, "API lost the broker; reconnecting");
+                } else {
+                    debug!(error = %e, "API cannot reach the broker yet");
+                }
+                let jitter: f64 = rand::random_range(0.75..1.25);
+                tokio::time::sleep(delay.mul_f64(jitter)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sends requests to agents and waits for their replies.
+#[derive(Clone)]
+pub struct Requester {
+    pub link: Arc<Link>,
+    pub fleet: Arc<Fleet>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Requester {
+    /// Checks that `agent` can be asked right now: known (404) and online (503 at once).
+    pub fn reachable(&self, agent: &str) -> Result<(), ErrorBody> {
+        let Some(entry) = self.fleet.get(agent) else {
+            return Err(ErrorBody::not_found(format!(
+                "no agent named {agent} is known to this server"
+            )));
+        };
+        if !entry.online() {
+            return Err(ErrorBody::new(
+                ErrorCode::AgentOffline,
+                format!(
+                    "agent {agent} is offline (last seen {})",
+                    entry.last_seen.to_rfc3339()
+                ),
+            ));
+        }
+        if !self.link.connected.load(Ordering::SeqCst) {
+            return Err(ErrorBody::new(
+                ErrorCode::AgentOffline,
+                format!("this server has lost its MQTT broker connection, so agent {agent} cannot be reached"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs op `O` on `agent` with a deadline.
+    pub async fn call<O: Op>(
+        &self,
+        agent: &str,
+        args: &O::Args,
+        deadline: Duration,
+    ) -> Result<O::Output, ErrorBody> {
+        let started = Instant::now();
+        let result = self.call_inner::<O>(agent, args, deadline).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        self.metrics.record(O::NAME, outcome, started.elapsed());
+        result
+    }
+
+    async fn call_inner<O: Op>(
+        &self,
+        agent: &str,
+        args: &O::Args,
+        deadline: Duration,
+    ) -> Result<O::Output, ErrorBody> {
+        self.reachable(agent)?;
+        let payload = serde_json::to_vec(args)
+            .map_err(|e| ErrorBody::internal(format!("cannot encode the request: {e}")))?;
+        let id = self.link.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inflight = self.link.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if inflight.len() >= MAX_IN_FLIGHT {
+                return Err(ErrorBody::internal(format!(
+                    "this server already has {MAX_IN_FLIGHT} requests in flight; retry shortly"
+                )));
+            }
+            inflight.insert(id, tx);
+        }
+        let guard = InflightGuard {
+            link: &self.link,
+            id,
+        };
+        let deadline_ms = chrono::Utc::now().timestamp_millis() + deadline.as_millis() as i64;
+        let props = PublishProperties {
+            response_topic: Some(self.link.reply_topic.clone()),
+            correlation_data: Some(Bytes::from(id.to_string())),
+            message_expiry_interval: Some(deadline.as_secs().max(1) as u32),
+            user_properties: vec![(DEADLINE_PROPERTY.to_owned(), deadline_ms.to_string())],
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        let timeout_err = || {
+            ErrorBody::new(
+                ErrorCode::Timeout,
+                format!(
+                    "agent {agent} did not answer {} within {}s",
+                    O::NAME,
+                    deadline.as_secs_f32()
+                ),
+            )
+        };
+        let publish = self.link.client.publish_with_properties(
+            topics::request(agent, O::NAME),
+            QoS::AtMostOnce,
+            false,
+            payload,
+            props,
+        );
+        match tokio::time::timeout(deadline, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ErrorBody::internal(format!("cannot send the request: {e}"))),
+            Err(_) => return Err(timeout_err()),
+        }
+        let reply = match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) | Err(_) => return Err(timeout_err()),
+        };
+        drop(guard);
+        Reply::decode::<O::Output>(&reply)
+    }
+}
+
+/// Removes an abandoned request (timeout, client gone) from the in-flight map.
+struct InflightGuard<'a> {
+    link: &'a Link,
+    id: u64,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.link
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}

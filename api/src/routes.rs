@@ -1,0 +1,586 @@
+//! The endpoints of DESIGN §4, with typed schemas. Reads of the fleet come from the cache;
+//! inspect, logs, live lists and actions go to the agent through the requester.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{EventStream, Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use tokio_stream::wrappers::BroadcastStream;
+use zedops_proto::ops::{
+    ActionResult, ContainerArgs, ContainerInspect, ContainerKill, ContainerLogs, ContainerPause,
+    ContainerRestart, ContainerStart, ContainerStop, ContainerUnpause, ContainersList, KillArgs,
+    ListArgs, Logs, LogsArgs, StopArgs,
+};
+use zedops_proto::{
+    Action, AgentName, AgentState, Container, ContainerDetail, ContainerRef, Counts, DockerStatus,
+    ErrorBody,
+};
+
+use crate::cache::{AgentEntry, Change};
+use crate::error::{ApiError, ApiResult};
+use crate::State;
+
+/// Default deadline of reads (inspect, logs, live list) and actions, and the largest allowed.
+pub const READ_TIMEOUT_S: u32 = 10;
+pub const ACTION_TIMEOUT_S: u32 = 30;
+pub const MAX_TIMEOUT_S: u32 = 300;
+
+#[derive(Tags)]
+enum Tag {
+    /// Agents of the fleet.
+    Agents,
+    /// Containers and actions on them.
+    Containers,
+    /// Live updates.
+    Events,
+    /// Health and metrics of this server.
+    Operations,
+}
+
+/// One agent, as the fleet cache knows it.
+#[derive(Debug, Object)]
+pub struct AgentInfo {
+    pub name: String,
+    /// True when the agent's retained status says online.
+    pub online: bool,
+    pub state: AgentState,
+    pub hostname: Option<String>,
+    /// The agent's zedops version.
+    pub version: Option<String>,
+    pub docker: Option<DockerStatus>,
+    pub counts: Counts,
+    pub started_at: Option<DateTime<Utc>>,
+    /// When this server last heard from the agent.
+    pub last_seen: DateTime<Utc>,
+    /// When the agent took its latest container snapshot.
+    pub snapshot_at: Option<DateTime<Utc>>,
+}
+
+impl From<&AgentEntry> for AgentInfo {
+    fn from(e: &AgentEntry) -> Self {
+        let s = e.status.as_ref();
+        AgentInfo {
+            name: e.name.clone(),
+            online: e.online(),
+            state: s.map(|s| s.state).unwrap_or(AgentState::Offline),
+            hostname: s.map(|s| s.hostname.clone()),
+            version: s.map(|s| s.version.clone()),
+            docker: s.map(|s| s.docker.clone()),
+            counts: e
+                .snapshot
+                .as_ref()
+                .map(|sn| Counts::of(&sn.containers))
+                .or_else(|| s.map(|s| s.counts))
+                .unwrap_or_default(),
+            started_at: s.map(|s| s.started_at),
+            last_seen: e.last_seen,
+            snapshot_at: e.snapshot.as_ref().map(|sn| sn.taken_at),
+        }
+    }
+}
+
+/// The containers of one agent.
+#[derive(Debug, Object)]
+pub struct ContainerListing {
+    pub agent: String,
+    pub agent_online: bool,
+    /// True when the list was asked of the agent now; false when it comes from the cache.
+    pub live: bool,
+    /// When the list was taken (cached lists only).
+    pub taken_at: Option<DateTime<Utc>>,
+    pub containers: Vec<Container>,
+}
+
+/// A container found by a fleet-wide search, with its agent.
+#[derive(Debug, Object)]
+pub struct FleetContainer {
+    pub agent: String,
+    pub agent_online: bool,
+    pub container: Container,
+}
+
+/// The kinds of live events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum EventKind {
+    /// An agent came online or went offline.
+    Agent,
+    /// A container changed state (Docker event on an agent).
+    Container,
+    /// An action requested through this API finished.
+    Action,
+}
+
+/// One Server-Sent Event; the SSE `event:` field is the kind.
+#[derive(Debug, Clone, Object)]
+pub struct FleetEvent {
+    pub kind: EventKind,
+    pub agent: String,
+    pub time: DateTime<Utc>,
+    /// `agent`: online/offline. `container`: the container's new state.
+    pub state: Option<String>,
+    pub container: Option<String>,
+    pub container_id: Option<String>,
+    /// `container`: Docker's action (start, die, …). `action`: the action requested.
+    pub action: Option<String>,
+    /// `action` events: whether it succeeded, and the error when not.
+    pub ok: Option<bool>,
+    pub error: Option<ErrorBody>,
+}
+
+impl FleetEvent {
+    fn from_change(c: Change) -> Self {
+        let base = |kind, agent: String| FleetEvent {
+            kind,
+            agent,
+            time: Utc::now(),
+            state: None,
+            container: None,
+            container_id: None,
+            action: None,
+            ok: None,
+            error: None,
+        };
+        match c {
+            Change::AgentOnline(a) => FleetEvent {
+                state: Some("online".into()),
+                ..base(EventKind::Agent, a)
+            },
+            Change::AgentOffline(a) => FleetEvent {
+                state: Some("offline".into()),
+                ..base(EventKind::Agent, a)
+            },
+            Change::Container(ev) => FleetEvent {
+                time: ev.time,
+                state: Some(
+                    ev.state
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_else(|| "removed".into()),
+                ),
+                container: Some(ev.name),
+                container_id: Some(ev.id),
+                action: Some(ev.action),
+                ..base(EventKind::Container, ev.agent)
+            },
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum Health {
+    /// Ready.
+    #[oai(status = 200)]
+    Ok(PlainText<String>),
+    /// Not ready yet: the reason.
+    #[oai(status = 503)]
+    NotReady(PlainText<String>),
+}
+
+pub struct FleetApi {
+    pub state: Arc<State>,
+}
+
+fn agent_name(s: &str) -> Result<AgentName, ApiError> {
+    AgentName::new(s).map_err(|e| ApiError::from(ErrorBody::bad_request(e.to_string())))
+}
+
+fn container_ref(s: &str) -> Result<ContainerRef, ApiError> {
+    ContainerRef::new(s).map_err(|e| ApiError::from(ErrorBody::bad_request(e.to_string())))
+}
+
+fn deadline(timeout_s: Option<u32>, default: u32) -> Result<Duration, ApiError> {
+    let t = timeout_s.unwrap_or(default);
+    if t == 0 || t > MAX_TIMEOUT_S {
+        return Err(ErrorBody::bad_request(format!(
+            "timeout_s {t} is out of range: use 1 to {MAX_TIMEOUT_S} seconds"
+        ))
+        .into());
+    }
+    Ok(Duration::from_secs(t.into()))
+}
+
+#[OpenApi]
+impl FleetApi {
+    /// List agents
+    ///
+    /// Every agent the fleet cache knows, online or not, from their retained status.
+    #[oai(
+        path = "/api/v1/agents",
+        method = "get",
+        tag = "Tag::Agents",
+        operation_id = "list_agents"
+    )]
+    async fn list_agents(&self) -> ApiResult<Vec<AgentInfo>> {
+        Ok(Json(
+            self.state.fleet.all().iter().map(AgentInfo::from).collect(),
+        ))
+    }
+
+    /// Get one agent
+    #[oai(
+        path = "/api/v1/agents/:agent",
+        method = "get",
+        tag = "Tag::Agents",
+        operation_id = "get_agent"
+    )]
+    async fn get_agent(&self, agent: Path<String>) -> ApiResult<AgentInfo> {
+        let name = agent_name(&agent)?;
+        let e = self.known(&name)?;
+        Ok(Json(AgentInfo::from(&e)))
+    }
+
+    /// List an agent's containers
+    ///
+    /// From the cache (the agent's latest snapshot) unless `live=true`, which asks the agent.
+    /// `all=false` leaves out containers that are not running.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "list_containers"
+    )]
+    async fn list_containers(
+        &self,
+        agent: Path<String>,
+        /// Ask the agent now instead of using the cache.
+        live: Query<Option<bool>>,
+        /// Include stopped containers (default true).
+        all: Query<Option<bool>>,
+        /// Deadline of a live request in seconds (default 10, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<ContainerListing> {
+        let name = agent_name(&agent)?;
+        let all = all.0.unwrap_or(true);
+        let entry = self.known(&name)?;
+        let keep = |c: &Container| {
+            all || matches!(
+                c.state,
+                zedops_proto::ContainerState::Running
+                    | zedops_proto::ContainerState::Paused
+                    | zedops_proto::ContainerState::Restarting
+            )
+        };
+        if !live.0.unwrap_or(false) {
+            if let Some(snap) = &entry.snapshot {
+                return Ok(Json(ContainerListing {
+                    agent: name.to_string(),
+                    agent_online: entry.online(),
+                    live: false,
+                    taken_at: Some(snap.taken_at),
+                    containers: snap
+                        .containers
+                        .iter()
+                        .filter(|c| keep(c))
+                        .cloned()
+                        .collect(),
+                }));
+            }
+        }
+        let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
+        let list = self
+            .state
+            .requester
+            .call::<ContainersList>(name.as_str(), &ListArgs { all }, d)
+            .await?;
+        Ok(Json(ContainerListing {
+            agent: name.to_string(),
+            agent_online: true,
+            live: true,
+            taken_at: None,
+            containers: list.containers,
+        }))
+    }
+
+    /// Search containers across the fleet
+    ///
+    /// Containers from every agent's cached snapshot whose name contains `name` (case-insensitive),
+    /// or equals it with `exact=true`. Each row names its agent.
+    #[oai(
+        path = "/api/v1/containers",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "search_containers"
+    )]
+    async fn search_containers(
+        &self,
+        /// Part of a container name; empty or absent lists every container.
+        name: Query<Option<String>>,
+        /// Match the whole name exactly.
+        exact: Query<Option<bool>>,
+    ) -> ApiResult<Vec<FleetContainer>> {
+        let needle = name.0.unwrap_or_default();
+        let exact = exact.0.unwrap_or(false);
+        let lower = needle.to_lowercase();
+        let rows = self.state.fleet.find(|c| {
+            if exact {
+                c.name == needle
+            } else {
+                lower.is_empty() || c.name.to_lowercase().contains(&lower)
+            }
+        });
+        Ok(Json(
+            rows.into_iter()
+                .map(|(agent, agent_online, container)| FleetContainer {
+                    agent,
+                    agent_online,
+                    container,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Inspect a container
+    ///
+    /// Asks the agent now. Environment variable names only, never their values.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers/:container",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "inspect_container"
+    )]
+    async fn inspect_container(
+        &self,
+        agent: Path<String>,
+        /// Container name or unique ID prefix (at least 4 hex digits).
+        container: Path<String>,
+        /// Deadline in seconds (default 10, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<ContainerDetail> {
+        let name = agent_name(&agent)?;
+        let c = container_ref(&container)?;
+        let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
+        let r = self
+            .state
+            .requester
+            .call::<ContainerInspect>(name.as_str(), &ContainerArgs { container: c }, d)
+            .await?;
+        Ok(Json(r))
+    }
+
+    /// Act on a container
+    ///
+    /// `{action}` is one of `start`, `stop`, `restart`, `kill`, `pause` or `unpause`. The result
+    /// says whether anything changed: starting a running container is `changed: false`, not an error.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers/:container/:action",
+        method = "post",
+        tag = "Tag::Containers",
+        operation_id = "container_action"
+    )]
+    async fn container_action(
+        &self,
+        agent: Path<String>,
+        /// Container name or unique ID prefix (at least 4 hex digits).
+        container: Path<String>,
+        /// One of `start`, `stop`, `restart`, `kill`, `pause`, `unpause`.
+        action: Path<String>,
+        /// Seconds between SIGTERM and SIGKILL for stop and restart (default 10, at most 300).
+        grace_s: Query<Option<u32>>,
+        /// Signal for kill (default SIGKILL).
+        signal: Query<Option<String>>,
+        /// Deadline in seconds (default 30, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<ActionResult> {
+        let name = agent_name(&agent)?;
+        let c = container_ref(&container)?;
+        let action = Action::parse(&action)?;
+        let d = deadline(timeout_s.0, ACTION_TIMEOUT_S)?;
+        let stop = StopArgs {
+            container: c.clone(),
+            grace_s: grace_s.0,
+        };
+        stop.grace()?;
+        let r = self.state.requester.clone();
+        let a = name.as_str();
+        let result = match action {
+            Action::Start => {
+                r.call::<ContainerStart>(
+                    a,
+                    &ContainerArgs {
+                        container: c.clone(),
+                    },
+                    d,
+                )
+                .await
+            }
+            Action::Stop => r.call::<ContainerStop>(a, &stop, d).await,
+            Action::Restart => r.call::<ContainerRestart>(a, &stop, d).await,
+            Action::Kill => {
+                let k = KillArgs {
+                    container: c.clone(),
+                    signal: signal.0,
+                };
+                k.signal()?;
+                r.call::<ContainerKill>(a, &k, d).await
+            }
+            Action::Pause => {
+                r.call::<ContainerPause>(
+                    a,
+                    &ContainerArgs {
+                        container: c.clone(),
+                    },
+                    d,
+                )
+                .await
+            }
+            Action::Unpause => {
+                r.call::<ContainerUnpause>(
+                    a,
+                    &ContainerArgs {
+                        container: c.clone(),
+                    },
+                    d,
+                )
+                .await
+            }
+        };
+        let _ = self.state.events.send(FleetEvent {
+            kind: EventKind::Action,
+            agent: name.to_string(),
+            time: Utc::now(),
+            state: result
+                .as_ref()
+                .ok()
+                .map(|r| r.container.state.as_str().to_owned()),
+            container: Some(
+                result
+                    .as_ref()
+                    .map(|r| r.container.name.clone())
+                    .unwrap_or_else(|_| c.to_string()),
+            ),
+            container_id: result.as_ref().ok().map(|r| r.container.id.clone()),
+            action: Some(action.as_str().to_owned()),
+            ok: Some(result.is_ok()),
+            error: result.as_ref().err().cloned(),
+        });
+        Ok(Json(result?))
+    }
+
+    /// Read a container's logs
+    ///
+    /// The last `tail` lines (default 100, at most 10 000), stdout and stderr.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers/:container/logs",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "container_logs"
+    )]
+    async fn container_logs(
+        &self,
+        agent: Path<String>,
+        /// Container name or unique ID prefix (at least 4 hex digits).
+        container: Path<String>,
+        /// Number of lines from the end (default 100, at most 10 000).
+        tail: Query<Option<u32>>,
+        /// Prefix each line with Docker's timestamp.
+        timestamps: Query<Option<bool>>,
+        /// Deadline in seconds (default 10, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<Logs> {
+        let name = agent_name(&agent)?;
+        let c = container_ref(&container)?;
+        let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
+        let args = LogsArgs {
+            container: c,
+            tail: tail.0,
+            timestamps: timestamps.0.unwrap_or(false),
+        };
+        args.tail()?;
+        let r = self
+            .state
+            .requester
+            .call::<ContainerLogs>(name.as_str(), &args, d)
+            .await?;
+        Ok(Json(r))
+    }
+
+    /// Follow live events
+    ///
+    /// Server-Sent Events: agents going online or offline, container state changes reported by
+    /// agents, and results of actions requested through this API. A comment is sent every 15 s to
+    /// keep the connection open.
+    #[oai(
+        path = "/api/v1/events",
+        method = "get",
+        tag = "Tag::Events",
+        operation_id = "events"
+    )]
+    async fn events(&self) -> Result<EventStream<BoxStream<'static, FleetEvent>>, ApiError> {
+        let changes = BroadcastStream::new(self.state.changes.subscribe())
+            .filter_map(|c| async move { c.ok().map(FleetEvent::from_change) });
+        let actions = BroadcastStream::new(self.state.events.subscribe())
+            .filter_map(|e| async move { e.ok() });
+        let guard = crate::SseGuard::new(self.state.clone());
+        let stream = futures_util::stream::select(changes, actions).map(move |e| {
+            let _keep = &guard;
+            e
+        });
+        Ok(EventStream::new(stream.boxed())
+            .keep_alive(Duration::from_secs(15))
+            .to_event(|e: FleetEvent| {
+                let kind = match e.kind {
+                    EventKind::Agent => "agent",
+                    EventKind::Container => "container",
+                    EventKind::Action => "action",
+                };
+                let data = poem_openapi::types::ToJSON::to_json_string(&e);
+                poem::web::sse::Event::message(data).event_type(kind)
+            }))
+    }
+
+    /// Liveness
+    ///
+    /// 200 while the process serves HTTP.
+    #[oai(
+        path = "/healthz",
+        method = "get",
+        tag = "Tag::Operations",
+        operation_id = "healthz"
+    )]
+    async fn healthz(&self) -> PlainText<&'static str> {
+        PlainText("ok\n")
+    }
+
+    /// Readiness
+    ///
+    /// 200 once connected to the broker and the fleet cache is warm (retained state received and
+    /// agents given time to answer the resync); 503 with the reason otherwise.
+    #[oai(
+        path = "/readyz",
+        method = "get",
+        tag = "Tag::Operations",
+        operation_id = "readyz"
+    )]
+    async fn readyz(&self) -> Health {
+        match self.state.ready() {
+            Ok(()) => Health::Ok(PlainText("ready\n".into())),
+            Err(why) => Health::NotReady(PlainText(format!("{why}\n"))),
+        }
+    }
+
+    /// Prometheus metrics
+    ///
+    /// Agents online, requests by op and outcome, request latency histogram.
+    #[oai(
+        path = "/metrics",
+        method = "get",
+        tag = "Tag::Operations",
+        operation_id = "metrics"
+    )]
+    async fn metrics(&self) -> PlainText<String> {
+        PlainText(self.state.render_metrics())
+    }
+}
+
+impl FleetApi {
+    fn known(&self, name: &AgentName) -> Result<AgentEntry, ApiError> {
+        self.state.fleet.get(name.as_str()).ok_or_else(|| {
+            ErrorBody::not_found(format!("no agent named {name} is known to this server")).into()
+        })
+    }
+}
