@@ -5,6 +5,7 @@
 //! Every container a test creates carries the label `zedops.test=1` and is removed when its guard
 //! drops. Tests never use fixed ports.
 
+pub mod api;
 pub mod docker;
 pub mod mqtt;
 pub mod procs;

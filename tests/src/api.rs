@@ -1,0 +1,207 @@
+//! The HTTP API in-process on an ephemeral port, brokers of either kind, and an SSE reader.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use zedops_broker::{BrokerConfig, BrokerHandle};
+use zedops_proto::BrokerUrl;
+
+use crate::procs::Mosquitto;
+
+/// Which broker a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    Embedded,
+    Mosquitto,
+}
+
+/// A running broker of either kind.
+pub struct Broker {
+    pub addr: SocketAddr,
+    _embedded: Option<BrokerHandle>,
+    _mosquitto: Option<Mosquitto>,
+}
+
+impl Broker {
+    pub async fn start(kind: BrokerKind) -> anyhow::Result<Self> {
+        Ok(match kind {
+            BrokerKind::Embedded => {
+                let b = zedops_broker::start(BrokerConfig::ephemeral()).await?;
+                Self {
+                    addr: b.v5_addr(),
+                    _embedded: Some(b),
+                    _mosquitto: None,
+                }
+            }
+            BrokerKind::Mosquitto => {
+                let m = Mosquitto::start().await?;
+                Self {
+                    addr: m.addr,
+                    _embedded: None,
+                    _mosquitto: Some(m),
+                }
+            }
+        })
+    }
+
+    pub fn url(&self) -> BrokerUrl {
+        BrokerUrl {
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+            tls: false,
+        }
+    }
+}
+
+/// The API served on 127.0.0.1:0.
+pub struct TestApi {
+    pub base: String,
+    pub http: reqwest::Client,
+    api: Option<zedops_api::Api>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApi {
+    pub async fn start(broker: &BrokerUrl) -> anyhow::Result<Self> {
+        let api = zedops_api::Api::connect(zedops_api::MqttConfig {
+            broker: broker.clone(),
+            credentials: None,
+            client_id: None,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(zedops_api::serve(api.app(), listener, async move {
+            let _ = rx.await;
+        }));
+        let t = Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            api: Some(api),
+            stop: Some(tx),
+            task: Some(task),
+        };
+        crate::eventually("the API to be ready", Duration::from_secs(10), || async {
+            let r = t.http.get(t.url("/readyz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await?;
+        Ok(t)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let r = self.http.get(self.url(path)).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    pub async fn post_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let r = self.http.post(self.url(path)).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// Stops serving and drops the MQTT session (as if the API process ended).
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(6), t).await;
+        }
+        if let Some(api) = self.api.take() {
+            api.disconnect().await;
+        }
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One parsed Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// Reads an SSE response event by event.
+pub struct SseReader {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+}
+
+impl SseReader {
+    pub async fn open(http: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+        let r = http
+            .get(url)
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("GET {url}: {}", r.status());
+        }
+        Ok(Self {
+            stream: r.bytes_stream().boxed(),
+            buf: String::new(),
+        })
+    }
+
+    /// The next event satisfying `pred` within `limit`.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Sse) -> bool,
+    ) -> anyhow::Result<Sse> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            while let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                let mut event = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let ev = Sse {
+                    event,
+                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                };
+                if pred(&ev) {
+                    return Ok(ev);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out after {limit:?} waiting for {what}"))?
+                .context("event stream ended")??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
