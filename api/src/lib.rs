@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cache;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod mqtt;
@@ -155,6 +156,7 @@ impl Api {
                 }),
             )
             .nest("/docs", docs)
+            .nest("/", dashboard::routes())
             .catch_all_error(error::json_errors)
     }
 

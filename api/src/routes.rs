@@ -171,6 +171,25 @@ impl FleetEvent {
     }
 }
 
+/// API token roles: `viewer` reads, `operator` also acts on containers, `admin` also manages
+/// agents and tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+/// The caller's identity.
+#[derive(Debug, Object)]
+pub struct WhoAmI {
+    pub role: Role,
+    /// False when this server runs without tokens (every caller is admin).
+    pub auth_required: bool,
+    pub token_name: Option<String>,
+}
+
 #[derive(ApiResponse)]
 enum Health {
     /// Ready.
@@ -531,6 +550,19 @@ impl FleetApi {
                 let data = poem_openapi::types::ToJSON::to_json_string(&e);
                 poem::web::sse::Event::message(data).event_type(kind)
             }))
+    }
+
+    /// Who am I
+    ///
+    /// The role of the presented token (`viewer`, `operator` or `admin`) and whether this server
+    /// requires tokens at all. The dashboard uses it to show only the actions the token allows.
+    #[oai(path = "/api/v1/whoami", method = "get", tag = "Tag::Operations", operation_id = "whoami")]
+    async fn whoami(&self) -> ApiResult<WhoAmI> {
+        Ok(Json(WhoAmI {
+            role: Role::Admin,
+            auth_required: false,
+            token_name: None,
+        }))
     }
 
     /// Liveness
