@@ -12,12 +12,14 @@
 //! it in-process); [`serve`] runs it on a listener the caller bound, until shutdown.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod mqtt;
 pub mod routes;
+pub mod store;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub struct State {
     pub metrics: Arc<metrics::Metrics>,
     pub changes: broadcast::Sender<cache::Change>,
     pub events: broadcast::Sender<FleetEvent>,
+    /// Tokens and audit; `None` runs without authentication.
+    pub store: Option<Arc<store::Store>>,
     sse_clients: AtomicUsize,
 }
 
@@ -61,6 +65,16 @@ impl State {
         match since {
             Some(t) if t.elapsed() >= WARM_UP => Ok(()),
             _ => Err("warming the fleet cache".into()),
+        }
+    }
+
+    /// Records an audit entry; a failure to write it is logged, never hidden.
+    pub fn audit(&self, rec: store::AuditRecord) {
+        tracing::info!(who = %rec.who, source = %rec.source, action = %rec.action, agent = ?rec.agent, container = ?rec.container, outcome = %rec.outcome, "audit");
+        if let Some(s) = &self.store {
+            if let Err(e) = s.audit(rec) {
+                tracing::error!(error = %e, "could not write the audit log");
+            }
         }
     }
 
@@ -117,7 +131,7 @@ fn service(state: Arc<State>) -> OpenApiService<FleetApi, ()> {
 
 impl Api {
     /// Starts the MQTT session; the API answers at once and fills its cache as state arrives.
-    pub fn connect(cfg: MqttConfig) -> Self {
+    pub fn connect(cfg: MqttConfig, store: Option<Arc<store::Store>>) -> Self {
         let fleet = Arc::new(cache::Fleet::default());
         let (changes, _) = broadcast::channel(1024);
         let (events, _) = broadcast::channel(1024);
@@ -135,6 +149,7 @@ impl Api {
             metrics,
             changes,
             events,
+            store,
             sse_clients: AtomicUsize::new(0),
         });
         Self { state, task }
@@ -145,8 +160,13 @@ impl Api {
         let svc = service(self.state.clone());
         let spec = svc.spec();
         let docs = svc.swagger_ui();
+        // The API's own routes are absolute (`/api/v1/…`, `/healthz`); the dashboard owns the rest.
+        let api = std::sync::Arc::new(poem::IntoEndpoint::into_endpoint(svc).map_to_response());
         Route::new()
-            .nest("/", svc)
+            .at("/api/*rest", api.clone())
+            .at("/healthz", api.clone())
+            .at("/readyz", api.clone())
+            .at("/metrics", api)
             .at(
                 "/openapi.json",
                 make_sync(move |_| {
@@ -157,6 +177,8 @@ impl Api {
             )
             .nest("/docs", docs)
             .nest("/", dashboard::routes())
+            .around(auth::open_access)
+            .data(self.state.clone())
             .catch_all_error(error::json_errors)
     }
 
@@ -194,6 +216,7 @@ fn spec_service() -> OpenApiService<FleetApi, ()> {
         metrics,
         changes,
         events,
+        store: None,
         sse_clients: AtomicUsize::new(0),
     });
     service(state)

@@ -21,8 +21,10 @@ use zedops_proto::{
     ErrorBody,
 };
 
+use crate::auth::{Caller, Role};
 use crate::cache::{AgentEntry, Change};
 use crate::error::{ApiError, ApiResult};
+use crate::store::AuditRecord;
 use crate::State;
 
 /// Default deadline of reads (inspect, logs, live list) and actions, and the largest allowed.
@@ -40,6 +42,8 @@ enum Tag {
     Events,
     /// Health and metrics of this server.
     Operations,
+    /// Tokens and the audit log (admin).
+    Admin,
 }
 
 /// One agent, as the fleet cache knows it.
@@ -171,14 +175,34 @@ impl FleetEvent {
     }
 }
 
-/// API token roles: `viewer` reads, `operator` also acts on containers, `admin` also manages
-/// agents and tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, poem_openapi::Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
+/// A token as listed (never the secret).
+#[derive(Debug, Object)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The name of a revoked token.
+#[derive(Debug, Object)]
+pub struct TokenInfoName {
+    pub name: String,
+}
+
+/// A token to create.
+#[derive(Debug, Object)]
+pub struct NewToken {
+    /// 1-63 characters of a-z, 0-9, '-' or '_'.
+    pub name: String,
+    pub role: Role,
+}
+
+/// A created token: `token` is shown this once.
+#[derive(Debug, Object)]
+pub struct CreatedToken {
+    pub name: String,
+    pub role: Role,
+    pub token: String,
 }
 
 /// The caller's identity.
@@ -234,7 +258,8 @@ impl FleetApi {
         tag = "Tag::Agents",
         operation_id = "list_agents"
     )]
-    async fn list_agents(&self) -> ApiResult<Vec<AgentInfo>> {
+    async fn list_agents(&self, auth: Caller) -> ApiResult<Vec<AgentInfo>> {
+        auth.0.require(Role::Viewer)?;
         Ok(Json(
             self.state.fleet.all().iter().map(AgentInfo::from).collect(),
         ))
@@ -247,7 +272,8 @@ impl FleetApi {
         tag = "Tag::Agents",
         operation_id = "get_agent"
     )]
-    async fn get_agent(&self, agent: Path<String>) -> ApiResult<AgentInfo> {
+    async fn get_agent(&self, auth: Caller, agent: Path<String>) -> ApiResult<AgentInfo> {
+        auth.0.require(Role::Viewer)?;
         let name = agent_name(&agent)?;
         let e = self.known(&name)?;
         Ok(Json(AgentInfo::from(&e)))
@@ -265,6 +291,7 @@ impl FleetApi {
     )]
     async fn list_containers(
         &self,
+        auth: Caller,
         agent: Path<String>,
         /// Ask the agent now instead of using the cache.
         live: Query<Option<bool>>,
@@ -273,6 +300,7 @@ impl FleetApi {
         /// Deadline of a live request in seconds (default 10, at most 300).
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<ContainerListing> {
+        auth.0.require(Role::Viewer)?;
         let name = agent_name(&agent)?;
         let all = all.0.unwrap_or(true);
         let entry = self.known(&name)?;
@@ -327,11 +355,13 @@ impl FleetApi {
     )]
     async fn search_containers(
         &self,
+        auth: Caller,
         /// Part of a container name; empty or absent lists every container.
         name: Query<Option<String>>,
         /// Match the whole name exactly.
         exact: Query<Option<bool>>,
     ) -> ApiResult<Vec<FleetContainer>> {
+        auth.0.require(Role::Viewer)?;
         let needle = name.0.unwrap_or_default();
         let exact = exact.0.unwrap_or(false);
         let lower = needle.to_lowercase();
@@ -364,12 +394,14 @@ impl FleetApi {
     )]
     async fn inspect_container(
         &self,
+        auth: Caller,
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
         container: Path<String>,
         /// Deadline in seconds (default 10, at most 300).
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<ContainerDetail> {
+        auth.0.require(Role::Viewer)?;
         let name = agent_name(&agent)?;
         let c = container_ref(&container)?;
         let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
@@ -393,6 +425,7 @@ impl FleetApi {
     )]
     async fn container_action(
         &self,
+        auth: Caller,
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
         container: Path<String>,
@@ -405,6 +438,7 @@ impl FleetApi {
         /// Deadline in seconds (default 30, at most 300).
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<ActionResult> {
+        auth.0.require(Role::Operator)?;
         let name = agent_name(&agent)?;
         let c = container_ref(&container)?;
         let action = Action::parse(&action)?;
@@ -477,6 +511,20 @@ impl FleetApi {
             ok: Some(result.is_ok()),
             error: result.as_ref().err().cloned(),
         });
+        self.state.audit(AuditRecord {
+            seq: 0,
+            time: Utc::now(),
+            who: auth.0.name.clone(),
+            source: "http".into(),
+            action: action.op_name().to_owned(),
+            agent: Some(name.to_string()),
+            container: Some(c.to_string()),
+            outcome: result
+                .as_ref()
+                .map(|_| "ok".to_owned())
+                .unwrap_or_else(|e| e.code.as_str().to_owned()),
+            message: result.as_ref().err().map(|e| e.message.clone()),
+        });
         Ok(Json(result?))
     }
 
@@ -491,6 +539,7 @@ impl FleetApi {
     )]
     async fn container_logs(
         &self,
+        auth: Caller,
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
         container: Path<String>,
@@ -501,6 +550,7 @@ impl FleetApi {
         /// Deadline in seconds (default 10, at most 300).
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<Logs> {
+        auth.0.require(Role::Viewer)?;
         let name = agent_name(&agent)?;
         let c = container_ref(&container)?;
         let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
@@ -529,7 +579,11 @@ impl FleetApi {
         tag = "Tag::Events",
         operation_id = "events"
     )]
-    async fn events(&self) -> Result<EventStream<BoxStream<'static, FleetEvent>>, ApiError> {
+    async fn events(
+        &self,
+        auth: Caller,
+    ) -> Result<EventStream<BoxStream<'static, FleetEvent>>, ApiError> {
+        auth.0.require(Role::Viewer)?;
         let changes = BroadcastStream::new(self.state.changes.subscribe())
             .filter_map(|c| async move { c.ok().map(FleetEvent::from_change) });
         let actions = BroadcastStream::new(self.state.events.subscribe())
@@ -552,16 +606,147 @@ impl FleetApi {
             }))
     }
 
+    /// List API tokens
+    ///
+    /// Names, roles and creation times; never the secrets. Admin only.
+    #[oai(
+        path = "/api/v1/tokens",
+        method = "get",
+        tag = "Tag::Admin",
+        operation_id = "list_tokens"
+    )]
+    async fn list_tokens(&self, auth: Caller) -> ApiResult<Vec<TokenInfo>> {
+        auth.0.require(Role::Admin)?;
+        let store = self.store()?;
+        let mut v: Vec<TokenInfo> = store
+            .tokens()
+            .map_err(|e| ErrorBody::internal(e.to_string()))?
+            .into_iter()
+            .map(|t| TokenInfo {
+                name: t.name,
+                role: t.role,
+                created_at: t.created_at,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Json(v))
+    }
+
+    /// Create an API token
+    ///
+    /// Returns the token once; only its hash is stored. Admin only.
+    #[oai(
+        path = "/api/v1/tokens",
+        method = "post",
+        tag = "Tag::Admin",
+        operation_id = "create_token"
+    )]
+    async fn create_token(&self, auth: Caller, body: Json<NewToken>) -> ApiResult<CreatedToken> {
+        auth.0.require(Role::Admin)?;
+        let store = self.store()?;
+        let r = store.create_token(&body.name, body.role);
+        self.state.audit(AuditRecord {
+            seq: 0,
+            time: Utc::now(),
+            who: auth.0.name.clone(),
+            source: "http".into(),
+            action: "token.create".into(),
+            agent: None,
+            container: None,
+            outcome: if r.is_ok() {
+                "ok".into()
+            } else {
+                "bad_request".into()
+            },
+            message: Some(format!("{} ({})", body.name, body.role.as_str())),
+        });
+        let token = r.map_err(|e| match e {
+            crate::store::StoreError::Invalid(m) => ErrorBody::bad_request(m),
+            other => ErrorBody::internal(other.to_string()),
+        })?;
+        Ok(Json(CreatedToken {
+            name: body.name.clone(),
+            role: body.role,
+            token,
+        }))
+    }
+
+    /// Revoke an API token
+    ///
+    /// The token stops working at once. Admin only.
+    #[oai(
+        path = "/api/v1/tokens/:name",
+        method = "delete",
+        tag = "Tag::Admin",
+        operation_id = "revoke_token"
+    )]
+    async fn revoke_token(&self, auth: Caller, name: Path<String>) -> ApiResult<TokenInfoName> {
+        auth.0.require(Role::Admin)?;
+        let store = self.store()?;
+        let removed = store
+            .revoke_token(&name)
+            .map_err(|e| ErrorBody::internal(e.to_string()))?;
+        self.state.audit(AuditRecord {
+            seq: 0,
+            time: Utc::now(),
+            who: auth.0.name.clone(),
+            source: "http".into(),
+            action: "token.revoke".into(),
+            agent: None,
+            container: None,
+            outcome: if removed {
+                "ok".into()
+            } else {
+                "not_found".into()
+            },
+            message: Some(name.0.clone()),
+        });
+        if !removed {
+            return Err(ErrorBody::not_found(format!("no token named {}", name.0)).into());
+        }
+        Ok(Json(TokenInfoName { name: name.0 }))
+    }
+
+    /// Read the audit log
+    ///
+    /// Every action (who, what, which agent and container, outcome), newest first. Admin only.
+    #[oai(
+        path = "/api/v1/audit",
+        method = "get",
+        tag = "Tag::Admin",
+        operation_id = "audit_log"
+    )]
+    async fn audit_log(
+        &self,
+        auth: Caller,
+        /// Most records to return (default 100, at most 10 000).
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Vec<AuditRecord>> {
+        auth.0.require(Role::Admin)?;
+        let limit = limit.0.unwrap_or(100).min(10_000) as usize;
+        let store = self.store()?;
+        Ok(Json(
+            store
+                .audit_log(limit)
+                .map_err(|e| ErrorBody::internal(e.to_string()))?,
+        ))
+    }
+
     /// Who am I
     ///
     /// The role of the presented token (`viewer`, `operator` or `admin`) and whether this server
     /// requires tokens at all. The dashboard uses it to show only the actions the token allows.
-    #[oai(path = "/api/v1/whoami", method = "get", tag = "Tag::Operations", operation_id = "whoami")]
-    async fn whoami(&self) -> ApiResult<WhoAmI> {
+    #[oai(
+        path = "/api/v1/whoami",
+        method = "get",
+        tag = "Tag::Operations",
+        operation_id = "whoami"
+    )]
+    async fn whoami(&self, auth: Caller) -> ApiResult<WhoAmI> {
         Ok(Json(WhoAmI {
-            role: Role::Admin,
-            auth_required: false,
-            token_name: None,
+            role: auth.0.role,
+            auth_required: auth.0.authenticated,
+            token_name: auth.0.authenticated.then(|| auth.0.name.clone()),
         }))
     }
 
@@ -610,6 +795,12 @@ impl FleetApi {
 }
 
 impl FleetApi {
+    fn store(&self) -> Result<&crate::store::Store, ApiError> {
+        self.state.store.as_deref().ok_or_else(|| {
+            ErrorBody::bad_request("this server runs without authentication (no data dir), so it has no tokens or audit log").into()
+        })
+    }
+
     fn known(&self, name: &AgentName) -> Result<AgentEntry, ApiError> {
         self.state.fleet.get(name.as_str()).ok_or_else(|| {
             ErrorBody::not_found(format!("no agent named {name} is known to this server")).into()

@@ -48,6 +48,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ZEDOPS_LISTEN", default_value = "127.0.0.1:8420")]
     pub listen: SocketAddr,
 
+    /// Server data dir: tokens, audit log (default $XDG_DATA_HOME/zedops, else ~/.local/share/zedops).
+    #[arg(long, env = "ZEDOPS_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// Run the API without tokens: anyone who reaches it is admin. Only for a trusted loopback.
+    #[arg(long, env = "ZEDOPS_NO_AUTH")]
+    pub no_auth: bool,
+
     /// Use this external MQTT 5 broker instead of the embedded one (e.g. mqtt://broker.lan:1883).
     #[arg(long, env = "ZEDOPS_BROKER")]
     pub broker: Option<BrokerUrl>,

@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod exit;
+pub mod paths;
 pub mod run;
 
 use std::process::ExitCode;

@@ -100,11 +100,23 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let http = listener.local_addr()?;
-    let api = zedops_api::Api::connect(zedops_api::MqttConfig {
-        broker: url.clone(),
-        credentials: None,
-        client_id: None,
-    });
+    let (store, admin_token_file) = if a.no_auth {
+        (None, None)
+    } else {
+        let dir = a.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
+        let store = zedops_api::store::Store::open(&dir)
+            .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
+        let file = crate::paths::ensure_admin_token(&store, &dir)?;
+        (Some(std::sync::Arc::new(store)), Some(file))
+    };
+    let api = zedops_api::Api::connect(
+        zedops_api::MqttConfig {
+            broker: url.clone(),
+            credentials: None,
+            client_id: None,
+        },
+        store,
+    );
 
     let mut agent_task = None;
     let (stop_agent_tx, stop_agent_rx) = tokio::sync::oneshot::channel::<()>();
@@ -146,7 +158,14 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = &agent_line {
         println!("  Agent         {l}");
     }
-    println!("Try: zedops --server {base} ps   (Ctrl-C to stop)");
+    match &admin_token_file {
+        Some(f) => println!(
+            "  Admin token   {} (mode 0600; the CLI on this host reads it by itself)",
+            f.display()
+        ),
+        None => println!("  Auth          OFF (--no-auth): anyone who reaches {base} is admin"),
+    }
+    println!("Next: zedops ps   (or zedops --server {base} ps from elsewhere; Ctrl-C stops)");
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(zedops_api::serve(api.app(), listener, async move {

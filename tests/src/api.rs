@@ -60,17 +60,52 @@ pub struct TestApi {
     pub base: String,
     pub http: reqwest::Client,
     api: Option<zedops_api::Api>,
+    _data: Option<crate::procs::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// Tokens of each role, for a secured [`TestApi`].
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+}
+
 impl TestApi {
+    /// The API without authentication (every caller is admin).
     pub async fn start(broker: &BrokerUrl) -> anyhow::Result<Self> {
-        let api = zedops_api::Api::connect(zedops_api::MqttConfig {
-            broker: broker.clone(),
-            credentials: None,
-            client_id: None,
-        });
+        Self::start_inner(broker, None).await
+    }
+
+    /// The API with a token store in a temporary data dir, and one token per role.
+    pub async fn start_with_tokens(broker: &BrokerUrl) -> anyhow::Result<(Self, Tokens)> {
+        let dir = crate::procs::TempDir::new("api-data")?;
+        let store = zedops_api::store::Store::open(&dir.path)?;
+        use zedops_api::auth::Role;
+        let tokens = Tokens {
+            admin: store.create_token("admin", Role::Admin)?,
+            operator: store.create_token("ops", Role::Operator)?,
+            viewer: store.create_token("watcher", Role::Viewer)?,
+        };
+        let mut api = Self::start_inner(broker, Some(std::sync::Arc::new(store))).await?;
+        api._data = Some(dir);
+        Ok((api, tokens))
+    }
+
+    async fn start_inner(
+        broker: &BrokerUrl,
+        store: Option<std::sync::Arc<zedops_api::store::Store>>,
+    ) -> anyhow::Result<Self> {
+        let api = zedops_api::Api::connect(
+            zedops_api::MqttConfig {
+                broker: broker.clone(),
+                credentials: None,
+                client_id: None,
+            },
+            store,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -83,6 +118,7 @@ impl TestApi {
                 .timeout(Duration::from_secs(60))
                 .build()?,
             api: Some(api),
+            _data: None,
             stop: Some(tx),
             task: Some(task),
         };
@@ -106,6 +142,23 @@ impl TestApi {
 
     pub async fn post_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
         let r = self.http.post(self.url(path)).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// A request with a bearer token; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let m = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut rb = self.http.request(m, self.url(path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let r = rb.send().await?;
         let status = r.status().as_u16();
         Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
     }

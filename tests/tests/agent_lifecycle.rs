@@ -37,7 +37,7 @@ async fn sigkill_fires_the_last_will_and_sigterm_publishes_offline() -> anyhow::
 
     // SIGKILL: nothing of ours runs; the broker publishes the Last Will.
     let name = unique("killed");
-    let mut p = spawn_agent_process(&name, broker.v5_addr(), &[])?;
+    let p = spawn_agent_process(&name, broker.v5_addr(), &[])?;
     wait_state(&mut watcher, &name, "online", Duration::from_secs(10)).await?;
     p.signal("KILL")?;
     let will = wait_state(&mut watcher, &name, "offline", Duration::from_secs(5)).await?;

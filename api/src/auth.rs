@@ -1,0 +1,142 @@
+//! API authentication: bearer tokens with roles. `viewer` reads, `operator` also acts on
+//! containers, `admin` also manages tokens and agents and reads the audit log.
+//!
+//! Every operation takes a [`Caller`] (the OpenAPI security scheme); its checker verifies the
+//! token against the [`Store`](crate::store::Store). A server started without a store (tests,
+//! `--no-auth`) treats every caller as an anonymous admin: [`open_access`] fills in the header so
+//! that the same checker runs.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::SecurityScheme;
+use serde::{Deserialize, Serialize};
+use zedops_proto::{ErrorBody, ErrorCode};
+
+use crate::error::ApiError;
+use crate::State;
+
+/// Roles, ordered by what they allow.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    poem_openapi::Enum,
+)]
+#[serde(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    /// False when the server runs without tokens.
+    pub authenticated: bool,
+}
+
+impl Principal {
+    /// 403 unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            return Ok(());
+        }
+        Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!(
+                "token {} has the role {}; this needs {} (ask an admin for a token with that role)",
+                self.name,
+                self.role.as_str(),
+                role.as_str()
+            ),
+        )
+        .into())
+    }
+}
+
+/// An API token: `Authorization: Bearer zdt_…`.
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "bearer",
+    bearer_format = "zdt_<name>_<secret>",
+    checker = "check"
+)]
+pub struct Caller(pub Principal);
+
+fn unauthorized(message: &str) -> poem::Error {
+    poem::Error::from_response(
+        Json(ErrorBody::new(ErrorCode::Unauthorized, message))
+            .with_status(StatusCode::UNAUTHORIZED)
+            .into_response(),
+    )
+}
+
+/// Marker token used when the server runs without authentication.
+const OPEN: &str = "zedops-open-access";
+
+async fn check(req: &Request, bearer: poem_openapi::auth::Bearer) -> poem::Result<Principal> {
+    let state = req
+        .data::<Arc<State>>()
+        .ok_or_else(|| unauthorized("the server is not configured for authentication"))?;
+    match &state.store {
+        None => Ok(Principal {
+            name: "anonymous".into(),
+            role: Role::Admin,
+            authenticated: false,
+        }),
+        Some(store) => match store.verify(&bearer.token) {
+            Some(rec) => Ok(Principal {
+                name: rec.name,
+                role: rec.role,
+                authenticated: true,
+            }),
+            None => Err(unauthorized(
+                "this token is not valid (unknown, revoked or mistyped): use a token from `zedops token create` or the admin token file",
+            )),
+        },
+    }
+}
+
+/// Before the operations run: with no store, give every request the open-access token; with a
+/// store, answer a missing token on `/api/` with a 401 that says what to do.
+pub async fn open_access<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let has_auth = req
+        .headers()
+        .contains_key(poem::http::header::AUTHORIZATION);
+    let open = req.data::<Arc<State>>().is_some_and(|s| s.store.is_none());
+    if open {
+        if let Ok(v) = format!("Bearer {OPEN}").parse() {
+            req.headers_mut()
+                .insert(poem::http::header::AUTHORIZATION, v);
+        }
+    } else if !has_auth && req.uri().path().starts_with("/api/") {
+        return Err(unauthorized(
+            "this server requires an API token: send `Authorization: Bearer <token>` (the CLI reads it from --token, ZEDOPS_TOKEN or `zedops login`)",
+        ));
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
+}
