@@ -247,6 +247,8 @@ fn deadline(timeout_s: Option<u32>, default: u32) -> Result<Duration, ApiError> 
     Ok(Duration::from_secs(t.into()))
 }
 
+// Operations take their parameters as arguments (that is how poem-openapi documents them).
+#[allow(clippy::too_many_arguments)]
 #[OpenApi]
 impl FleetApi {
     /// List agents

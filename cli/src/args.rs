@@ -9,11 +9,23 @@ use zedops_proto::{AgentName, BrokerUrl};
 
 /// zedops: control Docker containers across a fleet of hosts over MQTT 5.
 #[derive(Debug, Parser)]
-#[command(name = "zedops", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "zedops",
+    version,
+    about,
+    long_about = "zedops controls Docker containers across a fleet of hosts. `zedops serve` runs the \
+server (MQTT broker, HTTP API, dashboard); `zedops agent` runs on each Docker host; every other \
+command is a client of the HTTP API.",
+    after_long_help = "Examples:\n  zedops serve --local-agent              start everything on this host\n  zedops ps                               running containers of the whole fleet\n  zedops restart web-1 --agent maestro    restart one container\n  zedops logs web-1 --tail 50\n\nExit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 agent offline or unavailable, 5 timeout, 6 auth.",
+    propagate_version = true
+)]
 pub struct Cli {
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    #[command(flatten)]
+    pub client: ClientOpts,
 
     #[command(subcommand)]
     pub command: Command,
@@ -27,6 +39,142 @@ pub enum Command {
     Agent(AgentArgs),
     /// Print the OpenAPI document of the HTTP API (or write or check a file).
     Openapi(OpenapiArgs),
+    /// List the fleet's agents.
+    Agents,
+    /// List containers: the whole fleet (with an AGENT column) or one agent.
+    #[command(
+        after_long_help = "Examples:\n  zedops ps                  running containers, every agent\n  zedops ps -a --agent maestro\n  zedops ps -o json | jq '.[].name'"
+    )]
+    Ps(PsArgs),
+    /// Show a container in detail (asks its agent now).
+    Inspect(OneContainer),
+    /// Start one or more containers.
+    Start(ActionArgs),
+    /// Stop one or more containers (SIGTERM, then SIGKILL after the grace period).
+    Stop(ActionArgs),
+    /// Restart one or more containers.
+    #[command(
+        after_long_help = "Examples:\n  zedops restart web-1 --agent maestro\n  zedops restart web-1 web-2 -t 5      (names unique in the fleet need no --agent)"
+    )]
+    Restart(ActionArgs),
+    /// Send a signal to one or more containers (default SIGKILL).
+    Kill(ActionArgs),
+    /// Pause one or more containers.
+    Pause(ActionArgs),
+    /// Unpause one or more containers.
+    Unpause(ActionArgs),
+    /// Print a container's logs.
+    Logs(LogsArgs),
+    /// Follow live events: agents online/offline, container changes, action results.
+    Events,
+    /// Save the server URL and token for later commands (in the client config file).
+    #[command(
+        after_long_help = "Examples:\n  zedops login --server http://server.lan:8420 --token zdt_...\n  echo $TOKEN | zedops login --server https://server.lan:8420 --token-stdin"
+    )]
+    Login(LoginArgs),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Options of every client command.
+#[derive(Debug, Args)]
+pub struct ClientOpts {
+    /// zedops server URL (default from `zedops login`, else http://127.0.0.1:8420).
+    #[arg(long, global = true, env = "ZEDOPS_SERVER")]
+    pub server: Option<String>,
+
+    /// API token (default from `zedops login`, else this host's admin token file).
+    #[arg(long, global = true, env = "ZEDOPS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Output format: aligned tables for people, JSON for scripts.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Only this agent's containers.
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+    /// Include stopped containers.
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OneContainer {
+    /// Container name or unique ID prefix.
+    pub container: String,
+    /// The agent that has it (optional when the name is unique in the fleet).
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Container names or unique ID prefixes.
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+    /// The agent that has them (optional when each name is unique in the fleet).
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+    /// Seconds to wait for stop before killing (stop, restart; default 10, at most 300).
+    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    pub grace: Option<u32>,
+    /// Signal to send (kill; default SIGKILL).
+    #[arg(short, long)]
+    pub signal: Option<String>,
+    /// How long to wait for the agent (e.g. 30s, 2m; at most 300s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Container name or unique ID prefix.
+    pub container: String,
+    /// The agent that has it (optional when the name is unique in the fleet).
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+    /// Number of lines from the end (default 100, at most 10 000).
+    #[arg(long, default_value_t = 100)]
+    pub tail: u32,
+    /// Show Docker's timestamps.
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Read the token from standard input instead of --token.
+    #[arg(long)]
+    pub token_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        /// A name for the token (1-63 of a-z, 0-9, '-', '_').
+        name: String,
+        /// viewer (read), operator (act on containers) or admin (also tokens and agents).
+        #[arg(long, value_parser = ["viewer", "operator", "admin"], default_value = "viewer")]
+        role: String,
+    },
+    /// List tokens (names and roles, never secrets).
+    List,
+    /// Revoke a token: it stops working at once.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +227,10 @@ pub struct ServeArgs {
     /// Docker engine address for the local agent (default: DOCKER_HOST, else the local socket).
     #[arg(long, env = "ZEDOPS_DOCKER_HOST")]
     pub docker_host: Option<String>,
+
+    /// Home Assistant discovery for the local agent.
+    #[command(flatten)]
+    pub ha: HaArgs,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +265,32 @@ pub struct AgentArgs {
     /// Longest wait between reconnection attempts to the broker.
     #[arg(long, env = "ZEDOPS_RECONNECT_MAX", default_value = "10s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
+
+    #[command(flatten)]
+    pub ha: HaArgs,
+}
+
+/// Home Assistant MQTT discovery (docs/home-assistant.md).
+#[derive(Debug, Args)]
+pub struct HaArgs {
+    /// Expose containers to Home Assistant (MQTT discovery: a switch, a restart button and a
+    /// state sensor per container) and accept its start/stop/restart commands.
+    #[arg(long, env = "ZEDOPS_HA")]
+    pub ha: bool,
+
+    /// Home Assistant's MQTT discovery prefix.
+    #[arg(long, env = "ZEDOPS_HA_PREFIX", default_value = zedops_agent::ha::DEFAULT_DISCOVERY_PREFIX, value_name = "PREFIX")]
+    pub ha_prefix: String,
+}
+
+impl HaArgs {
+    /// The agent's Home Assistant configuration: `None` without `--ha`.
+    pub fn config(&self) -> Result<Option<zedops_agent::HaConfig>, String> {
+        if !self.ha {
+            return Ok(None);
+        }
+        zedops_agent::HaConfig::new(self.ha_prefix.clone()).map(Some)
+    }
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.

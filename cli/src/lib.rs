@@ -9,7 +9,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod args;
+pub mod client;
+pub mod commands;
 pub mod exit;
+pub mod output;
 pub mod paths;
 pub mod run;
 
@@ -45,7 +48,11 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run::run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("zedops: {e:#}");
+            let msg = format!("{e:#}");
+            // An empty message means the details were already printed (several containers).
+            if !msg.is_empty() {
+                eprintln!("zedops: {msg}");
+            }
             ExitCode::from(exit::code_of(&e))
         }
     }

@@ -10,10 +10,31 @@ use crate::args::{AgentArgs, Cli, Command, OpenapiArgs, ServeArgs};
 use crate::exit::Exit;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    use crate::commands as c;
+    let o = &cli.client;
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Agent(a) => agent(a).await,
         Command::Openapi(a) => openapi(a),
+        Command::Agents => c::agents(o).await,
+        Command::Ps(a) => c::ps(o, &a).await,
+        Command::Inspect(a) => c::inspect(o, &a).await,
+        Command::Start(a) => c::action(o, "start", &a).await,
+        Command::Stop(a) => c::action(o, "stop", &a).await,
+        Command::Restart(a) => c::action(o, "restart", &a).await,
+        Command::Kill(a) => c::action(o, "kill", &a).await,
+        Command::Pause(a) => c::action(o, "pause", &a).await,
+        Command::Unpause(a) => c::action(o, "unpause", &a).await,
+        Command::Logs(a) => c::logs(o, &a).await,
+        Command::Events => c::events(o).await,
+        Command::Login(a) => c::login(o, &a).await,
+        Command::Token(t) => c::token(o, &t).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "zedops", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
@@ -121,6 +142,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let mut agent_task = None;
     let (stop_agent_tx, stop_agent_rx) = tokio::sync::oneshot::channel::<()>();
     let mut agent_line = None;
+    if a.ha.ha && a.local_agent.is_none() {
+        tracing::warn!(
+            "--ha applies to the local agent: add --local-agent, or pass --ha to `zedops agent`"
+        );
+    }
     if let Some(name) = a.local_agent {
         let name = if name.is_empty() {
             default_agent_name()?
@@ -131,6 +157,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cfg.docker = DockerTarget {
             host: a.docker_host,
         };
+        cfg.ha = a.ha.config().map_err(Exit::usage)?;
         agent_line = Some(format!(
             "local agent {name} serving Docker at {}",
             cfg.docker.describe()
@@ -221,6 +248,7 @@ async fn agent(a: AgentArgs) -> anyhow::Result<()> {
     };
     cfg.resync_interval = a.resync_interval;
     cfg.reconnect_max = a.reconnect_max;
+    cfg.ha = a.ha.config().map_err(Exit::usage)?;
     match (a.mqtt_username, a.mqtt_password) {
         (Some(u), Some(p)) => cfg.credentials = Some((u, p)),
         (Some(u), None) => cfg.credentials = Some((u, String::new())),
