@@ -8,6 +8,9 @@
 #   * Debian packages: docker.io, mosquitto, mosquitto-clients, busybox-static, wrk, hyperfine,
 #     python3-paho-mqtt (for /usr/bin/python3); pip `paho-mqtt` for the python3 first on PATH when
 #     that is not Debian's (pyenv here).
+#   * pip `openapi-python-client`, `openapi-spec-validator` and `python-dateutil` for the python3 first
+#     on PATH (tests/python/: spec validation and a generated client), in the version ranges of
+#     PIP_TOOLS below.
 #   * No mosquitto left listening on 1883 (the tests start their own brokers on random ports).
 #   * A Docker engine answering (DOCKER_HOST respected). If none answers, dockerd is started in the
 #     background (log /var/log/zedops-dockerd.log, pidfile /var/run/docker.pid), trying flag sets
@@ -66,6 +69,41 @@ paho_version() {
   [ -n "$PY" ] && "$PY" -c 'import paho.mqtt.client, paho.mqtt as p; print(p.__version__)' 2>/dev/null
 }
 
+# Python tools of tests/python/ (pip, into $PY). Minor-pinned generator: its output layout changes
+# between 0.x minors. The generated client also needs httpx and attrs, which the generator requires.
+PIP_TOOLS=('openapi-python-client>=0.29,<0.30' 'openapi-spec-validator>=0.7,<0.10' 'python-dateutil>=2.8,<3')
+# Prints "name version" for each of PIP_TOOLS if $PY has all of them in range and can import what the
+# tests import; else prints what is missing or out of range and fails.
+pip_tools_status() {
+  [ -n "$PY" ] || { echo "no python3 on PATH"; return 1; }
+  "$PY" - "${PIP_TOOLS[@]}" <<'PYEOF' 2>&1
+import importlib, sys
+from importlib.metadata import PackageNotFoundError, version
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+bad, good = [], []
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    try:
+        v = version(req.name)
+    except PackageNotFoundError:
+        bad.append(f"{req.name} not installed"); continue
+    if not req.specifier.contains(v, prereleases=True):
+        bad.append(f"{req.name} {v} not in {req.specifier}"); continue
+    good.append(f"{req.name} {v}")
+for mod in ("openapi_python_client", "openapi_spec_validator", "dateutil.parser", "httpx", "attrs"):
+    try:
+        importlib.import_module(mod)
+    except Exception as e:
+        bad.append(f"cannot import {mod}: {e}")
+if bad:
+    print("; ".join(bad)); sys.exit(1)
+print("\n".join(good))
+PYEOF
+}
+
 # PIDs of processes listening on TCP port 1883 (IPv4 or IPv6).
 listeners_1883() {
   if have ss; then
@@ -118,6 +156,7 @@ if [ "$MODE" = check ]; then
   [ -z "$miss" ] || { echo "missing packages: $miss"; ok=0; }
   for c in mosquitto mosquitto_pub mosquitto_sub wrk hyperfine; do have "$c" || { echo "missing command: $c"; ok=0; }; done
   paho_version >/dev/null || { echo "python3 (${PY:-none on PATH}) cannot import paho.mqtt.client"; ok=0; }
+  tools=$(pip_tools_status) || { echo "python3 (${PY:-none on PATH}) test tools: $tools"; ok=0; }
   if port_1883_busy; then echo "something listens on 127.0.0.1:1883"; ok=0; fi
   if docker_server_up; then
     image_current || { echo "image $IMAGE missing or stale"; ok=0; }
@@ -176,6 +215,22 @@ else
     die "pip install paho-mqtt failed for $PY"
   fi
   PAHO_VERSION=$(paho_version) || die "paho-mqtt installed but $PY still cannot import paho.mqtt.client"
+fi
+
+# Python test tools (tests/python/) for the same python3: pip only, Debian packages none of them.
+if PIP_TOOLS_VERSIONS=$(pip_tools_status); then
+  step "python test tools present for $PY: $(tr '\n' ' ' <<<"$PIP_TOOLS_VERSIONS")"
+else
+  step "pip install ${PIP_TOOLS[*]} into $PY ($PIP_TOOLS_VERSIONS)"
+  pip_extra=()
+  # Debian's own python3 refuses pip installs into /usr unless told (PEP 668).
+  if [ "$PY_PREFIX" = /usr ]; then pip_extra=(--break-system-packages); fi
+  if ! "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_extra[@]}" \
+      "${PIP_TOOLS[@]}" >>"$APT_LOG" 2>&1; then
+    tail -n 20 "$APT_LOG" >&2
+    die "pip install ${PIP_TOOLS[*]} failed for $PY"
+  fi
+  PIP_TOOLS_VERSIONS=$(pip_tools_status) || die "python test tools installed but still not usable by $PY: $PIP_TOOLS_VERSIONS"
 fi
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,6 +385,7 @@ printf '  storage driver  %s, cgroup %s (%s)\n' "$(docker info --format '{{.Driv
 printf '  dockerd flags   %s\n' "$DOCKERD_FLAGS_USED"
 printf '  mosquitto       %s\n' "${mosq_ver:-?}"
 printf '  python3         %s, paho-mqtt %s\n' "$PY" "$PAHO_VERSION"
+printf '  python tools    %s\n' "$(tr '\n' ' ' <<<"$PIP_TOOLS_VERSIONS")"
 printf '  image           %s %s\n' "$IMAGE" "$(docker image inspect -f '{{.Id}}' "$IMAGE")"
 el=$(( ($(date +%s%N) - T0) / 1000000 ))
 printf '  took            %d.%03d s\n' $(( el / 1000 )) $(( el % 1000 ))

@@ -7,12 +7,14 @@
 //!   (event-driven republish, periodic resync) and request execution (expiry, duplicates).
 //! - [`publisher`]: retained status, snapshot and per-container topics; events.
 //! - [`dedup`]: the bounded cache that answers a repeated correlation id without running it twice.
+//! - [`ha`]: Home Assistant MQTT discovery and `/set` commands (opt-in, `--ha`).
 //!
 //! Entry point: [`run`] with an [`AgentConfig`] and a shutdown future (the caller owns shutdown).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod dedup;
 pub mod docker;
+pub mod ha;
 pub mod handlers;
 pub mod publisher;
 pub mod session;
@@ -20,8 +22,18 @@ pub mod session;
 use std::time::Duration;
 
 pub use docker::DockerTarget;
+pub use ha::HaConfig;
 pub use handlers::Registry;
 use zedops_proto::{AgentName, BrokerUrl};
+
+/// The keys of an enrolled agent.
+#[derive(Clone, Debug)]
+pub struct Signing {
+    /// The agent's own key (signs status, snapshots, events, replies).
+    pub key: zedops_proto::sign::KeyPair,
+    /// The server's public key (commands must carry its signature).
+    pub server: zedops_proto::sign::PublicKey,
+}
 
 /// Configuration of one agent. Flags > environment > defaults (see the CLI's `agent` command).
 #[derive(Clone)]
@@ -40,6 +52,13 @@ pub struct AgentConfig {
     pub max_concurrent_requests: usize,
     /// Handlers to serve instead of the v1 set.
     pub registry: Option<Registry>,
+    /// End-to-end signatures (set after enrollment): the agent signs what it publishes and
+    /// refuses requests not signed by the server, unless `accept_unsigned`.
+    pub signing: Option<Signing>,
+    /// Accept unsigned requests even with `signing` set (`--accept-unsigned`).
+    pub accept_unsigned: bool,
+    /// Home Assistant MQTT discovery and `/set` commands (`--ha`); `None`: off.
+    pub ha: Option<HaConfig>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -55,6 +74,7 @@ impl std::fmt::Debug for AgentConfig {
             )
             .field("resync_interval", &self.resync_interval)
             .field("reconnect_max", &self.reconnect_max)
+            .field("ha", &self.ha)
             .finish()
     }
 }
@@ -71,6 +91,9 @@ impl AgentConfig {
             keep_alive: Duration::from_secs(15),
             max_concurrent_requests: 32,
             registry: None,
+            signing: None,
+            accept_unsigned: false,
+            ha: None,
         }
     }
 
@@ -91,5 +114,8 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    if let Some(ha) = &config.ha {
+        ha.validate().map_err(AgentError::Config)?;
+    }
     session::run(config, shutdown).await
 }

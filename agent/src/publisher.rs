@@ -7,15 +7,19 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 use tracing::{debug, warn};
+use zedops_proto::sign::{KeyPair, Signed, SIG_PROPERTY, TS_PROPERTY};
 use zedops_proto::{
     topics, AgentState, AgentStatus, Container, ContainerEvent, Counts, DockerStatus, Snapshot,
 };
 
 pub struct Publisher {
     client: AsyncClient,
+    /// Signs every publish when the agent is enrolled.
+    key: Option<KeyPair>,
     agent: String,
     hostname: String,
     started_at: DateTime<Utc>,
@@ -32,9 +36,11 @@ impl Publisher {
         agent: &str,
         hostname: &str,
         started_at: DateTime<Utc>,
+        key: Option<KeyPair>,
     ) -> Self {
         Self {
             client,
+            key,
             agent: agent.to_owned(),
             hostname: hostname.to_owned(),
             started_at,
@@ -142,7 +148,18 @@ impl Publisher {
     }
 
     fn send(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) {
-        if let Err(e) = self.client.try_publish(topic.clone(), qos, retain, payload) {
+        let r = match &self.key {
+            Some(key) => {
+                let props = PublishProperties {
+                    user_properties: signature_properties(key, &topic, None, &payload),
+                    ..Default::default()
+                };
+                self.client
+                    .try_publish_with_properties(topic.clone(), qos, retain, payload, props)
+            }
+            None => self.client.try_publish(topic.clone(), qos, retain, payload),
+        };
+        if let Err(e) = r {
             warn!(%topic, error = %e, "publish dropped (it is republished after the next connection)");
         }
     }
@@ -166,6 +183,28 @@ pub fn status_payload(
         counts,
         updated_at: Utc::now(),
     }
+}
+
+/// The user properties that sign a publish of the agent (`zedops-sig`, `zedops-ts`).
+pub fn signature_properties(
+    key: &KeyPair,
+    topic: &str,
+    correlation: Option<&[u8]>,
+    payload: &[u8],
+) -> Vec<(String, String)> {
+    let ts_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+    let sig = key.sign(&Signed {
+        topic,
+        response_topic: None,
+        correlation,
+        deadline_ms: None,
+        ts_ms,
+        payload,
+    });
+    vec![
+        (SIG_PROPERTY.to_owned(), sig),
+        (TS_PROPERTY.to_owned(), ts_ms.to_string()),
+    ]
 }
 
 pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use futures_util::StreamExt;
 use rand::Rng;
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    LastWill, LastWillProperties, Packet, Publish, PublishProperties,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::{mpsc, Semaphore};
@@ -26,6 +28,7 @@ use zedops_proto::{AgentState, ContainerEvent, ContainerState, DockerStatus, Err
 
 use crate::dedup::{Dedup, Seen};
 use crate::docker::{self, Driver, DriverControl};
+use crate::ha::Ha;
 use crate::handlers::{Ctx, Registry};
 use crate::publisher::{json, status_payload, Publisher};
 use crate::{AgentConfig, AgentError};
@@ -33,7 +36,68 @@ use crate::{AgentConfig, AgentError};
 /// User property carrying the requester's absolute deadline (Unix milliseconds). Brokers that do
 /// not count Message Expiry down while a message waits (rumqttd) still let the agent tell that a
 /// request's deadline has passed.
-pub const DEADLINE_PROPERTY: &str = "zedops-deadline-ms";
+pub use zedops_proto::sign::DEADLINE_PROPERTY;
+
+/// How the agent decides whether to trust a request.
+struct Trust {
+    signing: Option<crate::Signing>,
+    accept_unsigned: bool,
+    /// Signed requests older than the agent's start are refused (replays across restarts).
+    started_ms: u64,
+}
+
+impl Trust {
+    /// `Err(message)` when the request must be refused as unauthorized.
+    fn check(&self, topic: &str, p: &Publish, deadline_ms: Option<u64>) -> Result<(), String> {
+        let Some(signing) = &self.signing else {
+            return Ok(());
+        };
+        if self.accept_unsigned {
+            return Ok(());
+        }
+        let props = p.properties.as_ref();
+        let prop = |name: &str| {
+            props.and_then(|pr| {
+                pr.user_properties
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        let (Some(sig), Some(ts)) = (
+            prop(zedops_proto::sign::SIG_PROPERTY),
+            prop(zedops_proto::sign::TS_PROPERTY),
+        ) else {
+            return Err("this agent only executes requests signed by its zedops server; this one is unsigned".into());
+        };
+        let Some(deadline_ms) = deadline_ms else {
+            return Err("a signed request must carry its deadline".into());
+        };
+        let ts_ms: u64 = ts
+            .parse()
+            .map_err(|_| "the request's signing time is malformed".to_owned())?;
+        let ok = signing.server.verify(
+            &zedops_proto::sign::Signed {
+                topic,
+                response_topic: props.and_then(|pr| pr.response_topic.as_deref()),
+                correlation: props.and_then(|pr| pr.correlation_data.as_deref()),
+                deadline_ms: Some(deadline_ms),
+                ts_ms,
+                payload: &p.payload,
+            },
+            &sig,
+        );
+        if !ok {
+            return Err("the request's signature does not match this agent's zedops server".into());
+        }
+        if ts_ms + 2_000 < self.started_ms {
+            return Err(
+                "the request was signed before this agent started (a replay); refused".into(),
+            );
+        }
+        Ok(())
+    }
+}
 
 /// Largest request payload accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -122,12 +186,27 @@ pub(crate) async fn run(
         DockerStatus::unavailable("the agent is offline, so Docker's state is unknown"),
         Default::default(),
     );
+    let will_payload = json(&will);
+    let will_props = cfg.signing.as_ref().map(|s| LastWillProperties {
+        delay_interval: None,
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: crate::publisher::signature_properties(
+            &s.key,
+            &topics::status(&agent),
+            None,
+            &will_payload,
+        ),
+    });
     opts.set_last_will(LastWill::new(
         topics::status(&agent),
-        json(&will),
+        will_payload,
         QoS::AtLeastOnce,
         true,
-        None,
+        will_props,
     ));
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
 
@@ -156,7 +235,27 @@ pub(crate) async fn run(
     let registry = Arc::new(cfg.registry.clone().unwrap_or_else(Registry::v1));
     let dedup = Arc::new(Mutex::new(Dedup::new(4096)));
     let permits = Arc::new(Semaphore::new(cfg.max_concurrent_requests));
-    let mut publisher = Publisher::new(client.clone(), &agent, &host, started_at);
+    let mut publisher = Publisher::new(
+        client.clone(),
+        &agent,
+        &host,
+        started_at,
+        cfg.signing.as_ref().map(|s| s.key.clone()),
+    );
+    let serving = Serving {
+        client: client.clone(),
+        ctx: ctx.clone(),
+        registry: registry.clone(),
+        dedup: dedup.clone(),
+        permits: permits.clone(),
+        trust: Arc::new(Trust {
+            signing: cfg.signing.clone(),
+            accept_unsigned: cfg.accept_unsigned,
+            started_ms: u64::try_from(started_at.timestamp_millis()).unwrap_or(0),
+        }),
+    };
+    // Home Assistant discovery and `/set` commands (issue 6, ha.rs): only with --ha.
+    let mut ha = cfg.ha.as_ref().map(|h| Ha::new(client.clone(), &agent, h));
 
     let mut connected = false;
     let mut pending_events: Vec<bollard::models::EventMessage> = Vec::new();
@@ -183,12 +282,17 @@ pub(crate) async fn run(
                             topics::RESYNC.to_owned(),
                             topics::containers_of(&agent),
                         ];
-                        for s in subs {
+                        // With --ha, also HA's topics (ha.rs: `/set`, `{prefix}/status`, our configs).
+                        for s in subs.into_iter().chain(ha.iter().flat_map(Ha::subscriptions)) {
                             if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
                                 warn!(filter = %s, error = %e, "subscribe dropped");
                             }
                         }
                         refresh(&driver, &mut publisher, true).await;
+                        // Home Assistant: every discovery config after every CONNACK.
+                        if let Some(h) = &mut ha {
+                            h.publish_all(publisher.current());
+                        }
                     }
                     Inbound::Disconnected(reason) => {
                         if connected {
@@ -201,7 +305,7 @@ pub(crate) async fn run(
                         match topics::parse(&topic) {
                             Some(Topic::Request { agent: a, op }) if a == agent => {
                                 let op = op.to_owned();
-                                spawn_request(p, op, &client, &ctx, &registry, &dedup, &permits);
+                                spawn_request(p, op, &serving);
                             }
                             Some(Topic::Resync) => {
                                 let delay = Duration::from_millis(rand::rng().random_range(0..1000));
@@ -211,6 +315,19 @@ pub(crate) async fn run(
                                 // A retained topic left by an earlier run for a container that no longer exists.
                                 if publisher.knows(name) == Some(false) {
                                     publisher.clear(name);
+                                }
+                            }
+                            // Home Assistant (issue 6, ha.rs): commands on `…/containers/{name}/set`.
+                            Some(Topic::ContainerSet { agent: a, name }) if a == agent && ha.is_some() => {
+                                if let Some(h) = &ha {
+                                    h.command(name, &p, &ctx);
+                                }
+                            }
+                            // Home Assistant: its birth message (discovery again, then the states)
+                            // and leftover discovery configs.
+                            None if ha.is_some() => {
+                                if ha.as_mut().is_some_and(|h| h.on_publish(&topic, &p, publisher.current())) {
+                                    refresh(&driver, &mut publisher, true).await;
                                 }
                             }
                             _ => debug!(%topic, "ignoring message"),
@@ -254,6 +371,11 @@ pub(crate) async fn run(
             _ = periodic.tick() => {
                 refresh(&driver, &mut publisher, true).await;
             }
+        }
+        // Home Assistant (issue 6): discovery follows the container list, whichever branch above
+        // refreshed it (new containers appear, destroyed ones are removed). Cheap when unchanged.
+        if let Some(h) = &mut ha {
+            h.sync(publisher.current());
         }
     }
 
@@ -475,15 +597,25 @@ fn now_ms() -> u64 {
     u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
 }
 
-fn spawn_request(
-    p: Publish,
-    op: String,
-    client: &AsyncClient,
-    ctx: &Arc<Ctx>,
-    registry: &Arc<Registry>,
-    dedup: &Arc<Mutex<Dedup>>,
-    permits: &Arc<Semaphore>,
-) {
+/// What request tasks share.
+struct Serving {
+    client: AsyncClient,
+    ctx: Arc<Ctx>,
+    registry: Arc<Registry>,
+    dedup: Arc<Mutex<Dedup>>,
+    permits: Arc<Semaphore>,
+    trust: Arc<Trust>,
+}
+
+fn spawn_request(p: Publish, op: String, serving: &Serving) {
+    let Serving {
+        client,
+        ctx,
+        registry,
+        dedup,
+        permits,
+        trust,
+    } = serving;
     let received = Instant::now();
     let props = p.properties.clone().unwrap_or_default();
     let response_topic = props
@@ -516,6 +648,7 @@ fn spawn_request(
     let registry = registry.clone();
     let dedup = dedup.clone();
     let permits = permits.clone();
+    let trust = trust.clone();
     tokio::spawn(
         async move {
             let expired = |now: Instant| {
@@ -523,6 +656,21 @@ fn spawn_request(
             };
             if expiry == Some(Duration::ZERO) || expired(Instant::now()) {
                 info!("request expired before it could run; not executed");
+                return;
+            }
+            let topic = String::from_utf8_lossy(&p.topic).into_owned();
+            if let Err(why) = trust.check(&topic, &p, abs_deadline) {
+                warn!(%why, "refusing an unauthorized request");
+                let reply =
+                    Reply::failure(ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, why));
+                send_reply(
+                    &client,
+                    response_topic.as_deref(),
+                    correlation,
+                    Bytes::from(reply.to_bytes()),
+                    &trust,
+                )
+                .await;
                 return;
             }
             let key = correlation
@@ -544,7 +692,14 @@ fn spawn_request(
                     }
                     Seen::Done(reply) => {
                         info!("duplicate of an executed request; answering from cache");
-                        send_reply(&client, response_topic.as_deref(), correlation, reply).await;
+                        send_reply(
+                            &client,
+                            response_topic.as_deref(),
+                            correlation,
+                            reply,
+                            &trust,
+                        )
+                        .await;
                         return;
                     }
                 }
@@ -581,7 +736,14 @@ fn spawn_request(
                     d.finish(key, bytes.clone());
                 }
             }
-            send_reply(&client, response_topic.as_deref(), correlation, bytes).await;
+            send_reply(
+                &client,
+                response_topic.as_deref(),
+                correlation,
+                bytes,
+                &trust,
+            )
+            .await;
         }
         .instrument(span),
     );
@@ -592,11 +754,19 @@ async fn send_reply(
     topic: Option<&str>,
     correlation: Option<Bytes>,
     reply: Bytes,
+    trust: &Trust,
 ) {
     let Some(topic) = topic else {
         return;
     };
+    let user_properties = match &trust.signing {
+        Some(s) => {
+            crate::publisher::signature_properties(&s.key, topic, correlation.as_deref(), &reply)
+        }
+        None => Vec::new(),
+    };
     let props = PublishProperties {
+        user_properties,
         correlation_data: correlation,
         content_type: Some("application/json".into()),
         ..Default::default()

@@ -133,7 +133,10 @@ pub async fn open_access<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Res
             req.headers_mut()
                 .insert(poem::http::header::AUTHORIZATION, v);
         }
-    } else if !has_auth && req.uri().path().starts_with("/api/") {
+    } else if !has_auth
+        && req.uri().path().starts_with("/api/")
+        && req.uri().path() != "/api/v1/enroll"
+    {
         return Err(unauthorized(
             "this server requires an API token: send `Authorization: Bearer <token>` (the CLI reads it from --token, ZEDOPS_TOKEN or `zedops login`)",
         ));

@@ -129,6 +129,11 @@ impl Fleet {
         Some(Change::Container(ev))
     }
 
+    /// Drops an agent from the view (it was removed).
+    pub fn forget(&self, agent: &str) {
+        self.write().remove(agent);
+    }
+
     pub fn get(&self, agent: &str) -> Option<AgentEntry> {
         self.read().get(agent).cloned()
     }

@@ -1,6 +1,7 @@
 //! The web dashboard: static assets built into the binary, served at `/`.
 //!
-//! `index.html` loads `/assets/app.js` (an ES module, no dependencies) and `/assets/style.css`;
+//! `index.html` loads `/assets/app.js` (an ES module importing `sse.js`, no dependencies) and
+//! `/assets/style.css`;
 //! the page then talks to the API under `/api/v1` with the user's bearer token. Nothing comes from
 //! elsewhere, so every response carries a Content-Security-Policy that allows this origin only.
 //! The pages themselves need no token: they hold no data until the API answers.
@@ -37,6 +38,11 @@ const ASSETS: &[Asset] = &[
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../assets/app.js"),
+    },
+    Asset {
+        name: "sse.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/sse.js"),
     },
     Asset {
         name: "style.css",
@@ -143,6 +149,7 @@ mod tests {
         for (uri, ty) in [
             ("/", "text/html; charset=utf-8"),
             ("/assets/app.js", "text/javascript; charset=utf-8"),
+            ("/assets/sse.js", "text/javascript; charset=utf-8"),
             ("/assets/style.css", "text/css; charset=utf-8"),
             ("/assets/icon.svg", "image/svg+xml"),
         ] {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod mqtt;
 pub mod routes;
+pub mod security;
 pub mod store;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -131,12 +132,23 @@ fn service(state: Arc<State>) -> OpenApiService<FleetApi, ()> {
 
 impl Api {
     /// Starts the MQTT session; the API answers at once and fills its cache as state arrives.
+    ///
+    /// With a `store`, the API requires tokens; with `security` as well, it signs requests and
+    /// accepts only what enrolled agents signed.
     pub fn connect(cfg: MqttConfig, store: Option<Arc<store::Store>>) -> Self {
+        Self::connect_secured(cfg, store, None)
+    }
+
+    pub fn connect_secured(
+        cfg: MqttConfig,
+        store: Option<Arc<store::Store>>,
+        security: Option<Arc<security::Security>>,
+    ) -> Self {
         let fleet = Arc::new(cache::Fleet::default());
         let (changes, _) = broadcast::channel(1024);
         let (events, _) = broadcast::channel(1024);
         let metrics = Arc::new(metrics::Metrics::default());
-        let (link, task) = mqtt::start(cfg, fleet.clone(), changes.clone());
+        let (link, task) = mqtt::start(cfg, fleet.clone(), changes.clone(), security);
         let requester = mqtt::Requester {
             link: link.clone(),
             fleet: fleet.clone(),

@@ -26,8 +26,7 @@ use zedops_proto::{BrokerUrl, ErrorBody, ErrorCode, Reply};
 use crate::cache::{Change, Fleet};
 use crate::metrics::Metrics;
 
-/// User property with the requester's absolute deadline in Unix milliseconds (see the agent).
-pub const DEADLINE_PROPERTY: &str = "zedops-deadline-ms";
+pub use zedops_proto::sign::DEADLINE_PROPERTY;
 /// Most requests waiting for a reply at once.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
@@ -61,7 +60,10 @@ pub struct Link {
     pub connected: AtomicBool,
     /// When the first subscription of this process was made (cache warming starts).
     pub subscribed_at: Mutex<Option<Instant>>,
-    inflight: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    /// Request id → (agent asked, waiter).
+    inflight: Mutex<HashMap<u64, (String, oneshot::Sender<Bytes>)>>,
+    /// Signing and verification; `None` trusts the broker.
+    pub security: Option<Arc<crate::security::Security>>,
     next_id: AtomicU64,
 }
 
@@ -75,23 +77,35 @@ impl Link {
             connected: AtomicBool::new(false),
             subscribed_at: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
+            security: None,
             next_id: AtomicU64::new(1),
         }
     }
 
-    fn complete(&self, correlation: &[u8], payload: Bytes) {
+    fn complete(
+        &self,
+        topic: &str,
+        props: Option<&PublishProperties>,
+        correlation: &[u8],
+        payload: Bytes,
+    ) {
         let Some(id) = std::str::from_utf8(correlation)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
         else {
             return;
         };
-        let waiter = self
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        if let Some(tx) = waiter {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((agent, _)) = inflight.get(&id) else {
+            return;
+        };
+        if let Some(sec) = &self.security {
+            if !sec.from_agent(agent, topic, props, &payload) {
+                warn!(%agent, "ignoring a reply not signed by the agent that was asked");
+                return;
+            }
+        }
+        if let Some((_, tx)) = inflight.remove(&id) {
             let _ = tx.send(payload);
         }
     }
@@ -109,6 +123,7 @@ pub fn start(
     cfg: MqttConfig,
     fleet: Arc<Fleet>,
     changes: broadcast::Sender<Change>,
+    security: Option<Arc<crate::security::Security>>,
 ) -> (Arc<Link>, tokio::task::JoinHandle<()>) {
     let client_id = cfg.client_id.clone().unwrap_or_else(|| {
         let n: u64 = rand::random();
@@ -133,6 +148,7 @@ pub fn start(
         connected: AtomicBool::new(false),
         subscribed_at: Mutex::new(None),
         inflight: Mutex::new(HashMap::new()),
+        security,
         next_id: AtomicU64::new(1),
     });
     info!(broker = %cfg.broker, client_id = %link.client_id, "API connecting to the broker");
@@ -177,7 +193,24 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic);
-                match topics::parse(&topic) {
+                let parsed = topics::parse(&topic);
+                // With security on, state is taken only when its agent signed it: a forged
+                // (even retained) status or snapshot changes nothing.
+                if let (
+                    Some(sec),
+                    Some(
+                        Topic::Status { agent }
+                        | Topic::Snapshot { agent }
+                        | Topic::Events { agent },
+                    ),
+                ) = (&link.security, &parsed)
+                {
+                    if !sec.from_agent(agent, &topic, p.properties.as_ref(), &p.payload) {
+                        debug!(%topic, "ignoring a message not signed by its agent");
+                        continue;
+                    }
+                }
+                match parsed {
                     Some(Topic::Status { agent }) => {
                         if let Some(c) = fleet.apply_status(agent, &p.payload) {
                             let _ = changes.send(c);
@@ -195,7 +228,7 @@ async fn poll(
                             .as_ref()
                             .and_then(|pr| pr.correlation_data.as_ref())
                         {
-                            link.complete(corr, p.payload.clone());
+                            link.complete(&topic, p.properties.as_ref(), corr, p.payload.clone());
                         }
                     }
                     _ => debug!(%topic, "ignoring message"),
@@ -285,18 +318,32 @@ impl Requester {
                     "this server already has {MAX_IN_FLIGHT} requests in flight; retry shortly"
                 )));
             }
-            inflight.insert(id, tx);
+            inflight.insert(id, (agent.to_owned(), tx));
         }
         let guard = InflightGuard {
             link: &self.link,
             id,
         };
-        let deadline_ms = chrono::Utc::now().timestamp_millis() + deadline.as_millis() as i64;
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let deadline_ms = now_ms + deadline.as_millis() as u64;
+        let topic = topics::request(agent, O::NAME);
+        let correlation = Bytes::from(id.to_string());
+        let mut user_properties = vec![(DEADLINE_PROPERTY.to_owned(), deadline_ms.to_string())];
+        if let Some(sec) = &self.link.security {
+            user_properties.extend(sec.sign_request(zedops_proto::sign::Signed {
+                topic: &topic,
+                response_topic: Some(&self.link.reply_topic),
+                correlation: Some(&correlation),
+                deadline_ms: Some(deadline_ms),
+                ts_ms: now_ms,
+                payload: &payload,
+            }));
+        }
         let props = PublishProperties {
             response_topic: Some(self.link.reply_topic.clone()),
-            correlation_data: Some(Bytes::from(id.to_string())),
+            correlation_data: Some(correlation),
             message_expiry_interval: Some(deadline.as_secs().max(1) as u32),
-            user_properties: vec![(DEADLINE_PROPERTY.to_owned(), deadline_ms.to_string())],
+            user_properties,
             content_type: Some("application/json".into()),
             ..Default::default()
         };
@@ -310,13 +357,10 @@ impl Requester {
                 ),
             )
         };
-        let publish = self.link.client.publish_with_properties(
-            topics::request(agent, O::NAME),
-            QoS::AtMostOnce,
-            false,
-            payload,
-            props,
-        );
+        let publish =
+            self.link
+                .client
+                .publish_with_properties(topic, QoS::AtMostOnce, false, payload, props);
         match tokio::time::timeout(deadline, publish).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ErrorBody::internal(format!("cannot send the request: {e}"))),

@@ -205,6 +205,49 @@ pub struct CreatedToken {
     pub token: String,
 }
 
+/// An agent to register.
+#[derive(Debug, Object)]
+pub struct NewAgent {
+    /// 1-63 characters of a-z, 0-9, '-' or '_'.
+    pub name: String,
+    /// Lifetime of the enrollment token in seconds (default 3600).
+    pub ttl_s: Option<u32>,
+}
+
+/// A one-time enrollment token (shown once).
+#[derive(Debug, Object)]
+pub struct Enrollment {
+    pub name: String,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an agent presents to enroll.
+#[derive(Debug, Object)]
+pub struct EnrollRequest {
+    pub name: String,
+    pub token: String,
+    /// The agent's Ed25519 public key, hex.
+    pub public_key: String,
+}
+
+/// The agent's permanent credentials.
+#[derive(Debug, Object)]
+pub struct EnrollResponse {
+    pub name: String,
+    pub mqtt_username: String,
+    pub mqtt_password: String,
+    /// The server's Ed25519 public key, hex: commands must carry its signature.
+    pub server_public_key: String,
+}
+
+/// An MQTT user for an integration (password shown once).
+#[derive(Debug, Object)]
+pub struct MqttUser {
+    pub username: String,
+    pub password: String,
+}
+
 /// The caller's identity.
 #[derive(Debug, Object)]
 pub struct WhoAmI {
@@ -732,6 +775,173 @@ impl FleetApi {
                 .audit_log(limit)
                 .map_err(|e| ErrorBody::internal(e.to_string()))?,
         ))
+    }
+
+    /// Register an agent
+    ///
+    /// Creates (or renews) a one-time enrollment token for agent `name`, valid for `ttl_s` seconds
+    /// (default 3600). The agent presents it once with `zedops agent --enroll`. Admin only.
+    #[oai(
+        path = "/api/v1/agents",
+        method = "post",
+        tag = "Tag::Admin",
+        operation_id = "register_agent"
+    )]
+    async fn register_agent(&self, auth: Caller, body: Json<NewAgent>) -> ApiResult<Enrollment> {
+        auth.0.require(Role::Admin)?;
+        let store = self.store()?;
+        let ttl = body.ttl_s.unwrap_or(3600);
+        if !(1..=7 * 86_400).contains(&ttl) {
+            return Err(ErrorBody::bad_request("ttl_s must be between 1 second and 7 days").into());
+        }
+        let (token, expires_at) = store
+            .register_agent(&body.name, chrono::Duration::seconds(ttl.into()))
+            .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
+        self.state.audit(AuditRecord {
+            seq: 0,
+            time: Utc::now(),
+            who: auth.0.name.clone(),
+            source: "http".into(),
+            action: "agent.register".into(),
+            agent: Some(body.name.clone()),
+            container: None,
+            outcome: "ok".into(),
+            message: None,
+        });
+        Ok(Json(Enrollment {
+            name: body.name.clone(),
+            token,
+            expires_at,
+        }))
+    }
+
+    /// Remove an agent
+    ///
+    /// Revokes the agent's credentials: the broker refuses its connections and the API ignores
+    /// what it publishes. Admin only.
+    #[oai(
+        path = "/api/v1/agents/:agent",
+        method = "delete",
+        tag = "Tag::Admin",
+        operation_id = "remove_agent"
+    )]
+    async fn remove_agent(&self, auth: Caller, agent: Path<String>) -> ApiResult<TokenInfoName> {
+        auth.0.require(Role::Admin)?;
+        let name = agent_name(&agent)?;
+        let store = self.store()?;
+        let removed = store
+            .remove_agent(name.as_str())
+            .map_err(|e| ErrorBody::internal(e.to_string()))?;
+        if let Some(sec) = &self.state.link.security {
+            sec.forget(name.as_str());
+        }
+        self.state.audit(AuditRecord {
+            seq: 0,
+            time: Utc::now(),
+            who: auth.0.name.clone(),
+            source: "http".into(),
+            action: "agent.remove".into(),
+            agent: Some(name.to_string()),
+            container: None,
+            outcome: if removed {
+                "ok".into()
+            } else {
+                "not_found".into()
+            },
+            message: None,
+        });
+        if !removed {
+            return Err(
+                ErrorBody::not_found(format!("no agent named {name} is registered")).into(),
+            );
+        }
+        self.state.fleet.forget(name.as_str());
+        Ok(Json(TokenInfoName {
+            name: name.to_string(),
+        }))
+    }
+
+    /// Enroll an agent
+    ///
+    /// Exchanges a one-time enrollment token (from `POST /api/v1/agents`) for the agent's
+    /// permanent MQTT credentials, and records the agent's public signing key. Needs no bearer
+    /// token: the enrollment token is the credential.
+    #[oai(
+        path = "/api/v1/enroll",
+        method = "post",
+        tag = "Tag::Admin",
+        operation_id = "enroll"
+    )]
+    async fn enroll(&self, body: Json<EnrollRequest>) -> ApiResult<EnrollResponse> {
+        let store = self.store()?;
+        let sec = self.state.link.security.as_ref().ok_or_else(|| {
+            ApiError::from(ErrorBody::bad_request(
+                "this server does not sign commands, so agents cannot enroll",
+            ))
+        })?;
+        let r = store.enroll(&body.name, &body.token, &body.public_key);
+        self.state.audit(AuditRecord {
+            seq: 0,
+            time: Utc::now(),
+            who: format!("agent:{}", body.name),
+            source: "http".into(),
+            action: "agent.enroll".into(),
+            agent: Some(body.name.clone()),
+            container: None,
+            outcome: if r.is_ok() {
+                "ok".into()
+            } else {
+                "unauthorized".into()
+            },
+            message: r.as_ref().err().map(|e| e.to_string()),
+        });
+        let creds = r.map_err(|e| match e {
+            crate::store::EnrollError::Store(m) => ErrorBody::bad_request(m),
+            other => ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, other.to_string()),
+        })?;
+        sec.forget(&body.name);
+        Ok(Json(EnrollResponse {
+            name: body.name.clone(),
+            mqtt_username: creds.mqtt_username,
+            mqtt_password: creds.mqtt_password,
+            server_public_key: sec.key.public_hex(),
+        }))
+    }
+
+    /// Create an MQTT user
+    ///
+    /// For integrations such as Home Assistant: returns a password (shown once). Admin only.
+    #[oai(
+        path = "/api/v1/mqtt-users",
+        method = "post",
+        tag = "Tag::Admin",
+        operation_id = "create_mqtt_user"
+    )]
+    async fn create_mqtt_user(
+        &self,
+        auth: Caller,
+        body: Json<TokenInfoName>,
+    ) -> ApiResult<MqttUser> {
+        auth.0.require(Role::Admin)?;
+        let store = self.store()?;
+        let password = store
+            .create_mqtt_user(&body.name)
+            .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
+        self.state.audit(AuditRecord {
+            seq: 0,
+            time: Utc::now(),
+            who: auth.0.name.clone(),
+            source: "http".into(),
+            action: "mqtt_user.create".into(),
+            agent: None,
+            container: None,
+            outcome: "ok".into(),
+            message: Some(body.name.clone()),
+        });
+        Ok(Json(MqttUser {
+            username: body.name.clone(),
+            password,
+        }))
     }
 
     /// Who am I

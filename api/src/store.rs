@@ -15,6 +15,50 @@ use crate::auth::Role;
 
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+const MQTT_USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("mqtt_users");
+
+/// A registered agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// Hash of the one-time enrollment secret; `None` once used.
+    pub enroll_hash: Option<String>,
+    pub enroll_expires: DateTime<Utc>,
+    /// Set at enrollment.
+    pub mqtt_password_hash: Option<String>,
+    pub public_key: Option<String>,
+    pub enrolled_at: Option<DateTime<Utc>>,
+}
+
+/// Credentials handed to an agent at enrollment (shown once).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Enrolled {
+    pub mqtt_username: String,
+    pub mqtt_password: String,
+}
+
+/// An MQTT user for an integration (e.g. Home Assistant).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MqttUserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why an enrollment was refused (one sentence each; never says which part was wrong beyond that).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollError {
+    #[error("no agent named {0} is registered: an admin runs `zedops agents add {0}` first")]
+    Unknown(String),
+    #[error("this enrollment token is not valid for agent {0} (mistyped, or already used)")]
+    Invalid(String),
+    #[error("this enrollment token for agent {0} has expired: ask an admin for a new one (`zedops agents add {0}`)")]
+    Expired(String),
+    #[error("{0}")]
+    Store(String),
+}
 
 /// Most audit records kept; older ones are dropped first.
 pub const AUDIT_KEEP: u64 = 100_000;
@@ -119,6 +163,8 @@ impl Store {
         {
             w.open_table(TOKENS).map_err(db_err)?;
             w.open_table(AUDIT).map_err(db_err)?;
+            w.open_table(AGENTS).map_err(db_err)?;
+            w.open_table(MQTT_USERS).map_err(db_err)?;
         }
         w.commit().map_err(db_err)?;
         Ok(s)
@@ -157,35 +203,193 @@ impl Store {
     pub fn verify(&self, token: &str) -> Option<TokenRecord> {
         let rest = token.strip_prefix("zdt_")?;
         let (name, secret) = rest.rsplit_once('_')?;
-        let r = self.db.begin_read().ok()?;
-        let t = r.open_table(TOKENS).ok()?;
-        let rec: TokenRecord = serde_json::from_slice(t.get(name).ok()??.value()).ok()?;
+        let rec: TokenRecord = self.get_json(TOKENS, name)?;
         same(&rec.hash, &hash_secret(secret)).then_some(rec)
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.list_json(TOKENS)
+    }
+
+    /// Revokes a token; false when there was none of that name.
+    pub fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        self.remove(TOKENS, name)
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Option<T> {
+        let r = self.db.begin_read().ok()?;
+        let t = r.open_table(table).ok()?;
+        let v = t.get(key).ok()??;
+        serde_json::from_slice(v.value()).ok()
+    }
+
+    fn put_json<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        v: &T,
+    ) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(table).map_err(db_err)?;
+            let bytes = serde_json::to_vec(v).map_err(db_err)?;
+            t.insert(key, bytes.as_slice()).map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)
+    }
+
+    fn remove(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let mut t = w.open_table(table).map_err(db_err)?;
+            let r = t.remove(key).map_err(db_err)?.is_some();
+            r
+        };
+        w.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+
+    fn list_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(TOKENS).map_err(db_err)?;
+        let t = r.open_table(table).map_err(db_err)?;
         let mut v = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (_, val) = item.map_err(db_err)?;
-            if let Ok(rec) = serde_json::from_slice::<TokenRecord>(val.value()) {
+            if let Ok(rec) = serde_json::from_slice::<T>(val.value()) {
                 v.push(rec);
             }
         }
         Ok(v)
     }
 
-    /// Revokes a token; false when there was none of that name.
-    pub fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
-        let w = self.db.begin_write().map_err(db_err)?;
-        let removed = {
-            let mut t = w.open_table(TOKENS).map_err(db_err)?;
-            let r = t.remove(name).map_err(db_err)?.is_some();
-            r
+    /// Registers an agent (or renews its enrollment token) and returns the one-time token
+    /// `zde_<name>_<secret>`, valid for `ttl`. An enrolled agent keeps working until it re-enrolls.
+    pub fn register_agent(
+        &self,
+        name: &str,
+        ttl: chrono::Duration,
+    ) -> Result<(String, DateTime<Utc>), StoreError> {
+        if !zedops_proto::names::is_valid_agent_name(name) {
+            return Err(StoreError::Invalid(
+                zedops_proto::NameError::Agent(name.to_owned()).to_string(),
+            ));
+        }
+        let secret = new_secret();
+        let expires = Utc::now() + ttl;
+        let mut rec = self.agent(name).unwrap_or(AgentRecord {
+            name: name.to_owned(),
+            created_at: Utc::now(),
+            enroll_hash: None,
+            enroll_expires: expires,
+            mqtt_password_hash: None,
+            public_key: None,
+            enrolled_at: None,
+        });
+        rec.enroll_hash = Some(hash_secret(&secret));
+        rec.enroll_expires = expires;
+        self.put_json(AGENTS, name, &rec)?;
+        Ok((format!("zde_{name}_{secret}"), expires))
+    }
+
+    pub fn agent(&self, name: &str) -> Option<AgentRecord> {
+        self.get_json(AGENTS, name)
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.list_json(AGENTS)
+    }
+
+    /// Exchanges a one-time enrollment token for permanent MQTT credentials, recording the
+    /// agent's public key. The token is consumed.
+    pub fn enroll(
+        &self,
+        name: &str,
+        token: &str,
+        public_key: &str,
+    ) -> Result<Enrolled, EnrollError> {
+        let Some(mut rec) = self.agent(name) else {
+            return Err(EnrollError::Unknown(name.to_owned()));
         };
-        w.commit().map_err(db_err)?;
-        Ok(removed)
+        let secret = token
+            .strip_prefix(&format!("zde_{name}_"))
+            .ok_or_else(|| EnrollError::Invalid(name.to_owned()))?;
+        let Some(hash) = rec.enroll_hash.clone() else {
+            return Err(EnrollError::Invalid(name.to_owned()));
+        };
+        if !same(&hash, &hash_secret(secret)) {
+            return Err(EnrollError::Invalid(name.to_owned()));
+        }
+        if Utc::now() > rec.enroll_expires {
+            return Err(EnrollError::Expired(name.to_owned()));
+        }
+        if zedops_proto::sign::PublicKey::from_hex(public_key).is_none() {
+            return Err(EnrollError::Store(
+                "the agent's public key is not a valid Ed25519 key".into(),
+            ));
+        }
+        let password = new_secret();
+        rec.enroll_hash = None;
+        rec.mqtt_password_hash = Some(hash_secret(&password));
+        rec.public_key = Some(public_key.to_owned());
+        rec.enrolled_at = Some(Utc::now());
+        self.put_json(AGENTS, name, &rec)
+            .map_err(|e| EnrollError::Store(e.to_string()))?;
+        Ok(Enrolled {
+            mqtt_username: name.to_owned(),
+            mqtt_password: password,
+        })
+    }
+
+    /// Removes an agent: its credentials stop working at once.
+    pub fn remove_agent(&self, name: &str) -> Result<bool, StoreError> {
+        self.remove(AGENTS, name)
+    }
+
+    /// True when `password` is the enrolled agent `name`'s MQTT password.
+    pub fn check_agent_password(&self, name: &str, password: &str) -> bool {
+        self.agent(name)
+            .and_then(|r| r.mqtt_password_hash)
+            .is_some_and(|h| same(&h, &hash_secret(password)))
+    }
+
+    /// Creates (or replaces) an MQTT user for an integration; returns its password (shown once).
+    pub fn create_mqtt_user(&self, name: &str) -> Result<String, StoreError> {
+        if !valid_token_name(name) || name.starts_with("zedops") {
+            return Err(StoreError::Invalid(format!(
+                "MQTT user name {name:?} is invalid: use 1-63 characters of a-z, 0-9, '-' or '_', not starting with \"zedops\""
+            )));
+        }
+        let password = new_secret();
+        self.put_json(
+            MQTT_USERS,
+            name,
+            &MqttUserRecord {
+                name: name.to_owned(),
+                password_hash: hash_secret(&password),
+                created_at: Utc::now(),
+            },
+        )?;
+        Ok(password)
+    }
+
+    pub fn remove_mqtt_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.remove(MQTT_USERS, name)
+    }
+
+    pub fn mqtt_users(&self) -> Result<Vec<MqttUserRecord>, StoreError> {
+        self.list_json(MQTT_USERS)
+    }
+
+    pub fn check_mqtt_user(&self, name: &str, password: &str) -> bool {
+        self.get_json::<MqttUserRecord>(MQTT_USERS, name)
+            .is_some_and(|r| same(&r.password_hash, &hash_secret(password)))
     }
 
     /// Appends an audit record (its `seq` is assigned here).
@@ -258,6 +462,42 @@ mod tests {
         drop(s);
         let s = Store::open(&d).unwrap();
         assert_eq!(s.verify(&t2).unwrap().name, "keep");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn enrollment_is_one_time_and_expires() {
+        let d = dir();
+        let s = Store::open(&d).unwrap();
+        let key = zedops_proto::sign::KeyPair::from_seed([1; 32]).public_hex();
+        assert_eq!(
+            s.enroll("m", "zde_m_x", &key).unwrap_err(),
+            EnrollError::Unknown("m".into())
+        );
+        let (t, _) = s.register_agent("m", chrono::Duration::minutes(5)).unwrap();
+        assert_eq!(
+            s.enroll("m", "zde_m_wrong", &key).unwrap_err(),
+            EnrollError::Invalid("m".into())
+        );
+        let creds = s.enroll("m", &t, &key).unwrap();
+        assert!(s.check_agent_password("m", &creds.mqtt_password));
+        assert!(!s.check_agent_password("m", "nope"));
+        // Used once: useless afterwards.
+        assert_eq!(
+            s.enroll("m", &t, &key).unwrap_err(),
+            EnrollError::Invalid("m".into())
+        );
+        // Expired.
+        let (t2, _) = s
+            .register_agent("n", chrono::Duration::seconds(-1))
+            .unwrap();
+        assert_eq!(
+            s.enroll("n", &t2, &key).unwrap_err(),
+            EnrollError::Expired("n".into())
+        );
+        // Removal cuts the agent off.
+        assert!(s.remove_agent("m").unwrap());
+        assert!(!s.check_agent_password("m", &creds.mqtt_password));
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttd::protocol::{v4::V4, v5::V5};
@@ -21,9 +22,25 @@ use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, Server
 use tokio::sync::oneshot;
 use tracing::info;
 
+/// Decides whether a connection may proceed: `(client_id, username, password) -> allowed`.
+/// Called once per CONNECT; it must be fast (it runs on the broker's accept path).
+#[derive(Clone)]
+pub struct Authenticator(pub Arc<AuthFn>);
+
+/// `(client_id, username, password) -> allowed`.
+pub type AuthFn = dyn Fn(&str, &str, &str) -> bool + Send + Sync;
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator")
+    }
+}
+
 /// Configuration of the embedded broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
+    /// When set, every connection must authenticate; `None` accepts anonymous clients.
+    pub auth: Option<Authenticator>,
     /// MQTT 5 listener (default `0.0.0.0:1883`); port 0 picks a free port.
     pub v5_listen: SocketAddr,
     /// MQTT 3.1.1 listener (default `0.0.0.0:1884`); `None` disables it.
@@ -37,6 +54,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
+            auth: None,
             v5_listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             v4_listen: Some(SocketAddr::from(([0, 0, 0, 0], 1884))),
             max_connections: 20_000,
@@ -126,8 +144,19 @@ fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
         .map_err(|source| BrokerError::Bind { addr, source })
 }
 
-fn server_settings(name: &str, listen: SocketAddr) -> ServerSettings {
-    ServerSettings {
+/// The start-up probe's identity: random per process, accepted besides the authenticator.
+struct Probe {
+    client_id: String,
+    password: String,
+}
+
+fn server_settings(
+    name: &str,
+    listen: SocketAddr,
+    auth: Option<&Authenticator>,
+    probe: &Arc<Probe>,
+) -> ServerSettings {
+    let mut s = ServerSettings {
         name: name.to_owned(),
         listen,
         tls: None,
@@ -140,11 +169,27 @@ fn server_settings(name: &str, listen: SocketAddr) -> ServerSettings {
             external_auth: None,
             dynamic_filters: true,
         },
+    };
+    if let Some(auth) = auth.cloned() {
+        let probe = probe.clone();
+        s.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let ok = (client_id == probe.client_id && user == probe.client_id && pass == probe.password)
+                || (auth.0)(&client_id, &user, &pass);
+            if !ok {
+                tracing::info!(%client_id, username = %user, "MQTT connection refused: bad credentials");
+            }
+            std::future::ready(ok)
+        });
     }
+    s
 }
 
 /// Starts the broker and returns once every listener accepts connections.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    let probe = Arc::new(Probe {
+        client_id: format!("zedops-broker-probe-{:016x}", rand_u64()),
+        password: format!("{:016x}{:016x}", rand_u64(), rand_u64()),
+    });
     let v5_addr = reserve(config.v5_listen)?;
     let v4_addr = config.v4_listen.map(reserve).transpose()?;
 
@@ -171,7 +216,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         .map_err(BrokerError::Runtime)?;
 
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<(SocketAddr, String)>(4);
-    let mut v5 = Server::new(server_settings("v5", v5_addr), router_tx.clone(), V5);
+    let mut v5 = Server::new(
+        server_settings("v5", v5_addr, config.auth.as_ref(), &probe),
+        router_tx.clone(),
+        V5,
+    );
     let f5 = failed_tx.clone();
     runtime.spawn(async move {
         if let Err(e) = v5.start(LinkType::Remote).await {
@@ -179,7 +228,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         }
     });
     if let Some(v4_addr) = v4_addr {
-        let mut v4 = Server::new(server_settings("v4", v4_addr), router_tx, V4);
+        let mut v4 = Server::new(
+            server_settings("v4", v4_addr, config.auth.as_ref(), &probe),
+            router_tx,
+            V4,
+        );
         let f4 = failed_tx.clone();
         runtime.spawn(async move {
             if let Err(e) = v4.start(LinkType::Remote).await {
@@ -213,7 +266,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         .collect();
     for (addr, v5) in addrs {
         tokio::select! {
-            ok = tokio::time::timeout(waited, wait_listening(addr, v5)) => {
+            ok = tokio::time::timeout(waited, wait_listening(addr, v5, &probe)) => {
                 if ok.is_err() {
                     return Err(BrokerError::NotListening { addr, waited });
                 }
@@ -232,36 +285,31 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
 
 /// Waits until the listener completes an MQTT handshake (CONNECT → CONNACK), so rumqttd sees a
 /// well-behaved client rather than an aborted connection.
-async fn wait_listening(addr: SocketAddr, v5: bool) {
+async fn wait_listening(addr: SocketAddr, v5: bool, probe: &Probe) {
     loop {
-        if handshake(connect_addr(addr), v5).await.is_ok() {
+        if handshake(connect_addr(addr), v5, probe).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-async fn handshake(addr: SocketAddr, v5: bool) -> std::io::Result<()> {
+async fn handshake(addr: SocketAddr, v5: bool, probe: &Probe) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let id = b"zedops-broker-probe";
-    let mut var = vec![
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        if v5 { 5 } else { 4 },
-        0x02,
-        0,
-        10,
-    ];
+    let field = |v: &mut Vec<u8>, b: &[u8]| {
+        v.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        v.extend_from_slice(b);
+    };
+    // Protocol name, level, flags (username + password + clean start), keep alive 10 s.
+    let level = if v5 { 5 } else { 4 };
+    let mut var = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0xC2, 0, 10];
     if v5 {
         var.push(0); // no properties
     }
-    var.extend_from_slice(&[0, id.len() as u8]);
-    var.extend_from_slice(id);
+    field(&mut var, probe.client_id.as_bytes());
+    field(&mut var, probe.client_id.as_bytes());
+    field(&mut var, probe.password.as_bytes());
     let mut pkt = vec![0x10, var.len() as u8];
     pkt.extend_from_slice(&var);
     s.write_all(&pkt).await?;
@@ -298,6 +346,19 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
         });
     }
     a
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS; good enough for a per-process probe secret.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 /// Listener addresses by protocol, for logs and the start-up banner.

@@ -39,8 +39,11 @@ pub enum Command {
     Agent(AgentArgs),
     /// Print the OpenAPI document of the HTTP API (or write or check a file).
     Openapi(OpenapiArgs),
-    /// List the fleet's agents.
-    Agents,
+    /// List the fleet's agents, or register (`add`) and remove agents (admin).
+    Agents(AgentsArgs),
+    /// Create MQTT users for integrations such as Home Assistant (admin).
+    #[command(subcommand)]
+    MqttUser(MqttUserCommand),
     /// List containers: the whole fleet (with an AGENT column) or one agent.
     #[command(
         after_long_help = "Examples:\n  zedops ps                  running containers, every agent\n  zedops ps -a --agent maestro\n  zedops ps -o json | jq '.[].name'"
@@ -161,6 +164,31 @@ pub struct LoginArgs {
     pub token_stdin: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub command: Option<AgentsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Register an agent and print the one-time enrollment command to run on its host.
+    Add {
+        name: AgentName,
+        /// How long the enrollment token stays valid (e.g. 10m, 1h; default 1h).
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        ttl: Duration,
+    },
+    /// Remove an agent: its credentials stop working.
+    Remove { name: AgentName },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MqttUserCommand {
+    /// Create (or reset) an MQTT user and print its password once.
+    Add { name: String },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token; it is printed once.
@@ -238,13 +266,25 @@ pub struct ServeArgs {
     after_long_help = "Examples:\n  zedops agent --name maestro --broker mqtt://server.lan:1883\n  ZEDOPS_AGENT_NAME=maestro zedops agent"
 )]
 pub struct AgentArgs {
-    /// This agent's name in the fleet: 1-63 of a-z, 0-9, '-', '_'.
+    /// This agent's name in the fleet: 1-63 of a-z, 0-9, '-', '_' (default: the enrolled name).
     #[arg(long, env = "ZEDOPS_AGENT_NAME")]
-    pub name: AgentName,
+    pub name: Option<AgentName>,
 
-    /// The MQTT 5 broker to connect to.
-    #[arg(long, env = "ZEDOPS_BROKER", default_value = "mqtt://127.0.0.1:1883")]
-    pub broker: BrokerUrl,
+    /// The MQTT 5 broker (default: the enrolled server's host on port 1883, else 127.0.0.1:1883).
+    #[arg(long, env = "ZEDOPS_BROKER")]
+    pub broker: Option<BrokerUrl>,
+
+    /// Enroll with this one-time token (from `zedops agents add NAME`) at --server, then run.
+    #[arg(long, env = "ZEDOPS_ENROLL_TOKEN", hide_env_values = true)]
+    pub enroll: Option<String>,
+
+    /// Where the agent keeps its credentials (default $XDG_STATE_HOME/zedops-agent).
+    #[arg(long, env = "ZEDOPS_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+
+    /// Execute requests that are not signed by the server (trust the broker instead).
+    #[arg(long, env = "ZEDOPS_ACCEPT_UNSIGNED")]
+    pub accept_unsigned: bool,
 
     /// Docker engine address (default: DOCKER_HOST, else unix:///var/run/docker.sock).
     #[arg(long, env = "ZEDOPS_DOCKER_HOST")]

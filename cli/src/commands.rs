@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::args::{
-    ActionArgs, ClientOpts, LoginArgs, LogsArgs, OneContainer, Output, PsArgs, TokenCommand,
+    ActionArgs, AgentsCommand, ClientOpts, LoginArgs, LogsArgs, MqttUserCommand, OneContainer,
+    Output, PsArgs, TokenCommand,
 };
 use crate::client::{Client, ClientConfig};
 use crate::exit::{self, Exit};
@@ -517,6 +518,69 @@ pub async fn token(o: &ClientOpts, t: &TokenCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             println!("Token {name} revoked.");
+        }
+    }
+    Ok(())
+}
+
+pub async fn agents_admin(o: &ClientOpts, cmd: &AgentsCommand) -> anyhow::Result<()> {
+    let c = client(o)?;
+    match cmd {
+        AgentsCommand::Add { name, ttl } => {
+            let v: Value = c
+                .request(
+                    Method::POST,
+                    "/api/v1/agents",
+                    Some(&json!({"name": name.as_str(), "ttl_s": ttl.as_secs()})),
+                    Duration::from_secs(30),
+                )
+                .await?;
+            if o.output == Output::Json {
+                print_json(&v);
+                return Ok(());
+            }
+            let token = v["token"].as_str().unwrap_or_default();
+            println!("Agent {name} registered. On its Docker host, run (the token works once, until {}):", v["expires_at"].as_str().unwrap_or("?"));
+            println!();
+            println!(
+                "  zedops agent --enroll {token} --server {} --name {name}",
+                c.server
+            );
+        }
+        AgentsCommand::Remove { name } => {
+            let _: Value = c
+                .request(
+                    Method::DELETE,
+                    &format!("/api/v1/agents/{}", enc(name.as_str())),
+                    None,
+                    Duration::from_secs(30),
+                )
+                .await?;
+            println!("Agent {name} removed: its credentials no longer work.");
+        }
+    }
+    Ok(())
+}
+
+pub async fn mqtt_user(o: &ClientOpts, cmd: &MqttUserCommand) -> anyhow::Result<()> {
+    let c = client(o)?;
+    match cmd {
+        MqttUserCommand::Add { name } => {
+            let v: Value = c
+                .request(
+                    Method::POST,
+                    "/api/v1/mqtt-users",
+                    Some(&json!({"name": name})),
+                    Duration::from_secs(30),
+                )
+                .await?;
+            if o.output == Output::Json {
+                print_json(&v);
+            } else {
+                println!("username: {}", v["username"].as_str().unwrap_or_default());
+                println!("password: {}", v["password"].as_str().unwrap_or_default());
+                eprintln!("The password is shown only this once.");
+            }
         }
     }
     Ok(())

@@ -11,6 +11,7 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod enroll;
 pub mod exit;
 pub mod output;
 pub mod paths;
@@ -65,7 +66,15 @@ fn init_tracing(verbose: u8) {
         1 => "debug,rumqttd=info,hyper=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // rumqttd and rumqttc print whole CONNECT packets (with passwords) at debug and trace: they are
+    // capped at warn whatever RUST_LOG says, so secrets never reach the logs.
+    let mut filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    for cap in ["rumqttd=warn", "rumqttc=warn"] {
+        if let Ok(d) = cap.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

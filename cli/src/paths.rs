@@ -74,3 +74,22 @@ pub fn ensure_admin_token(store: &Store, dir: &Path) -> anyhow::Result<PathBuf> 
     }
     Ok(file)
 }
+
+/// The server's signing key, `<data-dir>/server.key` (hex seed, 0600), created on first use.
+pub fn server_key(dir: &Path) -> anyhow::Result<zedops_proto::sign::KeyPair> {
+    let file = dir.join("server.key");
+    match std::fs::read_to_string(&file) {
+        Ok(s) => zedops_proto::sign::KeyPair::from_seed_hex(&s).with_context(|| {
+            format!(
+                "{} is damaged: remove it and re-enroll every agent",
+                file.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = crate::enroll::new_keypair();
+            write_secret(&file, &format!("{}\n", key.seed_hex()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}

@@ -14,9 +14,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let o = &cli.client;
     match cli.command {
         Command::Serve(a) => serve(a).await,
-        Command::Agent(a) => agent(a).await,
+        Command::Agent(a) => agent(a, o).await,
         Command::Openapi(a) => openapi(a),
-        Command::Agents => c::agents(o).await,
+        Command::Agents(a) => match &a.command {
+            None => c::agents(o).await,
+            Some(cmd) => c::agents_admin(o, cmd).await,
+        },
+        Command::MqttUser(cmd) => c::mqtt_user(o, &cmd).await,
         Command::Ps(a) => c::ps(o, &a).await,
         Command::Inspect(a) => c::inspect(o, &a).await,
         Command::Start(a) => c::action(o, "start", &a).await,
@@ -87,11 +91,45 @@ fn default_agent_name() -> Result<AgentName, Exit> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    // The broker: embedded unless --broker names an external one.
+    // Server state: tokens, agents, audit, and the server's signing key.
+    let (store, admin_token_file, security) = if a.no_auth {
+        (None, None, None)
+    } else {
+        let dir = a.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
+        let store = zedops_api::store::Store::open(&dir)
+            .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
+        let file = crate::paths::ensure_admin_token(&store, &dir)?;
+        let key = crate::paths::server_key(&dir)?;
+        let store = std::sync::Arc::new(store);
+        let security = std::sync::Arc::new(zedops_api::security::Security::new(key, store.clone()));
+        (Some(store), Some(file), Some(security))
+    };
+    // The API's own MQTT identity (per process; never leaves it).
+    let internal_user = "zedops-api".to_owned();
+    let internal_password = crate::enroll::new_keypair().seed_hex();
+    // The broker: embedded unless --broker names an external one. With a store, every MQTT
+    // connection authenticates: the API, enrolled agents (only with their own client id), and
+    // integration users.
     let (broker, url) = match a.broker.clone() {
         Some(url) => (None, url),
         None => {
+            let auth = store.clone().map(|st| {
+                let (iu, ip) = (internal_user.clone(), internal_password.clone());
+                zedops_broker::Authenticator(std::sync::Arc::new(
+                    move |client_id: &str, user: &str, pass: &str| {
+                        if user == iu {
+                            return pass == ip && client_id.starts_with("zedops-api-");
+                        }
+                        if client_id.starts_with("zedops-agent-") || st.agent(user).is_some() {
+                            return client_id == format!("zedops-agent-{user}")
+                                && st.check_agent_password(user, pass);
+                        }
+                        !client_id.starts_with("zedops-api") && st.check_mqtt_user(user, pass)
+                    },
+                ))
+            });
             let b = zedops_broker::start(BrokerConfig {
+                auth,
                 v5_listen: a.mqtt_listen,
                 v4_listen: (!a.no_mqtt311).then_some(a.mqtt311_listen),
                 ..BrokerConfig::default()
@@ -121,22 +159,16 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let http = listener.local_addr()?;
-    let (store, admin_token_file) = if a.no_auth {
-        (None, None)
-    } else {
-        let dir = a.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
-        let store = zedops_api::store::Store::open(&dir)
-            .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
-        let file = crate::paths::ensure_admin_token(&store, &dir)?;
-        (Some(std::sync::Arc::new(store)), Some(file))
-    };
-    let api = zedops_api::Api::connect(
+    let embedded = broker.is_some();
+    let api = zedops_api::Api::connect_secured(
         zedops_api::MqttConfig {
             broker: url.clone(),
-            credentials: None,
+            credentials: (embedded && store.is_some())
+                .then(|| (internal_user.clone(), internal_password.clone())),
             client_id: None,
         },
-        store,
+        store.clone(),
+        security.clone(),
     );
 
     let mut agent_task = None;
@@ -154,6 +186,23 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             AgentName::new(name).map_err(|e| Exit::usage(e.to_string()))?
         };
         let mut cfg = AgentConfig::new(name.clone(), url.clone());
+        if let (Some(st), Some(sec)) = (&store, &security) {
+            // The local agent enrolls itself, through the same one-time token path.
+            let key = crate::enroll::new_keypair();
+            let (token, _) = st
+                .register_agent(name.as_str(), chrono::Duration::minutes(5))
+                .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
+            let creds = st
+                .enroll(name.as_str(), &token, &key.public_hex())
+                .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
+            sec.forget(name.as_str());
+            cfg.credentials = Some((creds.mqtt_username, creds.mqtt_password));
+            cfg.signing = Some(zedops_agent::Signing {
+                key,
+                server: zedops_proto::sign::PublicKey::from_hex(&sec.key.public_hex())
+                    .context("the server key is damaged")?,
+            });
+        }
         cfg.docker = DockerTarget {
             host: a.docker_host,
         };
@@ -241,8 +290,70 @@ fn openapi(a: OpenapiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn agent(a: AgentArgs) -> anyhow::Result<()> {
-    let mut cfg = AgentConfig::new(a.name, a.broker);
+async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result<()> {
+    let state_dir = a.state_dir.clone().unwrap_or_else(crate::paths::state_dir);
+    let creds = match &a.enroll {
+        Some(token) => {
+            let Some(server) = client.server.clone() else {
+                return Err(Exit::usage(
+                    "--enroll needs --server URL (the zedops server that issued the token)",
+                )
+                .into());
+            };
+            let name = match (
+                &a.name,
+                token
+                    .strip_prefix("zde_")
+                    .and_then(|r| r.rsplit_once('_'))
+                    .map(|(n, _)| n),
+            ) {
+                (Some(n), _) => n.to_string(),
+                (None, Some(n)) => n.to_owned(),
+                (None, None) => return Err(Exit::usage("--enroll needs --name NAME").into()),
+            };
+            Some(crate::enroll::enroll(&server, &name, token, &state_dir).await?)
+        }
+        None => crate::enroll::Credentials::load(&state_dir)?,
+    };
+    let name = match (&a.name, &creds) {
+        (Some(n), Some(c)) if n.as_str() != c.name => {
+            return Err(Exit::usage(format!(
+                "--name {n} differs from the enrolled name {} in {}",
+                c.name,
+                crate::enroll::Credentials::file(&state_dir).display()
+            ))
+            .into())
+        }
+        (Some(n), _) => n.clone(),
+        (None, Some(c)) => {
+            AgentName::new(c.name.clone()).map_err(|e| Exit::usage(e.to_string()))?
+        }
+        (None, None) => {
+            return Err(Exit::usage(
+                "give the agent a --name (or enroll it with --enroll TOKEN --server URL)",
+            )
+            .into())
+        }
+    };
+    let broker = a
+        .broker
+        .clone()
+        .or_else(|| {
+            creds
+                .as_ref()
+                .and_then(|c| crate::enroll::broker_from_server(&c.server))
+        })
+        .unwrap_or(BrokerUrl {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            tls: false,
+        });
+    let mut cfg = AgentConfig::new(name, broker);
+    if let Some(c) = &creds {
+        cfg.credentials = Some((c.mqtt_username.clone(), c.mqtt_password.clone()));
+        cfg.signing = Some(c.signing()?);
+    }
+    cfg.accept_unsigned = a.accept_unsigned;
     cfg.docker = DockerTarget {
         host: a.docker_host,
     };

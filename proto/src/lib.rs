@@ -15,6 +15,7 @@ pub mod model;
 pub mod names;
 pub mod ops;
 pub mod reply;
+pub mod sign;
 pub mod topics;
 pub mod url;
 

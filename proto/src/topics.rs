@@ -6,6 +6,7 @@
 //! | `zedops/v1/agents/{agent}/containers` | yes |
 //! | `zedops/v1/agents/{agent}/containers/{name}` | yes |
 //! | `zedops/v1/agents/{agent}/containers/{name}/set` | no |
+//! | `zedops/v1/agents/{agent}/containers/{name}/set/result` | no |
 //! | `zedops/v1/agents/{agent}/events` | no |
 //! | `zedops/v1/agents/{agent}/req/{op}` | no |
 //! | `zedops/v1/replies/{client-id}` | no |
@@ -41,6 +42,12 @@ pub fn containers_of(agent: &str) -> String {
 
 pub fn container_set(agent: &str, name: &str) -> String {
     format!("{ROOT}/agents/{agent}/containers/{name}/set")
+}
+
+/// Where the agent publishes the outcome of a `/set` command (not retained): a
+/// [`Reply`](crate::Reply), e.g. `forbidden` for a protected container.
+pub fn container_set_result(agent: &str, name: &str) -> String {
+    format!("{ROOT}/agents/{agent}/containers/{name}/set/result")
 }
 
 /// Filter matching every `/set` command topic of one agent.

@@ -19,6 +19,7 @@ pub struct TestClient {
     acks: mpsc::Receiver<()>,
     task: tokio::task::JoinHandle<()>,
     n: u64,
+    last: Option<Publish>,
 }
 
 impl Drop for TestClient {
@@ -59,7 +60,21 @@ impl Msg {
 impl TestClient {
     /// Connects (MQTT 5, TCP_NODELAY) and waits for the CONNACK.
     pub async fn connect(addr: SocketAddr, id: &str) -> anyhow::Result<Self> {
+        Self::connect_with(addr, id, None, Duration::from_secs(5)).await
+    }
+
+    /// Connects with a username and password; fails when no CONNACK arrives within `limit`
+    /// (a broker refusing the credentials closes the connection).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        id: &str,
+        credentials: Option<(&str, &str)>,
+        limit: Duration,
+    ) -> anyhow::Result<Self> {
         let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        if let Some((u, p)) = credentials {
+            opts.set_credentials(u, p);
+        }
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
         let mut net = rumqttc::NetworkOptions::new();
@@ -84,9 +99,10 @@ impl TestClient {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(5), acks.recv())
-            .await
-            .map_err(|_| anyhow!("no CONNACK from {addr} within 5 s"))?;
+        if tokio::time::timeout(limit, acks.recv()).await.is_err() {
+            task.abort();
+            return Err(anyhow!("no CONNACK from {addr} within {limit:?}"));
+        }
         Ok(Self {
             client,
             id: id.to_owned(),
@@ -94,6 +110,7 @@ impl TestClient {
             acks,
             task,
             n: 0,
+            last: None,
         })
     }
 
@@ -121,6 +138,7 @@ impl TestClient {
                 .context("client closed")?;
             let m = Msg::from(&p);
             if pred(&m) {
+                self.last = Some(p);
                 return Ok(m);
             }
         }
@@ -134,6 +152,11 @@ impl TestClient {
             v.push(Msg::from(&p));
         }
         v
+    }
+
+    /// The raw publish last returned by [`wait_for`](Self::wait_for), with its properties.
+    pub fn last_raw(&self) -> Option<Publish> {
+        self.last.clone()
     }
 
     pub fn reply_topic(&self) -> String {

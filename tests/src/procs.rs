@@ -219,3 +219,99 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// `zedops serve` as a child process on ephemeral ports, with a private data dir.
+pub struct Serve {
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`
+    pub http: String,
+    pub mqtt: SocketAddr,
+    pub home: TempDir,
+    pub admin_token: String,
+    /// Everything the server wrote to stderr (its logs), for secret checks.
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Serve {
+    pub fn start(extra: &[&str], log: &str) -> anyhow::Result<Self> {
+        use std::io::{BufRead, BufReader};
+        let home = TempDir::new("serve")?;
+        let mut child = Command::new(zedops_bin()?)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--no-mqtt311",
+            ])
+            .args(extra)
+            .env("XDG_DATA_HOME", home.path.join("data"))
+            .env("XDG_CONFIG_HOME", home.path.join("config"))
+            .env("RUST_LOG", log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting zedops serve")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let proc = Proc {
+            child,
+            what: "zedops serve".into(),
+        };
+        let log_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let lb = log_buf.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("ZEDOPS_TEST_SHOW_SERVE_LOG").is_some() {
+                    eprintln!("serve: {line}");
+                }
+                if let Ok(mut b) = lb.lock() {
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !banner.iter().any(|l: &String| l.starts_with("Next:")) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            banner.push(rx.recv_timeout(left).context("the serve banner")?);
+        }
+        let http = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("HTTP API"))
+            .map(|l| l.trim().trim_end_matches("/api/v1/agents").to_owned())
+            .context("API URL in the banner")?;
+        let mqtt: SocketAddr = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("MQTT broker"))
+            .and_then(|l| l.trim().strip_prefix("mqtt://"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|a| a.trim_end_matches(',').parse().ok())
+            .context("MQTT address in the banner")?;
+        let admin_token = std::fs::read_to_string(home.path.join("data/zedops/admin.token"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Ok(Self {
+            proc,
+            http,
+            mqtt,
+            home,
+            admin_token,
+            stderr: log_buf,
+        })
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}

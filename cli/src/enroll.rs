@@ -1,0 +1,204 @@
+//! Agent credentials: enrollment against the server (`zedops agent --enroll`), the credentials
+//! file in the agent's state dir (0600), and the local agent of `zedops serve --local-agent`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use zedops_agent::Signing;
+use zedops_proto::sign::{KeyPair, PublicKey};
+
+use crate::exit::{self, Exit};
+
+/// What an enrolled agent keeps. Never logged.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub name: String,
+    pub server: String,
+    pub mqtt_username: String,
+    pub mqtt_password: String,
+    /// Hex seed of the agent's Ed25519 key.
+    pub agent_key: String,
+    pub server_public_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .field("mqtt_username", &self.mqtt_username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    pub fn file(state_dir: &Path) -> PathBuf {
+        state_dir.join("credentials.json")
+    }
+
+    pub fn load(state_dir: &Path) -> anyhow::Result<Option<Self>> {
+        let f = Self::file(state_dir);
+        match std::fs::read_to_string(&f) {
+            Ok(s) => Ok(Some(serde_json::from_str(&s).with_context(|| {
+                format!(
+                    "{} is damaged: enroll again with `zedops agent --enroll TOKEN`",
+                    f.display()
+                )
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", f.display())),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let f = Self::file(state_dir);
+        crate::paths::write_secret(&f, &serde_json::to_string_pretty(self)?)?;
+        Ok(f)
+    }
+
+    pub fn signing(&self) -> anyhow::Result<Signing> {
+        Ok(Signing {
+            key: KeyPair::from_seed_hex(&self.agent_key)
+                .context("the agent key in the credentials file is damaged")?,
+            server: PublicKey::from_hex(&self.server_public_key)
+                .context("the server key in the credentials file is damaged")?,
+        })
+    }
+}
+
+pub fn new_keypair() -> KeyPair {
+    KeyPair::from_seed(rand_seed())
+}
+
+fn rand_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_mut(8) {
+        chunk.copy_from_slice(&rand_u64().to_le_bytes());
+    }
+    seed
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() ^ reqwest_random()
+}
+
+/// Extra entropy from the OS.
+fn reqwest_random() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// Presents the one-time token to the server and stores the permanent credentials.
+pub async fn enroll(
+    server: &str,
+    name: &str,
+    token: &str,
+    state_dir: &Path,
+) -> anyhow::Result<Credentials> {
+    let key = new_keypair();
+    let url = format!("{}/api/v1/enroll", server.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let resp = http
+        .post(&url)
+        .json(&json!({"name": name, "token": token, "public_key": key.public_hex()}))
+        .send()
+        .await
+        .map_err(|e| {
+            Exit::new(
+                exit::ERROR,
+                format!("cannot reach the zedops server at {server} to enroll: {e}"),
+            )
+        })?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap_or_default();
+    if status != 200 {
+        return Err(crate::client::api_error(status, &body).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let s = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .context("the server's enrollment answer is incomplete")
+    };
+    let creds = Credentials {
+        name: name.to_owned(),
+        server: server.to_owned(),
+        mqtt_username: s("mqtt_username")?,
+        mqtt_password: s("mqtt_password")?,
+        agent_key: key.seed_hex(),
+        server_public_key: s("server_public_key")?,
+    };
+    let file = creds.save(state_dir)?;
+    println!(
+        "Enrolled as agent {name}; credentials saved in {} (mode 0600). The token is used up.",
+        file.display()
+    );
+    Ok(creds)
+}
+
+/// The broker an enrolled agent uses when `--broker` is not given: the server's host, port 1883.
+pub fn broker_from_server(server: &str) -> Option<zedops_proto::BrokerUrl> {
+    let rest = server.split("://").nth(1)?;
+    let hostport = rest.split('/').next()?;
+    let host = if let Some(h) = hostport.strip_prefix('[') {
+        h.split(']').next()?.to_owned()
+    } else {
+        hostport
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(hostport)
+            .to_owned()
+    };
+    Some(zedops_proto::BrokerUrl {
+        host,
+        port: 1883,
+        tls: server.starts_with("https://"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_derivation() {
+        assert_eq!(
+            broker_from_server("http://server.lan:8420").unwrap().host,
+            "server.lan"
+        );
+        assert_eq!(broker_from_server("http://[::1]:8420").unwrap().host, "::1");
+        assert!(broker_from_server("https://s").unwrap().tls);
+    }
+
+    #[test]
+    fn credentials_debug_hides_secrets() {
+        let c = Credentials {
+            name: "m".into(),
+            server: "http://s".into(),
+            mqtt_username: "m".into(),
+            mqtt_password: "supersecret".into(),
+            agent_key: "00".repeat(32),
+            server_public_key: "ab".into(),
+        };
+        let d = format!("{c:?}");
+        assert!(!d.contains("supersecret") && !d.contains(&"00".repeat(32)));
+    }
+}
