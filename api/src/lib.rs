@@ -121,9 +121,8 @@ impl Drop for Api {
 /// The OpenAPI service (shared by the server and the spec generator).
 fn service(state: Arc<State>) -> OpenApiService<FleetApi, ()> {
     OpenApiService::new(FleetApi { state }, "zedops", zedops_proto::VERSION)
-        .summary("Control Docker containers across a fleet of hosts")
         .description(
-            "zedops agents publish their containers over MQTT 5 and execute commands sent with \
+            "Control Docker containers across a fleet of hosts. zedops agents publish their containers over MQTT 5 and execute commands sent with \
              MQTT request/response. This API reads the fleet from a cache of the agents' retained \
              state and sends actions to agents with a deadline. Every error body is \
              `{code, message}`.",

@@ -337,6 +337,7 @@ impl FleetApi {
     async fn list_containers(
         &self,
         auth: Caller,
+        /// Agent name.
         agent: Path<String>,
         /// Ask the agent now instead of using the cache.
         live: Query<Option<bool>>,
@@ -440,6 +441,7 @@ impl FleetApi {
     async fn inspect_container(
         &self,
         auth: Caller,
+        /// Agent name.
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
         container: Path<String>,
@@ -471,6 +473,7 @@ impl FleetApi {
     async fn container_action(
         &self,
         auth: Caller,
+        /// Agent name.
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
         container: Path<String>,
@@ -585,6 +588,7 @@ impl FleetApi {
     async fn container_logs(
         &self,
         auth: Caller,
+        /// Agent name.
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
         container: Path<String>,

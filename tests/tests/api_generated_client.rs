@@ -101,7 +101,7 @@ async fn generated_client_lists_agents_and_restarts_a_container() -> anyhow::Res
 
     // Item 7: the spec itself. Checked first but asserted after the client ran, so that one
     // run reports both.
-    let spec = python(&["tests/python/check_spec.py", "/tmp/fixed-spec.json"], &[]).await?;
+    let spec = python(&["tests/python/check_spec.py", "openapi/zedops.json"], &[]).await?;
 
     // Item 6: the generated client, with an operator token (restart needs operator).
     let before = Docker::started_at(&web.name)?;
