@@ -9,6 +9,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "provision (Docker engine, test image, Mosquitto, Python tools)"
 bash scripts/provision.sh
+step "provision the browser (Debian's chromium, playwright-core)"
+bash scripts/provision-browser.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
