@@ -559,20 +559,18 @@ impl FleetApi {
             ok: Some(result.is_ok()),
             error: result.as_ref().err().cloned(),
         });
-        self.state.audit(AuditRecord {
-            seq: 0,
-            time: Utc::now(),
-            who: auth.0.name.clone(),
-            source: "http".into(),
-            action: action.op_name().to_owned(),
-            agent: Some(name.to_string()),
-            container: Some(c.to_string()),
-            outcome: result
-                .as_ref()
-                .map(|_| "ok".to_owned())
-                .unwrap_or_else(|e| e.code.as_str().to_owned()),
-            message: result.as_ref().err().map(|e| e.message.clone()),
-        });
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), action.op_name().to_owned())
+                .agent(Some(name.to_string()))
+                .container(Some(c.to_string()))
+                .outcome(
+                    result
+                        .as_ref()
+                        .map(|_| "ok".to_owned())
+                        .unwrap_or_else(|e| e.code.as_str().to_owned()),
+                )
+                .message(result.as_ref().err().map(|e| e.message.clone())),
+        );
         Ok(Json(result?))
     }
 
@@ -694,21 +692,11 @@ impl FleetApi {
         auth.0.require(Role::Admin)?;
         let store = self.store()?;
         let r = store.create_token(&body.name, body.role);
-        self.state.audit(AuditRecord {
-            seq: 0,
-            time: Utc::now(),
-            who: auth.0.name.clone(),
-            source: "http".into(),
-            action: "token.create".into(),
-            agent: None,
-            container: None,
-            outcome: if r.is_ok() {
-                "ok".into()
-            } else {
-                "bad_request".into()
-            },
-            message: Some(format!("{} ({})", body.name, body.role.as_str())),
-        });
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), "token.create")
+                .outcome(if r.is_ok() { "ok" } else { "bad_request" })
+                .message(Some(format!("{} ({})", body.name, body.role.as_str()))),
+        );
         let token = r.map_err(|e| match e {
             crate::store::StoreError::Invalid(m) => ErrorBody::bad_request(m),
             other => ErrorBody::internal(other.to_string()),
@@ -735,21 +723,11 @@ impl FleetApi {
         let removed = store
             .revoke_token(&name)
             .map_err(|e| ErrorBody::internal(e.to_string()))?;
-        self.state.audit(AuditRecord {
-            seq: 0,
-            time: Utc::now(),
-            who: auth.0.name.clone(),
-            source: "http".into(),
-            action: "token.revoke".into(),
-            agent: None,
-            container: None,
-            outcome: if removed {
-                "ok".into()
-            } else {
-                "not_found".into()
-            },
-            message: Some(name.0.clone()),
-        });
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), "token.revoke")
+                .outcome(if removed { "ok" } else { "not_found" })
+                .message(Some(name.0.clone())),
+        );
         if !removed {
             return Err(ErrorBody::not_found(format!("no token named {}", name.0)).into());
         }
@@ -801,17 +779,11 @@ impl FleetApi {
         let (token, expires_at) = store
             .register_agent(&body.name, chrono::Duration::seconds(ttl.into()))
             .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
-        self.state.audit(AuditRecord {
-            seq: 0,
-            time: Utc::now(),
-            who: auth.0.name.clone(),
-            source: "http".into(),
-            action: "agent.register".into(),
-            agent: Some(body.name.clone()),
-            container: None,
-            outcome: "ok".into(),
-            message: None,
-        });
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), "agent.register")
+                .agent(Some(body.name.clone()))
+                .outcome("ok"),
+        );
         Ok(Json(Enrollment {
             name: body.name.clone(),
             token,
@@ -839,21 +811,11 @@ impl FleetApi {
         if let Some(sec) = &self.state.link.security {
             sec.forget(name.as_str());
         }
-        self.state.audit(AuditRecord {
-            seq: 0,
-            time: Utc::now(),
-            who: auth.0.name.clone(),
-            source: "http".into(),
-            action: "agent.remove".into(),
-            agent: Some(name.to_string()),
-            container: None,
-            outcome: if removed {
-                "ok".into()
-            } else {
-                "not_found".into()
-            },
-            message: None,
-        });
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), "agent.remove")
+                .agent(Some(name.to_string()))
+                .outcome(if removed { "ok" } else { "not_found" }),
+        );
         if !removed {
             return Err(
                 ErrorBody::not_found(format!("no agent named {name} is registered")).into(),
@@ -884,21 +846,12 @@ impl FleetApi {
             ))
         })?;
         let r = store.enroll(&body.name, &body.token, &body.public_key);
-        self.state.audit(AuditRecord {
-            seq: 0,
-            time: Utc::now(),
-            who: format!("agent:{}", body.name),
-            source: "http".into(),
-            action: "agent.enroll".into(),
-            agent: Some(body.name.clone()),
-            container: None,
-            outcome: if r.is_ok() {
-                "ok".into()
-            } else {
-                "unauthorized".into()
-            },
-            message: r.as_ref().err().map(|e| e.to_string()),
-        });
+        self.state.audit(
+            AuditRecord::http(format!("agent:{}", body.name), "agent.enroll")
+                .agent(Some(body.name.clone()))
+                .outcome(if r.is_ok() { "ok" } else { "unauthorized" })
+                .message(r.as_ref().err().map(|e| e.to_string())),
+        );
         let creds = r.map_err(|e| match e {
             crate::store::EnrollError::Store(m) => ErrorBody::bad_request(m),
             other => ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, other.to_string()),
@@ -931,17 +884,11 @@ impl FleetApi {
         let password = store
             .create_mqtt_user(&body.name)
             .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
-        self.state.audit(AuditRecord {
-            seq: 0,
-            time: Utc::now(),
-            who: auth.0.name.clone(),
-            source: "http".into(),
-            action: "mqtt_user.create".into(),
-            agent: None,
-            container: None,
-            outcome: "ok".into(),
-            message: Some(body.name.clone()),
-        });
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), "mqtt_user.create")
+                .outcome("ok")
+                .message(Some(body.name.clone())),
+        );
         Ok(Json(MqttUser {
             username: body.name.clone(),
             password,

@@ -105,6 +105,49 @@ pub struct AuditRecord {
     pub message: Option<String>,
 }
 
+impl AuditRecord {
+    /// A record of `action` by `who` over HTTP, outcome `ok`; refine with the methods below.
+    pub fn http(who: impl Into<String>, action: impl Into<String>) -> Self {
+        Self {
+            seq: 0,
+            time: Utc::now(),
+            who: who.into(),
+            source: "http".into(),
+            action: action.into(),
+            agent: None,
+            container: None,
+            outcome: "ok".into(),
+            message: None,
+        }
+    }
+
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// The agent concerned (`Option`s are taken as they are).
+    pub fn agent(mut self, agent: impl Into<Option<String>>) -> Self {
+        self.agent = agent.into();
+        self
+    }
+
+    pub fn container(mut self, container: impl Into<Option<String>>) -> Self {
+        self.container = container.into();
+        self
+    }
+
+    pub fn outcome(mut self, outcome: impl Into<String>) -> Self {
+        self.outcome = outcome.into();
+        self
+    }
+
+    pub fn message(mut self, message: impl Into<Option<String>>) -> Self {
+        self.message = message.into();
+        self
+    }
+}
+
 pub struct Store {
     db: Database,
 }

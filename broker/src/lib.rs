@@ -187,8 +187,12 @@ fn server_settings(
 /// Starts the broker and returns once every listener accepts connections.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let probe = Arc::new(Probe {
-        client_id: format!("zedops-broker-probe-{:016x}", rand_u64()),
-        password: format!("{:016x}{:016x}", rand_u64(), rand_u64()),
+        client_id: format!("zedops-broker-probe-{:016x}", rand::random::<u64>()),
+        password: format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        ),
     });
     let v5_addr = reserve(config.v5_listen)?;
     let v4_addr = config.v4_listen.map(reserve).transpose()?;
@@ -346,19 +350,6 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
         });
     }
     a
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS; good enough for a per-process probe secret.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// Listener addresses by protocol, for logs and the start-up banner.

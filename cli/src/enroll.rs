@@ -70,38 +70,9 @@ impl Credentials {
     }
 }
 
+/// A new Ed25519 key from the operating system's randomness.
 pub fn new_keypair() -> KeyPair {
-    KeyPair::from_seed(rand_seed())
-}
-
-fn rand_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    for chunk in seed.chunks_mut(8) {
-        chunk.copy_from_slice(&rand_u64().to_le_bytes());
-    }
-    seed
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() ^ reqwest_random()
-}
-
-/// Extra entropy from the OS.
-fn reqwest_random() -> u64 {
-    let mut b = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    u64::from_le_bytes(b)
+    KeyPair::from_seed(rand::random::<[u8; 32]>())
 }
 
 /// Presents the one-time token to the server and stores the permanent credentials.

@@ -228,6 +228,8 @@ pub struct Serve {
     pub mqtt: SocketAddr,
     pub home: TempDir,
     pub admin_token: String,
+    /// What `serve` printed on start.
+    pub banner: String,
     /// Everything the server wrote to stderr (its logs), for secret checks.
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -307,6 +309,7 @@ impl Serve {
             mqtt,
             home,
             admin_token,
+            banner: banner.join("\n"),
             stderr: log_buf,
         })
     }

@@ -1,12 +1,11 @@
 //! The `zedops` CLI as a user runs it: the real binary against a real server and real Docker.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 use zedops_tests::api::{Broker, BrokerKind, TestApi};
-use zedops_tests::procs::{zedops_bin, InProcAgent, Proc, TempDir};
+use zedops_tests::procs::{zedops_bin, InProcAgent, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique, Docker, TestContainer};
 
 /// Runs `zedops ARGS` with a private config dir (so no saved login interferes).
@@ -171,55 +170,22 @@ async fn restart_ps_and_exit_codes() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_local_agent_then_ps_with_nothing_else() -> anyhow::Result<()> {
     init_logs();
-    let home = TempDir::new("serve-home")?;
     let run = unique("serve");
     let web = TestContainer::run(&unique("zt-serve"), &run, &[])?;
     let name = unique("host");
-    let mut child = Command::new(zedops_bin()?)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--no-mqtt311",
-        ])
-        .arg(format!("--local-agent={name}"))
-        .env("XDG_DATA_HOME", home.path.join("data"))
-        .env("XDG_CONFIG_HOME", home.path.join("config"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut proc = Proc {
-        child,
-        what: "zedops serve".into(),
-    };
-    // Read the banner: it says where the API is and where the admin token went.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut banner = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !banner.iter().any(|l: &String| l.starts_with("Next:")) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        banner.push(rx.recv_timeout(left).context("the serve banner")?);
+    let serve = Serve::start(&[&format!("--local-agent={name}")], "warn")?;
+    let url = serve.http.clone();
+    let home = &serve.home;
+    // The banner says where the API, the docs and the admin token are.
+    for part in [
+        "HTTP API",
+        "/docs",
+        "Dashboard",
+        "Admin token",
+        "Next: zedops ps",
+    ] {
+        assert!(serve.banner.contains(part), "{part} in {}", serve.banner);
     }
-    let text_banner = banner.join("\n");
-    let url = banner
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("HTTP API"))
-        .map(|l| l.trim().trim_end_matches("/api/v1/agents").to_owned())
-        .context("API URL in the banner")?;
-    assert!(
-        text_banner.contains("Admin token") && text_banner.contains("/docs"),
-        "{text_banner}"
-    );
     let token_file = home.path.join("data/zedops/admin.token");
     #[cfg(unix)]
     {
@@ -235,7 +201,7 @@ async fn serve_local_agent_then_ps_with_nothing_else() -> anyhow::Result<()> {
         "ps to list this host's container",
         Duration::from_secs(10),
         || async {
-            let out = zedops(&url, &["ps", "-a"], &home).ok()?;
+            let out = zedops(&url, &["ps", "-a"], home).ok()?;
             text(&out).0.contains(&web.name).then_some(out)
         },
     )
@@ -254,8 +220,9 @@ async fn serve_local_agent_then_ps_with_nothing_else() -> anyhow::Result<()> {
     assert_eq!(out.status.code(), Some(6), "{:?}", text(&out));
 
     // SIGTERM: a clean exit.
-    proc.signal("TERM")?;
-    let st = proc.wait_exit(Duration::from_secs(10)).await?;
+    let mut serve = serve;
+    serve.proc.signal("TERM")?;
+    let st = serve.proc.wait_exit(Duration::from_secs(10)).await?;
     assert!(st.success(), "{st}");
     Ok(())
 }
