@@ -330,10 +330,9 @@ async fn dashboard_in_a_browser() -> anyhow::Result<()> {
         "[rust] with tokens: actions {} ms, external stop shown in {external} ms, recovery {} ms, script {} ms",
         r["actions"], r["recovery_ms"], r["total_ms"]
     );
-eprintln!("TIMING line 333 {:?}", begin.elapsed());
+    // Dropped, not stopped: a graceful stop would wait out the browser's event stream (5 s).
     drop(proxy);
-eprintln!("TIMING line 334 {:?}", begin.elapsed());
-    api.stop().await;
+    drop(api);
 
     // Without authentication: no sign-in form, the container with its buttons.
     let open = TestApi::start(&broker.url()).await?;
@@ -348,12 +347,9 @@ eprintln!("TIMING line 334 {:?}", begin.elapsed());
     };
     let r = run_script(&cx, &["--smoke"]).await?;
     ensure!(ran(&r, "smoke"), "the smoke phase did not run: {r}");
-eprintln!("TIMING line 349 {:?}", begin.elapsed());
     drop(proxy);
-eprintln!("TIMING line 350 {:?}", begin.elapsed());
-    open.stop().await;
+    drop(open);
 
-eprintln!("TIMING line 352 {:?}", begin.elapsed());
     agent.stop().await;
     println!("[rust] dashboard test took {:?}", begin.elapsed());
     Ok(())
