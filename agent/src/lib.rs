@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub signing: Option<Signing>,
     /// Accept unsigned requests even with `signing` set (`--accept-unsigned`).
     pub accept_unsigned: bool,
+    /// CA certificate (PEM) for an `mqtts://` broker; default the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
     /// Home Assistant MQTT discovery and `/set` commands (`--ha`); `None`: off.
     pub ha: Option<HaConfig>,
 }
@@ -93,6 +95,7 @@ impl AgentConfig {
             registry: None,
             signing: None,
             accept_unsigned: false,
+            tls_ca: None,
             ha: None,
         }
     }
@@ -118,4 +121,21 @@ pub async fn run(
         ha.validate().map_err(AgentError::Config)?;
     }
     session::run(config, shutdown).await
+}
+
+/// The TLS transport for `mqtts://` brokers: the given CA (PEM), else the system's roots.
+pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, String> {
+    let ca = match ca {
+        Some(c) => c.to_vec(),
+        None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(|e| {
+            format!("cannot read the system CA bundle /etc/ssl/certs/ca-certificates.crt ({e}); pass --ca-file")
+        })?,
+    };
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth: None,
+        },
+    ))
 }

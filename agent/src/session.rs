@@ -174,6 +174,11 @@ pub(crate) async fn run(
     if let Some((u, p)) = &cfg.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }
+    if cfg.broker.tls {
+        opts.set_transport(
+            crate::tls_transport(cfg.tls_ca.as_deref()).map_err(AgentError::Config)?,
+        );
+    }
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(5);

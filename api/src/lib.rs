@@ -239,8 +239,30 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls(app, listener, None, shutdown).await
+}
+
+/// Like [`serve`], over HTTPS when given a PEM certificate chain and key.
+pub async fn serve_tls(
+    app: impl Endpoint + 'static,
+    listener: tokio::net::TcpListener,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use poem::listener::{AcceptorExt, IntoTlsConfigStream, RustlsCertificate, RustlsConfig};
     let acceptor = TcpAcceptor::from_tokio(listener)?;
-    poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(5)))
-        .await
+    let grace = Some(Duration::from_secs(5));
+    match tls {
+        None => {
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(app, shutdown, grace)
+                .await
+        }
+        Some((cert, key)) => {
+            let config = RustlsConfig::new().fallback(RustlsCertificate::new().cert(cert).key(key));
+            poem::Server::new_with_acceptor(acceptor.rustls(config.into_stream()?))
+                .run_with_graceful_shutdown(app, shutdown, grace)
+                .await
+        }
+    }
 }

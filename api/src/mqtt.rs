@@ -37,6 +37,8 @@ pub struct MqttConfig {
     pub credentials: Option<(String, String)>,
     /// Client id; default `zedops-api-<random>` (one response topic per API instance).
     pub client_id: Option<String>,
+    /// CA certificate (PEM) for an `mqtts://` broker; default the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for MqttConfig {
@@ -135,6 +137,14 @@ pub fn start(
     opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
     if let Some((u, p)) = &cfg.credentials {
         opts.set_credentials(u.clone(), p.clone());
+    }
+    if cfg.broker.tls {
+        match tls_transport(cfg.tls_ca.as_deref()) {
+            Ok(t) => {
+                opts.set_transport(t);
+            }
+            Err(e) => warn!(error = %e, "cannot set up TLS to the broker"),
+        }
     }
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
@@ -389,4 +399,21 @@ impl Drop for InflightGuard<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
     }
+}
+
+/// The TLS transport for `mqtts://` brokers: the given CA (PEM), else the system's roots.
+pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, String> {
+    let ca = match ca {
+        Some(c) => c.to_vec(),
+        None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(|e| {
+            format!("cannot read the system CA bundle /etc/ssl/certs/ca-certificates.crt ({e}); pass --ca-file")
+        })?,
+    };
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth: None,
+        },
+    ))
 }

@@ -49,6 +49,17 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Retained messages (and QoS 0 messages) delivered to one subscription per router pass.
     pub max_outgoing_packet_count: u64,
+    /// Serve the listeners over TLS with this certificate chain and key (PEM files). A plain MQTT 5
+    /// listener on 127.0.0.1 (ephemeral port, [`BrokerHandle::internal_addr`]) remains for
+    /// in-process clients (the API and the local agent), still authenticated.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS server certificate (chain) and its private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +70,7 @@ impl Default for BrokerConfig {
             v4_listen: Some(SocketAddr::from(([0, 0, 0, 0], 1884))),
             max_connections: 20_000,
             max_outgoing_packet_count: 50_000,
+            tls: None,
         }
     }
 }
@@ -85,12 +97,16 @@ pub enum BrokerError {
     NotListening { addr: SocketAddr, waited: Duration },
     #[error("cannot start the broker's runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running embedded broker. Dropping the handle stops it.
 pub struct BrokerHandle {
     v5_addr: SocketAddr,
     v4_addr: Option<SocketAddr>,
+    internal_addr: Option<SocketAddr>,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -113,6 +129,25 @@ impl BrokerHandle {
     /// The address of the MQTT 3.1.1 listener, with the real port.
     pub fn v4_addr(&self) -> Option<SocketAddr> {
         self.v4_addr
+    }
+
+    /// With TLS: the plain loopback MQTT 5 listener for in-process clients.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
+    }
+
+    /// Where a client on this host reaches the broker without TLS, if anywhere.
+    pub fn local_plain_addr(&self) -> Option<SocketAddr> {
+        match (self.internal_addr, self.tls) {
+            (Some(a), _) => Some(a),
+            (None, false) => Some(connect_addr(self.v5_addr)),
+            (None, true) => None,
+        }
+    }
+
+    /// True when the public listeners use TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
     }
 
     /// Stops accepting, closes every client connection and waits for the broker's threads.
@@ -155,11 +190,16 @@ fn server_settings(
     listen: SocketAddr,
     auth: Option<&Authenticator>,
     probe: &Arc<Probe>,
+    tls: Option<&TlsFiles>,
 ) -> ServerSettings {
     let mut s = ServerSettings {
         name: name.to_owned(),
         listen,
-        tls: None,
+        tls: tls.map(|t| rumqttd::TlsConfig::Rustls {
+            capath: None,
+            certpath: t.cert.display().to_string(),
+            keypath: t.key.display().to_string(),
+        }),
         next_connection_delay_ms: 0,
         connections: ConnectionSettings {
             connection_timeout_ms: 10_000,
@@ -219,30 +259,54 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         .build()
         .map_err(BrokerError::Runtime)?;
 
-    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<(SocketAddr, String)>(4);
-    let mut v5 = Server::new(
-        server_settings("v5", v5_addr, config.auth.as_ref(), &probe),
-        router_tx.clone(),
-        V5,
-    );
-    let f5 = failed_tx.clone();
-    runtime.spawn(async move {
-        if let Err(e) = v5.start(LinkType::Remote).await {
-            let _ = f5.send((v5_addr, e.to_string())).await;
-        }
-    });
-    if let Some(v4_addr) = v4_addr {
-        let mut v4 = Server::new(
-            server_settings("v4", v4_addr, config.auth.as_ref(), &probe),
-            router_tx,
-            V4,
-        );
-        let f4 = failed_tx.clone();
-        runtime.spawn(async move {
-            if let Err(e) = v4.start(LinkType::Remote).await {
-                let _ = f4.send((v4_addr, e.to_string())).await;
+    if let Some(t) = &config.tls {
+        for (what, path) in [("certificate", &t.cert), ("key", &t.key)] {
+            if !path.is_file() {
+                return Err(BrokerError::Tls(format!(
+                    "the TLS {what} file {} does not exist",
+                    path.display()
+                )));
             }
-        });
+        }
+    }
+    let internal_addr = match config.tls {
+        Some(_) => Some(reserve(SocketAddr::from(([127, 0, 0, 1], 0)))?),
+        None => None,
+    };
+    // (name, address, v5?, TLS?)
+    let mut listeners = vec![("v5", v5_addr, true, config.tls.is_some())];
+    if let Some(a) = v4_addr {
+        listeners.push(("v4", a, false, config.tls.is_some()));
+    }
+    if let Some(a) = internal_addr {
+        listeners.push(("internal", a, true, false));
+    }
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<(SocketAddr, String)>(4);
+    for (name, addr, v5, tls) in &listeners {
+        let settings = server_settings(
+            name,
+            *addr,
+            config.auth.as_ref(),
+            &probe,
+            tls.then_some(()).and(config.tls.as_ref()),
+        );
+        let failed = failed_tx.clone();
+        let addr = *addr;
+        if *v5 {
+            let mut server = Server::new(settings, router_tx.clone(), V5);
+            runtime.spawn(async move {
+                if let Err(e) = server.start(LinkType::Remote).await {
+                    let _ = failed.send((addr, e.to_string())).await;
+                }
+            });
+        } else {
+            let mut server = Server::new(settings, router_tx.clone(), V4);
+            runtime.spawn(async move {
+                if let Err(e) = server.start(LinkType::Remote).await {
+                    let _ = failed.send((addr, e.to_string())).await;
+                }
+            });
+        }
     }
     drop(failed_tx);
 
@@ -260,17 +324,25 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let handle = BrokerHandle {
         v5_addr,
         v4_addr,
+        internal_addr,
+        tls: config.tls.is_some(),
         stop: Some(stop_tx),
         thread: Some(thread),
     };
 
     let waited = Duration::from_secs(5);
-    let addrs: Vec<(SocketAddr, bool)> = std::iter::once((v5_addr, true))
-        .chain(v4_addr.map(|a| (a, false)))
-        .collect();
-    for (addr, v5) in addrs {
+    for (_, addr, v5, tls) in listeners {
+        // A TLS listener cannot be probed with a plain handshake: a bind error shows within
+        // moments, so waiting briefly for one is enough.
+        let ready = async {
+            if tls {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            } else {
+                wait_listening(addr, v5, &probe).await;
+            }
+        };
         tokio::select! {
-            ok = tokio::time::timeout(waited, wait_listening(addr, v5, &probe)) => {
+            ok = tokio::time::timeout(waited, ready) => {
                 if ok.is_err() {
                     return Err(BrokerError::NotListening { addr, waited });
                 }

@@ -93,6 +93,10 @@ pub struct ClientOpts {
     #[arg(long, global = true, env = "ZEDOPS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// CA certificate (PEM) to trust for https:// servers and mqtts:// brokers (default: the system's).
+    #[arg(long, global = true, env = "ZEDOPS_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Output format: aligned tables for people, JSON for scripts.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -227,6 +231,24 @@ pub struct ServeArgs {
     /// Server data dir: tokens, audit log (default $XDG_DATA_HOME/zedops, else ~/.local/share/zedops).
     #[arg(long, env = "ZEDOPS_DATA_DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+
+    /// TLS certificate chain (PEM): HTTPS for the API and TLS for the MQTT listeners.
+    #[arg(
+        long,
+        env = "ZEDOPS_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PEM"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "ZEDOPS_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PEM"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// Run the API without tokens: anyone who reaches it is admin. Only for a trusted loopback.
     #[arg(long, env = "ZEDOPS_NO_AUTH")]

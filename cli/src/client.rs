@@ -79,7 +79,11 @@ fn is_loopback(server: &str) -> bool {
 impl Client {
     /// Resolves server and token: flags > environment (clap fills both) > config file > the admin
     /// token of a server on this host (its data dir's `admin.token`, when readable).
-    pub fn new(server: Option<String>, token: Option<String>) -> anyhow::Result<Self> {
+    pub fn new(
+        server: Option<String>,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let cfg = ClientConfig::load();
         let server = server
             .or(cfg.server)
@@ -104,9 +108,7 @@ impl Client {
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
         });
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+        let http = http_client(ca_file)?;
         Ok(Self {
             server,
             token,
@@ -187,6 +189,23 @@ impl Client {
             ),
         )
     }
+}
+
+/// An HTTP client that also trusts `ca_file` (PEM) when given.
+pub fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| Exit::usage(format!("cannot read --ca-file {}: {e}", path.display())))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            Exit::usage(format!(
+                "--ca-file {} is not a PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        b = b.add_root_certificate(cert);
+    }
+    Ok(b.build()?)
 }
 
 /// An API error body as an exit: 401/403 → 6, 404 → 3, 503 → 4, 504 → 5, 400 → 2, else 1.

@@ -17,7 +17,7 @@ use crate::exit::{self, Exit};
 use crate::output::{ago, color, paint_state, parse_time, table};
 
 fn client(o: &ClientOpts) -> anyhow::Result<Client> {
-    Client::new(o.server.clone(), o.token.clone())
+    Client::new(o.server.clone(), o.token.clone(), o.ca_file.as_deref())
 }
 
 fn print_json(v: &Value) {
@@ -443,7 +443,7 @@ pub async fn login(o: &ClientOpts, a: &LoginArgs) -> anyhow::Result<()> {
             Exit::usage("give the token with --token, ZEDOPS_TOKEN or --token-stdin").into(),
         );
     };
-    let c = Client::new(o.server.clone(), Some(token.clone()))?;
+    let c = Client::new(o.server.clone(), Some(token.clone()), o.ca_file.as_deref())?;
     let who: Value = c.get("/api/v1/whoami").await?;
     let cfg = ClientConfig {
         server: Some(c.server.clone()),

@@ -81,14 +81,14 @@ pub async fn enroll(
     name: &str,
     token: &str,
     state_dir: &Path,
+    ca_file: Option<&Path>,
 ) -> anyhow::Result<Credentials> {
     let key = new_keypair();
     let url = format!("{}/api/v1/enroll", server.trim_end_matches('/'));
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?;
+    let http = crate::client::http_client(ca_file)?;
     let resp = http
         .post(&url)
+        .timeout(std::time::Duration::from_secs(30))
         .json(&json!({"name": name, "token": token, "public_key": key.public_hex()}))
         .send()
         .await

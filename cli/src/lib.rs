@@ -36,6 +36,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose);
+    // One crypto provider for every rustls user in the process (see the workspace Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

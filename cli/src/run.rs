@@ -107,6 +107,24 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     // The API's own MQTT identity (per process; never leaves it).
     let internal_user = "zedops-api".to_owned();
     let internal_password = crate::enroll::new_keypair().seed_hex();
+    let tls_files = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(zedops_broker::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let https = match &tls_files {
+        Some(t) => Some((
+            std::fs::read(&t.cert).map_err(|e| {
+                Exit::usage(format!("cannot read --tls-cert {}: {e}", t.cert.display()))
+            })?,
+            std::fs::read(&t.key).map_err(|e| {
+                Exit::usage(format!("cannot read --tls-key {}: {e}", t.key.display()))
+            })?,
+        )),
+        None => None,
+    };
     // The broker: embedded unless --broker names an external one. With a store, every MQTT
     // connection authenticates: the API, enrolled agents (only with their own client id), and
     // integration users.
@@ -132,14 +150,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 auth,
                 v5_listen: a.mqtt_listen,
                 v4_listen: (!a.no_mqtt311).then_some(a.mqtt311_listen),
+                tls: tls_files.clone(),
                 ..BrokerConfig::default()
             })
             .await
             .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
-            let mut local = b.v5_addr();
-            if local.ip().is_unspecified() {
-                local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
+            // In-process clients (API, local agent) use the plain loopback listener.
+            let local = b.local_plain_addr().unwrap_or_else(|| b.v5_addr());
             let url = BrokerUrl {
                 host: local.ip().to_string(),
                 port: local.port(),
@@ -166,6 +183,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             credentials: (embedded && store.is_some())
                 .then(|| (internal_user.clone(), internal_password.clone())),
             client_id: None,
+            tls_ca: None,
         },
         store.clone(),
         security.clone(),
@@ -216,13 +234,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         })));
     }
 
-    let base = format!("http://{http}");
+    let base = format!(
+        "{}://{http}",
+        if https.is_some() { "https" } else { "http" }
+    );
+    let mqtt_scheme = if tls_files.is_some() { "mqtts" } else { "mqtt" };
     println!("zedops {} is running", zedops_proto::VERSION);
     match &broker {
         Some(b) => {
-            print!("  MQTT broker   mqtt://{} (MQTT 5)", b.v5_addr());
+            print!("  MQTT broker   {mqtt_scheme}://{} (MQTT 5)", b.v5_addr());
             match b.v4_addr() {
-                Some(v4) => println!(", mqtt://{v4} (MQTT 3.1.1)"),
+                Some(v4) => println!(", {mqtt_scheme}://{v4} (MQTT 3.1.1)"),
                 None => println!(),
             }
         }
@@ -244,9 +266,14 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     println!("Next: zedops ps   (or zedops --server {base} ps from elsewhere; Ctrl-C stops)");
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(zedops_api::serve(api.app(), listener, async move {
-        let _ = stop_http_rx.await;
-    }));
+    let http_task = tokio::spawn(zedops_api::serve_tls(
+        api.app(),
+        listener,
+        https,
+        async move {
+            let _ = stop_http_rx.await;
+        },
+    ));
 
     shutdown_signal().await;
     let _ = stop_agent_tx.send(());
@@ -311,7 +338,10 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
                 (None, Some(n)) => n.to_owned(),
                 (None, None) => return Err(Exit::usage("--enroll needs --name NAME").into()),
             };
-            Some(crate::enroll::enroll(&server, &name, token, &state_dir).await?)
+            Some(
+                crate::enroll::enroll(&server, &name, token, &state_dir, client.ca_file.as_deref())
+                    .await?,
+            )
         }
         None => crate::enroll::Credentials::load(&state_dir)?,
     };
@@ -354,6 +384,12 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
         cfg.signing = Some(c.signing()?);
     }
     cfg.accept_unsigned = a.accept_unsigned;
+    if let Some(ca) = &client.ca_file {
+        cfg.tls_ca =
+            Some(std::fs::read(ca).map_err(|e| {
+                Exit::usage(format!("cannot read --ca-file {}: {e}", ca.display()))
+            })?);
+    }
     cfg.docker = DockerTarget {
         host: a.docker_host,
     };

@@ -103,6 +103,7 @@ impl TestApi {
                 broker: broker.clone(),
                 credentials: None,
                 client_id: None,
+                tls_ca: None,
             },
             store,
         );

@@ -295,7 +295,11 @@ impl Serve {
         let mqtt: SocketAddr = banner
             .iter()
             .find_map(|l| l.trim().strip_prefix("MQTT broker"))
-            .and_then(|l| l.trim().strip_prefix("mqtt://"))
+            .map(str::trim)
+            .and_then(|l| {
+                l.strip_prefix("mqtt://")
+                    .or_else(|| l.strip_prefix("mqtts://"))
+            })
             .and_then(|l| l.split_whitespace().next())
             .and_then(|a| a.trim_end_matches(',').parse().ok())
             .context("MQTT address in the banner")?;
