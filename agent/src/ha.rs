@@ -48,6 +48,8 @@ pub const LABEL_PROTECT: &str = "zedops.protect";
 pub const MAX_COMMAND_BYTES: usize = 64;
 /// Commands executed at once; more are refused (visibly) until one finishes.
 const MAX_INFLIGHT: usize = 8;
+/// Leftover configs remembered while the container list is not known yet.
+const MAX_SUSPECTS: usize = 4096;
 /// The `origin` block's support URL (the workspace's `repository`).
 const SUPPORT_URL: &str = "https://example.invalid/zedops";
 
@@ -447,6 +449,9 @@ pub struct Ha {
     exposed: BTreeSet<String>,
     /// The discovery topics published (for recognising leftovers of an earlier run).
     topics: HashSet<String>,
+    /// Retained configs of ours seen before the container list was known (Docker not listed
+    /// yet): judged once it is.
+    suspects: HashSet<String>,
     inflight: Arc<Semaphore>,
 }
 
@@ -463,6 +468,7 @@ impl Ha {
             own: Arc::new(own),
             exposed: BTreeSet::new(),
             topics: HashSet::new(),
+            suspects: HashSet::new(),
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
         }
     }
@@ -501,6 +507,7 @@ impl Ha {
             "Home Assistant discovery published"
         );
         self.exposed = names;
+        self.clear_suspects();
     }
 
     /// Follows the container list: announces new containers, removes destroyed ones. Cheap when
@@ -515,6 +522,7 @@ impl Ha {
             .map(|c| c.name.as_str())
             .eq(self.exposed.iter().map(String::as_str));
         if same {
+            self.clear_suspects();
             return;
         }
         let names = exposed_names(list);
@@ -529,6 +537,20 @@ impl Ha {
             self.announce(&name);
         }
         self.exposed = names;
+        self.clear_suspects();
+    }
+
+    /// Removes the suspects that this run does not publish.
+    fn clear_suspects(&mut self) {
+        if self.suspects.is_empty() {
+            return;
+        }
+        for topic in std::mem::take(&mut self.suspects) {
+            if !self.topics.contains(&topic) {
+                info!(%topic, "Home Assistant: removing a leftover discovery config");
+                self.send(topic, Vec::new());
+            }
+        }
     }
 
     /// Handles a message the session does not know (`topics::parse` gave `None`). Returns true
@@ -547,8 +569,13 @@ impl Ha {
         }
         // A retained config of ours that this run did not publish: a leftover of a container
         // destroyed while the agent was away (or a name now labelled zedops.ha=false).
-        if p.retain && !p.payload.is_empty() && current.is_some() && self.is_own_config(topic) {
-            if !self.topics.contains(topic) {
+        if p.retain && !p.payload.is_empty() && self.is_own_config(topic) {
+            if current.is_none() {
+                // Docker not listed yet: decide when the list arrives (bounded).
+                if self.suspects.len() < MAX_SUSPECTS {
+                    self.suspects.insert(topic.to_owned());
+                }
+            } else if !self.topics.contains(topic) {
                 info!(%topic, "Home Assistant: removing a leftover discovery config");
                 self.send(topic.to_owned(), Vec::new());
             }

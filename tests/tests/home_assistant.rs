@@ -1,0 +1,753 @@
+//! Home Assistant through MQTT discovery (DESIGN §7, issue 6), as Home Assistant would see it:
+//! clients we did not write (`mosquitto_sub`/`mosquitto_pub` over MQTT 3.1.1, the protocol Home
+//! Assistant speaks to the embedded broker's compatibility listener), the discovery configs
+//! checked against what each platform requires, and their templates rendered by Jinja2 (the
+//! template engine of Home Assistant) against what the agent really publishes.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use zedops_agent::HaConfig;
+use zedops_broker::{BrokerConfig, BrokerHandle};
+use zedops_proto::ops::Pong;
+use zedops_proto::topics;
+use zedops_tests::mqtt::Msg;
+use zedops_tests::procs::{spawn_agent_process, InProcAgent, TempDir};
+use zedops_tests::{eventually, init_logs, unique, Docker, TestClient, TestContainer};
+
+const PREFIX: &str = "homeassistant";
+
+/// One line of `mosquitto_sub -F '%r %t %p'`.
+#[derive(Debug, Clone)]
+struct Seen {
+    retain: bool,
+    topic: String,
+    payload: String,
+}
+
+/// `mosquitto_sub` over MQTT 3.1.1 for `secs` seconds.
+async fn mosquitto_sub(port: u16, filter: &str, secs: u32) -> anyhow::Result<Vec<Seen>> {
+    let out = tokio::process::Command::new("mosquitto_sub")
+        .args(["-V", "mqttv311", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", filter, "-F", "%r %t %p", "-W", &secs.to_string()])
+        .args(["-i", &unique("ha-sub")])
+        .output()
+        .await
+        .context("running mosquitto_sub (install mosquitto-clients: scripts/provision.sh)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.is_empty() && !out.stderr.is_empty() {
+        bail!(
+            "mosquitto_sub failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let retain = parts.next()? == "1";
+            let topic = parts.next()?.to_owned();
+            let payload = parts.next().unwrap_or_default().to_owned();
+            Some(Seen {
+                retain,
+                topic,
+                payload,
+            })
+        })
+        .collect())
+}
+
+/// `mosquitto_pub -V mqttv311` with extra arguments (`-m WORD`, `-f FILE`, `-r`, `-n`…).
+async fn mosquitto_pub(port: u16, topic: &str, extra: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("mosquitto_pub")
+        .args(["-V", "mqttv311", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", "1", "-t", topic])
+        .args(extra)
+        .output()
+        .await
+        .context("running mosquitto_pub")?;
+    ensure!(
+        out.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Renders Home Assistant templates with Jinja2, the way HA's MQTT integration does: `value` is
+/// the payload, `value_json` the payload parsed as JSON (undefined when it is not JSON).
+async fn render(items: &[(&str, &str)]) -> anyhow::Result<Vec<String>> {
+    const SCRIPT: &str = r#"
+import json, sys, jinja2
+env = jinja2.Environment()
+out = []
+for template, payload in json.load(sys.stdin):
+    ctx = {"value": payload}
+    try:
+        ctx["value_json"] = json.loads(payload)
+    except Exception:
+        pass
+    out.append(env.from_string(template).render(**ctx).strip())
+print(json.dumps(out))
+"#;
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running python3 (scripts/provision.sh installs it with Jinja2)")?;
+    let input = serde_json::to_vec(&items)?;
+    child
+        .stdin
+        .take()
+        .context("python3 stdin")?
+        .write_all(&input)
+        .await?;
+    let out = child.wait_with_output().await?;
+    ensure!(
+        out.status.success(),
+        "Jinja2 rendering failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+async fn render_one(template: &Value, payload: &str) -> anyhow::Result<String> {
+    let t = template.as_str().context("template is not a string")?;
+    render(&[(t, payload)]).await?.pop().context("no rendering")
+}
+
+/// A discovery config seen on `homeassistant/<platform>/<node>/<object>/config`.
+#[derive(Debug, Clone)]
+struct Discovered {
+    platform: String,
+    topic: String,
+    config: Value,
+}
+
+fn parse_config(topic: &str, payload: &[u8]) -> Option<Discovered> {
+    let levels: Vec<&str> = topic.split('/').collect();
+    let [PREFIX, platform, _node, _object, "config"] = levels.as_slice() else {
+        return None;
+    };
+    let config: Value = serde_json::from_slice(payload).ok()?;
+    Some(Discovered {
+        platform: (*platform).to_owned(),
+        topic: topic.to_owned(),
+        config,
+    })
+}
+
+/// True when the config is about this agent's container (by its state or command topic).
+fn is_for(d: &Discovered, agent: &str, container: &str) -> bool {
+    let state = topics::container(agent, container);
+    let set = topics::container_set(agent, container);
+    d.config["state_topic"] == state.as_str() || d.config["command_topic"] == set.as_str()
+}
+
+fn of<'a>(
+    all: &'a [Discovered],
+    agent: &str,
+    container: &str,
+    platform: &str,
+) -> Option<&'a Discovered> {
+    all.iter()
+        .find(|d| d.platform == platform && is_for(d, agent, container))
+}
+
+fn id_chars_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// What Home Assistant's documentation requires (and what we promise) for each platform.
+fn validate(d: &Discovered, agent: &str) -> anyhow::Result<()> {
+    let c = &d.config;
+    let levels: Vec<&str> = d.topic.split('/').collect();
+    ensure!(
+        levels.len() == 5 && id_chars_ok(levels[2]) && id_chars_ok(levels[3]),
+        "discovery topic {} has an invalid node or object id",
+        d.topic
+    );
+    let uid = c["unique_id"].as_str().context("unique_id")?;
+    ensure!(id_chars_ok(uid), "unique_id {uid:?} has invalid characters");
+    ensure!(uid.contains(agent), "unique_id {uid} names the agent");
+    let ids = c["device"]["identifiers"]
+        .as_array()
+        .context("device.identifiers")?;
+    ensure!(
+        ids.iter()
+            .any(|i| i.as_str().is_some_and(|s| s.contains(agent))),
+        "device identifiers {ids:?} contain the agent name"
+    );
+    ensure!(c["device"]["name"].is_string(), "device.name");
+    ensure!(
+        c["device"]["manufacturer"] == "zedops",
+        "device.manufacturer"
+    );
+    ensure!(c["device"]["sw_version"].is_string(), "device.sw_version");
+    ensure!(c["o"]["name"] == "zedops", "origin name: {}", c["o"]);
+    ensure!(
+        c["o"]["sw"].is_string() && c["o"]["url"].is_string(),
+        "origin sw and url"
+    );
+    let av = c["availability"].as_array().context("availability")?;
+    ensure!(!av.is_empty(), "availability is empty");
+    for a in av {
+        ensure!(
+            a["topic"] == topics::status(agent).as_str(),
+            "availability topic {}",
+            a["topic"]
+        );
+        ensure!(a["payload_available"] == "online" && a["payload_not_available"] == "offline");
+        ensure!(a["value_template"].is_string());
+    }
+    ensure!(c["name"].is_string(), "name");
+    match d.platform.as_str() {
+        "switch" => {
+            ensure!(c["command_topic"].is_string(), "switch needs command_topic");
+            ensure!(c["state_topic"].is_string(), "switch reports its state");
+            ensure!(c["payload_on"] == "start" && c["payload_off"] == "stop");
+            ensure!(
+                c["value_template"].is_string()
+                    && c["state_on"].is_string()
+                    && c["state_off"].is_string()
+            );
+        }
+        "button" => {
+            ensure!(c["command_topic"].is_string(), "button needs command_topic");
+            ensure!(c["payload_press"] == "restart");
+        }
+        "sensor" => {
+            ensure!(c["state_topic"].is_string(), "sensor needs state_topic");
+            if c["device_class"] == "enum" {
+                ensure!(c["options"].as_array().is_some_and(|o| !o.is_empty()));
+            }
+        }
+        p => bail!("unexpected platform {p}"),
+    }
+    Ok(())
+}
+
+/// Waits (MQTT 5 client subscribed to `homeassistant/#`) until every (agent, container) pair has
+/// its three configs; returns every config seen.
+async fn wait_discovery(
+    c: &mut TestClient,
+    pairs: &[(&str, &str)],
+    limit: Duration,
+) -> anyhow::Result<Vec<Discovered>> {
+    let mut all: Vec<Discovered> = Vec::new();
+    let complete = |all: &[Discovered]| {
+        pairs.iter().all(|(a, n)| {
+            ["switch", "button", "sensor"]
+                .iter()
+                .all(|p| of(all, a, n, p).is_some())
+        })
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    while !complete(&all) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = c
+            .wait_for("discovery configs", left, |m| m.topic.starts_with(PREFIX))
+            .await
+            .with_context(|| format!("{} configs seen, not all of {pairs:?}", all.len()))?;
+        if let Some(d) = parse_config(&m.topic, &m.payload) {
+            all.retain(|x| x.topic != d.topic);
+            all.push(d);
+        }
+    }
+    Ok(all)
+}
+
+struct Env {
+    broker: BrokerHandle,
+    v4_port: u16,
+    watcher: TestClient,
+}
+
+async fn env() -> anyhow::Result<Env> {
+    init_logs();
+    let broker = zedops_broker::start(BrokerConfig::ephemeral()).await?;
+    let v4_port = broker.v4_addr().context("no MQTT 3.1.1 listener")?.port();
+    let mut watcher = TestClient::connect(broker.v5_addr(), &unique("ha-watch")).await?;
+    watcher.subscribe(&format!("{PREFIX}/#")).await?;
+    Ok(Env {
+        broker,
+        v4_port,
+        watcher,
+    })
+}
+
+fn ha_on(cfg: &mut zedops_agent::AgentConfig) {
+    cfg.ha = Some(HaConfig::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt311_client_discovers_every_container_of_two_agents() -> anyhow::Result<()> {
+    let run = unique("ha-disc");
+    let web = TestContainer::run(&unique("zt-ha-web"), &run, &[])?;
+    let db = TestContainer::run(&unique("zt-ha-db"), &run, &[])?;
+    Docker::run(&["stop", "-t", "1", &db.name])?;
+    let hidden = TestContainer::run(
+        &unique("zt-ha-hidden"),
+        &run,
+        &["--label", "zedops.ha=false"],
+    )?;
+
+    let mut e = env().await?;
+    let (a1, a2) = (unique("ha-one"), unique("ha-two"));
+    let _g1 = InProcAgent::start(&a1, e.broker.v5_addr(), ha_on)?;
+    let _g2 = InProcAgent::start(&a2, e.broker.v5_addr(), ha_on)?;
+    let pairs = [
+        (a1.as_str(), web.name.as_str()),
+        (a1.as_str(), db.name.as_str()),
+        (a2.as_str(), web.name.as_str()),
+        (a2.as_str(), db.name.as_str()),
+    ];
+    wait_discovery(&mut e.watcher, &pairs, Duration::from_secs(15)).await?;
+
+    // What a Home Assistant connected over MQTT 3.1.1 receives: retained configs.
+    let seen = mosquitto_sub(e.v4_port, &format!("{PREFIX}/#"), 3).await?;
+    let configs: Vec<Discovered> = seen
+        .iter()
+        .filter(|s| s.retain)
+        .filter_map(|s| parse_config(&s.topic, s.payload.as_bytes()))
+        .collect();
+    let mut uids = HashSet::new();
+    let mut ours = 0;
+    for (agent, name) in pairs {
+        for platform in ["switch", "button", "sensor"] {
+            let d = of(&configs, agent, name, platform).with_context(|| {
+                format!("no retained {platform} for {agent}/{name} over MQTT 3.1.1")
+            })?;
+            validate(d, agent).with_context(|| format!("{} {}", d.topic, d.config))?;
+            let uid = d.config["unique_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            ensure!(
+                uid.contains(&sanitized(name)),
+                "unique_id {uid} names the container"
+            );
+            ensure!(uids.insert(uid.clone()), "unique_id {uid} is used twice");
+            ours += 1;
+        }
+    }
+    assert_eq!(ours, 12);
+    // No two configs on the broker share a unique_id per platform (other containers included).
+    let mut all_uids = HashSet::new();
+    for d in &configs {
+        let uid = format!("{}/{}", d.platform, d.config["unique_id"]);
+        ensure!(all_uids.insert(uid.clone()), "duplicate {uid}");
+    }
+    // zedops.ha=false: nothing.
+    for agent in [&a1, &a2] {
+        ensure!(
+            !configs.iter().any(|d| is_for(d, agent, &hidden.name)),
+            "{} is labelled zedops.ha=false but was announced",
+            hidden.name
+        );
+    }
+
+    // The templates, rendered by Jinja2 against what the agent really publishes.
+    let sw = of(&configs, &a1, &web.name, "switch").context("switch")?;
+    let state_topic = sw.config["state_topic"].as_str().context("state_topic")?;
+    let state = mosquitto_sub(e.v4_port, state_topic, 1).await?;
+    let state = state.first().context("retained container state")?;
+    assert_eq!(
+        render_one(&sw.config["value_template"], &state.payload).await?,
+        "ON"
+    );
+    let sensor = of(&configs, &a1, &web.name, "sensor").context("sensor")?;
+    assert_eq!(
+        render_one(&sensor.config["value_template"], &state.payload).await?,
+        "running"
+    );
+    let attrs = render_one(&sensor.config["json_attributes_template"], &state.payload).await?;
+    let attrs: Value = serde_json::from_str(&attrs).context("attributes are JSON")?;
+    assert_eq!(attrs["id"], &web.id[..12]);
+    let db_sw = of(&configs, &a2, &db.name, "switch").context("db switch")?;
+    let db_state = mosquitto_sub(
+        e.v4_port,
+        db_sw.config["state_topic"].as_str().unwrap_or_default(),
+        1,
+    )
+    .await?;
+    let db_state = db_state.first().context("retained db state")?;
+    assert_eq!(
+        render_one(&db_sw.config["value_template"], &db_state.payload).await?,
+        "OFF"
+    );
+    let av = &sw.config["availability"][0];
+    let status = mosquitto_sub(e.v4_port, av["topic"].as_str().unwrap_or_default(), 1).await?;
+    let status = status.first().context("retained agent status")?;
+    assert_eq!(
+        render_one(&av["value_template"], &status.payload).await?,
+        "online"
+    );
+    Ok(())
+}
+
+fn sanitized(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Waits for the container's retained state topic to show `state`, and returns its payload.
+async fn wait_state(c: &mut TestClient, topic: &str, state: &str) -> anyhow::Result<String> {
+    let m = c
+        .wait_for(&format!("{topic} {state}"), Duration::from_secs(10), |m| {
+            m.topic == topic && m.json()["state"] == state
+        })
+        .await?;
+    Ok(String::from_utf8_lossy(&m.payload).into_owned())
+}
+
+async fn wait_result(c: &mut TestClient, topic: &str) -> anyhow::Result<Value> {
+    let m: Msg = c
+        .wait_for(
+            &format!("a result on {topic}"),
+            Duration::from_secs(20),
+            |m| m.topic == topic,
+        )
+        .await?;
+    assert!(!m.retain, "results are not retained");
+    Ok(m.json())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_and_button_act_on_real_containers_and_protection_is_visible() -> anyhow::Result<()>
+{
+    let run = unique("ha-cmd");
+    let web = TestContainer::run(&unique("zt-ha-web"), &run, &[])?;
+    let guard = TestContainer::run(
+        &unique("zt-ha-guard"),
+        &run,
+        &["--label", "zedops.protect=true"],
+    )?;
+    let me = TestContainer::run(&unique("zt-ha-self"), &run, &[])?;
+
+    let mut e = env().await?;
+    let agent = unique("ha-cmd");
+    let own = me.name.clone();
+    let _a = InProcAgent::start(&agent, e.broker.v5_addr(), move |cfg| {
+        cfg.ha = Some(HaConfig {
+            own_container: Some(own),
+            ..HaConfig::default()
+        });
+    })?;
+    let pairs = [
+        (agent.as_str(), web.name.as_str()),
+        (agent.as_str(), guard.name.as_str()),
+        (agent.as_str(), me.name.as_str()),
+    ];
+    let configs = wait_discovery(&mut e.watcher, &pairs, Duration::from_secs(15)).await?;
+    let sw = of(&configs, &agent, &web.name, "switch")
+        .context("switch")?
+        .config
+        .clone();
+    let button = of(&configs, &agent, &web.name, "button")
+        .context("button")?
+        .config
+        .clone();
+    let cmd = sw["command_topic"]
+        .as_str()
+        .context("command_topic")?
+        .to_owned();
+    let state_topic = sw["state_topic"]
+        .as_str()
+        .context("state_topic")?
+        .to_owned();
+    let result = topics::container_set_result(&agent, &web.name);
+    e.watcher.subscribe(&state_topic).await?;
+    e.watcher.subscribe(&result).await?;
+    let p = e.v4_port;
+
+    // Switch off: HA publishes payload_off on the command topic.
+    mosquitto_pub(
+        p,
+        &cmd,
+        &["-m", sw["payload_off"].as_str().unwrap_or_default()],
+    )
+    .await?;
+    let r = wait_result(&mut e.watcher, &result).await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["changed"], true);
+    assert_eq!(web.state()?, "exited", "Docker shows the container stopped");
+    let payload = wait_state(&mut e.watcher, &state_topic, "exited").await?;
+    assert_eq!(render_one(&sw["value_template"], &payload).await?, "OFF");
+
+    // Switch on.
+    mosquitto_pub(
+        p,
+        &cmd,
+        &["-m", sw["payload_on"].as_str().unwrap_or_default()],
+    )
+    .await?;
+    let r = wait_result(&mut e.watcher, &result).await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(web.state()?, "running");
+    let payload = wait_state(&mut e.watcher, &state_topic, "running").await?;
+    assert_eq!(render_one(&sw["value_template"], &payload).await?, "ON");
+
+    // Restart button (and a command spelled differently: case and spaces do not matter).
+    let before = web.started_at()?;
+    mosquitto_pub(
+        p,
+        button["command_topic"].as_str().unwrap_or_default(),
+        &["-m", button["payload_press"].as_str().unwrap_or_default()],
+    )
+    .await?;
+    let r = wait_result(&mut e.watcher, &result).await?;
+    assert_eq!(r["ok"], true, "{r}");
+    let after = web.started_at()?;
+    assert_ne!(before, after, "Docker shows a new StartedAt");
+    assert_eq!(web.state()?, "running");
+    mosquitto_pub(p, &cmd, &["-m", "  STOP \n"]).await?;
+    let r = wait_result(&mut e.watcher, &result).await?;
+    assert_eq!(r["result"]["container"]["state"], "exited", "{r}");
+
+    // A protected container is neither stopped nor restarted, and the refusal is visible.
+    let guard_result = topics::container_set_result(&agent, &guard.name);
+    e.watcher.subscribe(&guard_result).await?;
+    let guard_cmd = topics::container_set(&agent, &guard.name);
+    let guard_started = guard.started_at()?;
+    for word in ["stop", "restart"] {
+        mosquitto_pub(p, &guard_cmd, &["-m", word]).await?;
+        let r = wait_result(&mut e.watcher, &guard_result).await?;
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["error"]["code"], "forbidden", "{r}");
+        let msg = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("zedops.protect=true") && msg.contains(&guard.name),
+            "{msg}"
+        );
+    }
+    assert_eq!(guard.state()?, "running");
+    assert_eq!(guard.started_at()?, guard_started, "not restarted");
+    // Starting it is allowed (already running: unchanged).
+    mosquitto_pub(p, &guard_cmd, &["-m", "start"]).await?;
+    let r = wait_result(&mut e.watcher, &guard_result).await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["changed"], false);
+
+    // The agent's own container: the same refusal.
+    let me_result = topics::container_set_result(&agent, &me.name);
+    e.watcher.subscribe(&me_result).await?;
+    mosquitto_pub(p, &topics::container_set(&agent, &me.name), &["-m", "stop"]).await?;
+    let r = wait_result(&mut e.watcher, &me_result).await?;
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("runs agent"),
+        "{r}"
+    );
+    assert_eq!(me.state()?, "running");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailable(
+) -> anyhow::Result<()> {
+    let run = unique("ha-life");
+    let doomed = TestContainer::run(&unique("zt-ha-doomed"), &run, &[])?;
+    let stays = TestContainer::run(&unique("zt-ha-stays"), &run, &[])?;
+    let mut e = env().await?;
+    let agent = unique("ha-life");
+    let _a = InProcAgent::start(&agent, e.broker.v5_addr(), ha_on)?;
+    let pairs = [
+        (agent.as_str(), doomed.name.as_str()),
+        (agent.as_str(), stays.name.as_str()),
+    ];
+    let configs = wait_discovery(&mut e.watcher, &pairs, Duration::from_secs(15)).await?;
+    let state_topic = topics::container(&agent, &stays.name);
+    e.watcher.subscribe(&state_topic).await?;
+    e.watcher.drain(Duration::from_millis(500)).await;
+
+    // Home Assistant (re)starts: its birth message brings discovery, then the states.
+    mosquitto_pub(e.v4_port, &format!("{PREFIX}/status"), &["-m", "online"]).await?;
+    // Everything received was drained before: these configs are new publications.
+    let again = wait_discovery(&mut e.watcher, &pairs, Duration::from_secs(15)).await?;
+    for (a, n) in pairs {
+        for platform in ["switch", "button", "sensor"] {
+            let d = of(&again, a, n, platform).context("republished")?;
+            validate(d, a)?;
+        }
+    }
+    e.watcher
+        .wait_for("the state after discovery", Duration::from_secs(10), |m| {
+            m.topic == state_topic
+        })
+        .await?;
+
+    // A destroyed container's entities are removed: empty retained configs on each topic.
+    let doomed_topics: HashSet<String> = configs
+        .iter()
+        .filter(|d| is_for(d, &agent, &doomed.name))
+        .map(|d| d.topic.clone())
+        .collect();
+    assert_eq!(doomed_topics.len(), 3);
+    Docker::run(&["rm", "-f", &doomed.name])?;
+    let mut cleared = HashSet::new();
+    while cleared.len() < 3 {
+        let m = e
+            .watcher
+            .wait_for("empty configs", Duration::from_secs(10), |m| {
+                doomed_topics.contains(&m.topic) && m.payload.is_empty()
+            })
+            .await?;
+        cleared.insert(m.topic);
+    }
+    // A new container appears without restarting anything.
+    let late = TestContainer::run(&unique("zt-ha-late"), &run, &[])?;
+    wait_discovery(
+        &mut e.watcher,
+        &[(agent.as_str(), late.name.as_str())],
+        Duration::from_secs(10),
+    )
+    .await?;
+    // Home Assistant connecting now sees no trace of the destroyed one.
+    let seen = mosquitto_sub(e.v4_port, &format!("{PREFIX}/#"), 2).await?;
+    ensure!(
+        !seen.iter().any(|s| doomed_topics.contains(&s.topic)),
+        "a destroyed container's config is still retained"
+    );
+    ensure!(seen
+        .iter()
+        .any(|s| s.payload.contains(&topics::container(&agent, &stays.name))));
+
+    // SIGKILL of an agent process: its Last Will makes its entities unavailable.
+    let killed = unique("ha-kill");
+    let mut proc = spawn_agent_process(&killed, e.broker.v5_addr(), &["--ha"])?;
+    let found = wait_discovery(
+        &mut e.watcher,
+        &[(killed.as_str(), stays.name.as_str())],
+        Duration::from_secs(15),
+    )
+    .await?;
+    let sw = of(&found, &killed, &stays.name, "switch").context("switch")?;
+    validate(sw, &killed)?;
+    let av = sw.config["availability"][0].clone();
+    let av_topic = av["topic"]
+        .as_str()
+        .context("availability topic")?
+        .to_owned();
+    let status = mosquitto_sub(e.v4_port, &av_topic, 1).await?;
+    assert_eq!(
+        render_one(
+            &av["value_template"],
+            &status.first().context("status")?.payload
+        )
+        .await?,
+        "online"
+    );
+    proc.signal("KILL")?;
+    proc.wait_exit(Duration::from_secs(5)).await?;
+    let offline = eventually("the Last Will", Duration::from_secs(10), || {
+        let t = av_topic.clone();
+        let port = e.v4_port;
+        async move {
+            let s = mosquitto_sub(port, &t, 1).await.ok()?;
+            s.into_iter().find(|m| m.payload.contains("\"offline\""))
+        }
+    })
+    .await?;
+    assert_eq!(
+        render_one(&av["value_template"], &offline.payload).await?,
+        "offline"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_command_topics_changes_nothing() -> anyhow::Result<()> {
+    let run = unique("ha-junk");
+    let web = TestContainer::run(&unique("zt-ha-junk"), &run, &[])?;
+    let mut e = env().await?;
+    let agent = unique("ha-junk");
+    let cmd = topics::container_set(&agent, &web.name);
+    let p = e.v4_port;
+    // A retained command left on the broker before the agent starts: delivered from the store at
+    // every subscription, so it must not run.
+    mosquitto_pub(p, &cmd, &["-r", "-m", "stop"]).await?;
+    let started = web.started_at()?;
+    // A discovery config of this agent for a container that no longer exists (left by an earlier
+    // run): the agent removes it when it sees it.
+    let leftover = format!("{PREFIX}/switch/zedops_{agent}/gone_0badf00d/config");
+    mosquitto_pub(p, &leftover, &["-r", "-m", r#"{"name":"gone"}"#]).await?;
+    let mut lw = TestClient::connect(e.broker.v5_addr(), &unique("ha-leftover")).await?;
+    lw.subscribe(&leftover).await?;
+
+    let _a = InProcAgent::start(&agent, e.broker.v5_addr(), ha_on)?;
+    lw.wait_for(
+        "the leftover config removed",
+        Duration::from_secs(15),
+        |m| m.topic == leftover && m.payload.is_empty(),
+    )
+    .await?;
+    wait_discovery(
+        &mut e.watcher,
+        &[(agent.as_str(), web.name.as_str())],
+        Duration::from_secs(15),
+    )
+    .await?;
+    // Results of the web container's commands, on a client of their own (nothing discards them).
+    let result = topics::container_set_result(&agent, &web.name);
+    let mut results = TestClient::connect(e.broker.v5_addr(), &unique("ha-results")).await?;
+    results.subscribe(&result).await?;
+    mosquitto_pub(p, &cmd, &["-r", "-n"]).await?; // clear it
+
+    let dir = TempDir::new("ha-junk")?;
+    let big = dir.path.join("big");
+    std::fs::write(&big, vec![b's'; 1 << 20])?;
+    let big_stop = dir.path.join("big-stop");
+    std::fs::write(&big_stop, [b"stop".as_slice(), &[b' '; 100]].concat())?;
+    let binary = dir.path.join("binary");
+    std::fs::write(&binary, b"\xff\xfe\x00stop\x00\x01")?;
+    for extra in [
+        vec!["-m", "explode"],
+        vec!["-m", "ON"],
+        vec!["-m", "kill"],
+        vec!["-m", "st0p"],
+        vec!["-m", "stop now"],
+        vec!["-n"],
+        vec!["-f", big.to_str().unwrap_or_default()],
+        vec!["-f", big_stop.to_str().unwrap_or_default()],
+        vec!["-f", binary.to_str().unwrap_or_default()],
+    ] {
+        mosquitto_pub(p, &cmd, &extra).await?;
+    }
+    // A valid command for a container that does not exist: refused, visibly.
+    let ghost = unique("zt-ha-ghost");
+    let ghost_result = topics::container_set_result(&agent, &ghost);
+    e.watcher.subscribe(&ghost_result).await?;
+    mosquitto_pub(p, &topics::container_set(&agent, &ghost), &["-m", "stop"]).await?;
+    let r = wait_result(&mut e.watcher, &ghost_result).await?;
+    assert_eq!(r["error"]["code"], "not_found", "{r}");
+
+    // The agent keeps serving, the container is untouched, garbage got no result.
+    let mut c = TestClient::connect(e.broker.v5_addr(), &unique("ha-ping")).await?;
+    c.subscribe(&c.reply_topic()).await?;
+    let pong: Pong = c.call(&agent, "ping", json!({})).await?;
+    assert_eq!(pong.agent, agent);
+    let got: Vec<Msg> = results.drain(Duration::from_millis(300)).await;
+    assert!(got.is_empty(), "garbage got results: {got:?}");
+    assert_eq!(web.state()?, "running");
+    assert_eq!(web.started_at()?, started, "never restarted");
+    Ok(())
+}
