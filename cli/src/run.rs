@@ -263,7 +263,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ),
         None => println!("  Auth          OFF (--no-auth): anyone who reaches {base} is admin"),
     }
-    println!("Next: zedops ps   (or zedops --server {base} ps from elsewhere; Ctrl-C stops)");
+    // As the user invoked it: `zedops` on PATH, or ./target/release/zedops from a checkout.
+    let me = std::env::args().next().unwrap_or_else(|| "zedops".into());
+    println!("Next: {me} ps   (or {me} --server {base} ps from elsewhere; Ctrl-C stops)");
 
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(zedops_api::serve_tls(
