@@ -215,6 +215,18 @@ pub(crate) async fn run(
     ));
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
 
+    let (driver, control) = docker::driver(&agent, cfg.docker.clone());
+    let (dock_tx, mut dock_rx) = mpsc::channel::<DockerSignal>(1024);
+    let monitor = tokio::spawn(
+        docker_monitor(control, dock_tx).instrument(info_span!("docker", agent = %agent)),
+    );
+    // Give the first Docker attempt a moment before meeting the broker, so the first status
+    // already says whether Docker is there (instead of "not connected yet").
+    if let Ok(Some(first)) = tokio::time::timeout(Duration::from_secs(3), dock_rx.recv()).await {
+        if !matches!(first, DockerSignal::Changed) {
+            debug!("unexpected first Docker signal");
+        }
+    }
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
     let (stop_poll_tx, stop_poll_rx) = tokio::sync::oneshot::channel::<()>();
     let poll = tokio::spawn(
@@ -225,12 +237,6 @@ pub(crate) async fn run(
             Backoff::new(Duration::from_millis(100), cfg.reconnect_max),
         )
         .instrument(info_span!("mqtt", agent = %agent)),
-    );
-
-    let (driver, control) = docker::driver(&agent, cfg.docker.clone());
-    let (dock_tx, mut dock_rx) = mpsc::channel::<DockerSignal>(1024);
-    let monitor = tokio::spawn(
-        docker_monitor(control, dock_tx).instrument(info_span!("docker", agent = %agent)),
     );
 
     let ctx = Arc::new(Ctx {
