@@ -1,0 +1,280 @@
+//! `zedops-bench`: benchmarks of the control path and of fleet scale, each printed beside a
+//! reference measured in the same run. `scripts/bench.sh` builds, provisions and runs `all`.
+//!
+//! Scenarios (see docs/benchmarks.md):
+//! 1. `mqtt`      — `ping` round trip through the embedded broker vs Mosquitto;
+//! 2. `http`      — HTTP → API → agent → reply, beside its parts;
+//! 3. `list`      — `zedops ps` vs `docker ps`; list throughput of the API vs the Docker API;
+//! 4. `restart`   — `zedops restart` vs `docker restart`;
+//! 5. `events`    — Docker event → SSE and MQTT per-container topic;
+//! 6. `fleet`     — N simulated agents: API restart until all visible, broker throughput, memory;
+//! 7. `footprint` — idle agent RSS and CPU, binary size.
+
+mod events;
+mod fleet;
+mod footprint;
+mod http;
+mod list;
+mod procs;
+mod restart;
+mod rtt;
+mod stack;
+mod stats;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::stack::Stack;
+use crate::stats::Table;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zedops-bench",
+    about = "Benchmarks of zedops beside references measured in the same run"
+)]
+struct Cli {
+    /// A short smoke run: fewer samples, shorter windows, smaller fleets.
+    #[arg(long, global = true)]
+    quick: bool,
+
+    /// Fleet sizes for `fleet` (default 100,1000,5000; with --quick 100,1000).
+    #[arg(long, global = true, value_delimiter = ',')]
+    fleet_sizes: Option<Vec<usize>>,
+
+    /// Brokers for `fleet`: embedded (zedops-broker alone in a process) and/or mosquitto.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "embedded,mosquitto"
+    )]
+    fleet_brokers: Vec<String>,
+
+    /// Test containers on the local engine for the control-path scenarios.
+    #[arg(long, global = true, default_value_t = 25)]
+    containers: usize,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Every scenario, 1 to 7.
+    All,
+    /// 1. MQTT ping round trip: embedded broker vs Mosquitto.
+    Mqtt,
+    /// 2. HTTP → API → agent → reply, beside its parts.
+    Http,
+    /// 3. `zedops ps` vs `docker ps`; list throughput vs the Docker API.
+    List,
+    /// 4. `zedops restart` vs `docker restart`.
+    Restart,
+    /// 5. Docker event → SSE and MQTT per-container topic.
+    Events,
+    /// 6. Fleet scale with simulated agents.
+    Fleet,
+    /// 7. Idle agent footprint and binary size.
+    Footprint,
+    /// (internal) The embedded broker alone in this process, until SIGTERM.
+    #[command(hide = true)]
+    Broker {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+/// Options every scenario reads.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub quick: bool,
+    pub fleet_sizes: Vec<usize>,
+    pub containers: usize,
+    pub fleet_brokers: Vec<String>,
+}
+
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let docker = zedops_tests::Docker::run(&[
+        "version",
+        "--format",
+        "{{.Server.Version}} (API {{.Server.APIVersion}})",
+    ])
+    .unwrap_or_else(|_| "unavailable".into());
+    format!(
+        "{cores} cores ({cpu}), {mem} RAM, Linux {kernel}, Docker {docker}, zedops {}",
+        zedops_proto::VERSION
+    )
+}
+
+async fn broker(listen: SocketAddr) -> anyhow::Result<()> {
+    let b = zedops_broker::start(zedops_broker::BrokerConfig {
+        v5_listen: listen,
+        v4_listen: None,
+        ..zedops_broker::BrokerConfig::default()
+    })
+    .await?;
+    println!("broker mqtt://{}", b.v5_addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tokio::task::spawn_blocking(move || b.stop()).await?;
+    Ok(())
+}
+
+/// Runs a scenario, printing its tables at once and keeping them for the summary.
+async fn step<F, Fut>(all: &mut Vec<Table>, what: &str, f: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Table>>>,
+{
+    eprintln!("\n==> {what}");
+    let t0 = Instant::now();
+    match f().await {
+        Ok(tables) => {
+            for t in &tables {
+                t.print();
+            }
+            all.extend(tables);
+        }
+        Err(e) => {
+            let mut t = Table::new(format!("{what}: FAILED"), &["error"]);
+            t.row(vec![format!("{e:#}")]);
+            t.print();
+            all.push(t);
+        }
+    }
+    eprintln!("==> {what}: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let o = Opts {
+        quick: cli.quick,
+        fleet_sizes: cli.fleet_sizes.clone().unwrap_or_else(|| {
+            if cli.quick {
+                vec![100, 1000]
+            } else {
+                vec![100, 1000, 5000]
+            }
+        }),
+        containers: cli.containers.max(3),
+        fleet_brokers: cli.fleet_brokers.clone(),
+    };
+    if let Cmd::Broker { listen } = cli.command {
+        return broker(listen).await;
+    }
+
+    let started = Instant::now();
+    println!(
+        "# zedops benchmarks{}\n",
+        if o.quick { " (--quick)" } else { "" }
+    );
+    println!("Machine: {}", machine());
+    println!("Run: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+
+    let which = &cli.command;
+    let wants = |c: &str| {
+        matches!(which, Cmd::All)
+            || matches!(
+                (c, which),
+                ("mqtt", Cmd::Mqtt)
+                    | ("http", Cmd::Http)
+                    | ("list", Cmd::List)
+                    | ("restart", Cmd::Restart)
+                    | ("events", Cmd::Events)
+                    | ("fleet", Cmd::Fleet)
+                    | ("footprint", Cmd::Footprint)
+            )
+    };
+    let mut tables: Vec<Table> = Vec::new();
+    let needs_stack = ["mqtt", "http", "list", "restart", "events", "footprint"]
+        .iter()
+        .any(|c| wants(c));
+    if needs_stack {
+        eprintln!(
+            "==> starting zedops serve, zedops agent and {} test containers",
+            o.containers
+        );
+        let stack = Stack::start(o.containers).await?;
+        let mut ping = None;
+        if wants("mqtt") {
+            step(&mut tables, "1. MQTT round trip", || async {
+                let (t, r) = rtt::mqtt_ping(&stack, &o).await?;
+                ping = Some(r.embedded);
+                Ok(vec![t])
+            })
+            .await;
+        }
+        if wants("http") {
+            step(&mut tables, "2. HTTP round trip", || async {
+                Ok(vec![rtt::http_round_trip(&stack, &o, ping.as_ref()).await?])
+            })
+            .await;
+        }
+        if wants("list") {
+            step(&mut tables, "3. Listing", || list::run(&stack, &o)).await;
+        }
+        if wants("restart") {
+            step(&mut tables, "4. Restart", || async {
+                Ok(vec![restart::run(&stack, &o).await?])
+            })
+            .await;
+        }
+        if wants("events") {
+            step(&mut tables, "5. Events", || async {
+                Ok(vec![events::run(&stack, &o).await?])
+            })
+            .await;
+        }
+        if wants("footprint") {
+            step(&mut tables, "7. Footprint", || async {
+                Ok(vec![footprint::run(&stack, &o).await?])
+            })
+            .await;
+        }
+        drop(stack);
+    }
+    if wants("fleet") {
+        step(&mut tables, "6. Fleet scale", || fleet::run(&o)).await;
+    }
+    stack::remove_leftovers();
+
+    // Summary in scenario order (footprint ran before the fleet to keep the machine quiet).
+    tables.sort_by_key(|t| t.order());
+    println!("\n## Summary ({:.0} s)\n", started.elapsed().as_secs_f64());
+    println!("Machine: {}", machine());
+    for t in &tables {
+        t.print();
+    }
+    Ok(())
+}
