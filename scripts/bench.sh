@@ -3,7 +3,7 @@
 # (docs/benchmarks.md). One command:
 #
 #   bash scripts/bench.sh                 every scenario (about 10 minutes on 2 cores)
-#   bash scripts/bench.sh --quick         a short smoke run (about 3 minutes)
+#   bash scripts/bench.sh --quick         a short smoke run (about 2 minutes)
 #   bash scripts/bench.sh fleet           one scenario: mqtt http list restart events fleet footprint
 #   bash scripts/bench.sh --fleet-sizes 100,1000 fleet
 #

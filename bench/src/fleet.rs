@@ -965,9 +965,22 @@ pub async fn run(o: &Opts) -> anyhow::Result<Vec<Table>> {
     ));
     t.note("\"API up\": spawn until `zedops serve --broker …` prints its banner. \"all visible\": /metrics shows zedops_agents_online = N and zedops_containers_known = 25 N (polled every 25 ms). The API rebuilds from retained status and snapshots, then its fleet/resync makes every agent republish within 1 s.");
     t2.note("Blast: a bench-only topic makes every simulated agent republish status, snapshot and 25 per-container topics at once (27 N QoS 1 publishes, acknowledged). Out: copies delivered to the simulated agents (their own per-container topics, 25 N, as the agent subscribes to them) and to one subscriber with the API's filters (2 N); the API gets another 2 N not counted here. Broker CPU is its process's share of one core during the blast (200 % = both cores).");
+    for r in &runs {
+        if let Some((_, _, delivered, _)) = r.blast {
+            if delivered < r.blast_expected {
+                t2.note(format!(
+                    "{} agents, {}: {} of {} copies never arrived: QoS 0 deliveries the broker dropped under the burst (every republish was acknowledged, so every agent got the blast).",
+                    r.n,
+                    r.label(),
+                    r.blast_expected - delivered,
+                    r.blast_expected
+                ));
+            }
+        }
+    }
     t2.note(format!(
-        "Benchmark process (simulated agents) RSS at the largest size: {}. Open files limit of this process: {}.",
-        runs.last().map(|r| fmt_bytes(r.bench_rss)).unwrap_or_default(),
+        "Benchmark process (simulated agents) RSS, largest seen: {}. Open files limit of this process: {}.",
+        fmt_bytes(runs.iter().map(|r| r.bench_rss).max().unwrap_or(0)),
         procs::nofile_limit().map(|n| n.to_string()).unwrap_or_else(|| "?".into())
     ));
     Ok(vec![t, t2])

@@ -120,8 +120,13 @@ fn machine() -> String {
         "{{.Server.Version}} (API {{.Server.APIVersion}})",
     ])
     .unwrap_or_else(|_| "unavailable".into());
+    let load = read("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
-        "{cores} cores ({cpu}), {mem} RAM, Linux {kernel}, Docker {docker}, zedops {}",
+        "{cores} cores ({cpu}), {mem} RAM, Linux {kernel}, Docker {docker}, zedops {}; load average {load}",
         zedops_proto::VERSION
     )
 }
