@@ -79,37 +79,20 @@ pub struct TestContainer {
 impl TestContainer {
     /// `docker run -d --init` of the test image, labelled for cleanup. `extra` goes before the image.
     pub fn run(name: &str, run_label: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        let label = format!("{LABEL}.run={run_label}");
-        let mut args = vec![
-            "run",
-            "-d",
-            "--init",
-            "--network",
-            "none",
-            "--label",
-            "zedops.test=1",
-            "--label",
-            &label,
-            "--name",
-            name,
-        ];
-        args.extend_from_slice(extra);
-        let image = image();
-        args.push(&image);
-        let id = Docker::run(&args)?;
-        Ok(Self {
-            name: name.to_owned(),
-            id,
-            run_label: label,
-        })
+        Self::make(&["run", "-d"], name, run_label, extra)
     }
 
     /// `docker create` only (state `created`).
     pub fn create(name: &str, run_label: &str) -> anyhow::Result<Self> {
+        Self::make(&["create"], name, run_label, &[])
+    }
+
+    /// `docker <command> --init --network none`, labelled for cleanup, of the test image.
+    fn make(command: &[&str], name: &str, run_label: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let label = format!("{LABEL}.run={run_label}");
         let image = image();
-        let id = Docker::run(&[
-            "create",
+        let mut args = command.to_vec();
+        args.extend_from_slice(&[
             "--init",
             "--network",
             "none",
@@ -119,8 +102,10 @@ impl TestContainer {
             &label,
             "--name",
             name,
-            &image,
-        ])?;
+        ]);
+        args.extend_from_slice(extra);
+        args.push(&image);
+        let id = Docker::run(&args)?;
         Ok(Self {
             name: name.to_owned(),
             id,
