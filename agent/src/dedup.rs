@@ -1,6 +1,8 @@
 //! Safe retries: a request whose correlation data was already executed within its expiry window is
 //! answered from the cached reply, not run twice. Bounded: at most `capacity` entries, expired ones
-//! dropped first, then the oldest.
+//! dropped first, then the oldest. Every operation is amortised O(1): eviction only looks at the
+//! front of the arrival queue (it once scanned the whole cache per request, which was most of the
+//! agent's CPU time under load).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -38,7 +40,9 @@ pub enum Seen {
 #[derive(Debug)]
 pub struct Dedup {
     entries: HashMap<Key, Entry>,
-    order: VecDeque<Key>,
+    /// Arrival order with each arrival's expiry; an entry whose key was recorded again later has a
+    /// stale expiry here and is skipped when it reaches the front.
+    order: VecDeque<(Key, Instant)>,
     capacity: usize,
 }
 
@@ -62,15 +66,9 @@ impl Dedup {
             }
         }
         self.evict(now);
-        if !self.entries.contains_key(key) {
-            self.order.push_back(key.clone());
-        }
-        self.entries.insert(
-            key.clone(),
-            Entry::Running {
-                expires: now + window,
-            },
-        );
+        let expires = now + window;
+        self.order.push_back((key.clone(), expires));
+        self.entries.insert(key.clone(), Entry::Running { expires });
         Seen::New
     }
 
@@ -90,16 +88,19 @@ impl Dedup {
         self.entries.is_empty()
     }
 
+    /// Drops arrivals from the front while they are expired, superseded, or the cache is full.
     fn evict(&mut self, now: Instant) {
-        self.entries.retain(|_, e| e.expires() > now);
-        self.order.retain(|k| self.entries.contains_key(k));
-        while self.entries.len() >= self.capacity {
-            match self.order.pop_front() {
-                Some(k) => {
-                    self.entries.remove(&k);
-                }
-                None => break,
+        while let Some((key, expires)) = self.order.front() {
+            let current = self.entries.get(key).map(Entry::expires);
+            let superseded = current != Some(*expires);
+            let full = self.entries.len() >= self.capacity || self.order.len() >= 2 * self.capacity;
+            if !superseded && *expires > now && !full {
+                break;
             }
+            if !superseded {
+                self.entries.remove(key);
+            }
+            self.order.pop_front();
         }
     }
 }
@@ -132,6 +133,27 @@ mod tests {
     }
 
     #[test]
+    fn expired_entries_leave_and_renewed_keys_survive() {
+        let mut d = Dedup::new(100);
+        let now = Instant::now();
+        let short = Duration::from_secs(1);
+        assert_eq!(d.check(&key("a"), short, now), Seen::New);
+        assert_eq!(d.check(&key("b"), short, now), Seen::New);
+        // "a" expires and is asked again with a long window: its old arrival is stale.
+        let later = now + Duration::from_secs(2);
+        assert_eq!(
+            d.check(&key("a"), Duration::from_secs(60), later),
+            Seen::New
+        );
+        assert_eq!(d.len(), 1, "b expired and left");
+        assert_eq!(
+            d.check(&key("a"), Duration::from_secs(60), later),
+            Seen::Running
+        );
+        assert_eq!(d.order.len(), 1);
+    }
+
+    #[test]
     fn bounded() {
         let mut d = Dedup::new(4);
         let now = Instant::now();
@@ -139,6 +161,7 @@ mod tests {
             d.check(&key(&i.to_string()), Duration::from_secs(60), now);
         }
         assert!(d.len() <= 4);
+        assert!(d.order.len() <= 8, "the arrival queue stays bounded too");
         // The newest survive.
         assert_eq!(
             d.check(&key("99"), Duration::from_secs(60), now),

@@ -298,21 +298,55 @@ impl Driver {
     /// Resolves a reference: exact name first, then a unique ID prefix (≥ 4 hex digits).
     /// An ambiguous prefix is a `conflict`, never a guess.
     pub async fn resolve(&self, r: &ContainerRef) -> Result<Resolved, ErrorBody> {
-        let all = self.list(true).await?;
-        resolve_in(&all, r, &self.agent)
+        Ok(self.resolve_inspect(r).await?.0)
     }
 
-    pub async fn inspect(&self, r: &ContainerRef) -> Result<ContainerDetail, ErrorBody> {
-        let target = self.resolve(r).await?;
+    /// Resolves `r` with one inspect call (Docker looks up a full ID, a name, then an ID prefix:
+    /// the same order as ours for every reference [`resolve_in`] accepts), and returns the
+    /// inspect too when it came from that call. Whatever the inspect cannot settle — not found,
+    /// an ambiguous prefix, a prefix shorter than ours — is decided by the full list, so the
+    /// answers and messages are exactly those of [`resolve_in`]. One call instead of a full list
+    /// keeps an action's cost independent of how many containers the host has.
+    async fn resolve_inspect(
+        &self,
+        r: &ContainerRef,
+    ) -> Result<(Resolved, Option<ContainerInspectResponse>), ErrorBody> {
         let docker = self.docker()?;
-        let row = self.row(&target.id).await?;
-        let ins = self
+        let first = self
             .call(
                 "inspect the container",
                 CALL_TIMEOUT,
-                docker.inspect_container(&target.id, None::<InspectContainerOptions>),
+                docker.inspect_container(r.as_str(), None::<InspectContainerOptions>),
             )
-            .await?;
+            .await;
+        match first {
+            Ok(ins) => {
+                if let Some(t) = resolved_by_inspect(&ins, r) {
+                    return Ok((t, Some(ins)));
+                }
+            }
+            Err(e) if e.code == ErrorCode::DockerUnavailable => return Err(e),
+            Err(_) => {}
+        }
+        let all = self.list(true).await?;
+        Ok((resolve_in(&all, r, &self.agent)?, None))
+    }
+
+    pub async fn inspect(&self, r: &ContainerRef) -> Result<ContainerDetail, ErrorBody> {
+        let (target, ins) = self.resolve_inspect(r).await?;
+        let ins = match ins {
+            Some(i) => i,
+            None => {
+                let docker = self.docker()?;
+                self.call(
+                    "inspect the container",
+                    CALL_TIMEOUT,
+                    docker.inspect_container(&target.id, None::<InspectContainerOptions>),
+                )
+                .await?
+            }
+        };
+        let row = self.row(&target.id).await?;
         Ok(detail(row, ins))
     }
 
@@ -538,6 +572,26 @@ pub fn resolve_in(all: &[Container], r: &ContainerRef, agent: &str) -> Result<Re
     Err(ErrorBody::not_found(format!(
         "no container named {r} on agent {agent}"
     )))
+}
+
+/// The container an inspect by reference found, when our rules agree that `r` names it: its
+/// name, its full ID, or (at least 4 hex digits) a prefix of its ID. Docker also accepts shorter
+/// prefixes; those are left to [`resolve_in`] (which refuses them).
+fn resolved_by_inspect(ins: &ContainerInspectResponse, r: &ContainerRef) -> Option<Resolved> {
+    let id = ins.id.clone()?;
+    let name = ins.name.as_deref()?.trim_start_matches('/').to_owned();
+    let by_prefix = r.could_be_id() && id.starts_with(&r.as_str().to_ascii_lowercase());
+    if !(name == r.as_str() || id == r.as_str() || by_prefix) {
+        return None;
+    }
+    let state = ins
+        .state
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(enum_str)
+        .map(|st| ContainerState::from_docker(&st))
+        .unwrap_or(ContainerState::Unknown);
+    Some(Resolved { id, name, state })
 }
 
 /// Serde's name for an enum value (bollard's enums serialize to Docker's spelling).

@@ -3,7 +3,7 @@
 //! source of truth, only a view that the broker's retained topics and a `fleet/resync` rebuild.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use tracing::debug;
@@ -14,7 +14,9 @@ use zedops_proto::{AgentState, AgentStatus, Container, ContainerEvent, Snapshot}
 pub struct AgentEntry {
     pub name: String,
     pub status: Option<AgentStatus>,
-    pub snapshot: Option<Snapshot>,
+    /// Shared, so that handing an entry to a request is cheap however many containers it holds
+    /// (`GET /agents` at 5 000 agents once spent 1.4 s copying snapshots).
+    pub snapshot: Option<Arc<Snapshot>>,
     /// When the API last heard anything from this agent.
     pub last_seen: DateTime<Utc>,
 }
@@ -113,7 +115,7 @@ impl Fleet {
         {
             return;
         }
-        e.snapshot = Some(snap);
+        e.snapshot = Some(Arc::new(snap));
         e.last_seen = Utc::now();
     }
 

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use zedops_proto::ops::{
     ActionResult, ContainerArgs, ContainerInspect, ContainerKill, ContainerLogs, ContainerPause,
     ContainerRestart, ContainerStart, ContainerStop, ContainerUnpause, ContainersList, KillArgs,
-    ListArgs, Logs, LogsArgs, StopArgs,
+    ListArgs, Logs, LogsArgs, NoArgs, Ping, Pong, StopArgs,
 };
 use zedops_proto::{
     Action, AgentName, AgentState, Container, ContainerDetail, ContainerRef, Counts, DockerStatus,
@@ -44,6 +44,16 @@ enum Tag {
     Operations,
     /// Tokens and the audit log (admin).
     Admin,
+}
+
+/// An agent's answer to a ping.
+#[derive(Debug, Object)]
+pub struct AgentPing {
+    /// What the agent answered: its name, version and Docker's state.
+    #[oai(flatten)]
+    pub pong: Pong,
+    /// From sending the request to receiving the reply, as this server measured it.
+    pub round_trip_ms: f64,
 }
 
 /// One agent, as the fleet cache knows it.
@@ -322,6 +332,39 @@ impl FleetApi {
         let name = agent_name(&agent)?;
         let e = self.known(&name)?;
         Ok(Json(AgentInfo::from(&e)))
+    }
+
+    /// Ping an agent
+    ///
+    /// Asks the agent now (over MQTT, without touching Docker) and reports how long the answer
+    /// took: a quick check that an agent is alive and commands reach it.
+    #[oai(
+        path = "/api/v1/agents/:agent/ping",
+        method = "get",
+        tag = "Tag::Agents",
+        operation_id = "ping_agent"
+    )]
+    async fn ping_agent(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        agent: Path<String>,
+        /// Deadline in seconds (default 10, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<AgentPing> {
+        auth.0.require(Role::Viewer)?;
+        let name = agent_name(&agent)?;
+        let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
+        let started = std::time::Instant::now();
+        let pong = self
+            .state
+            .requester
+            .call::<Ping>(name.as_str(), &NoArgs {}, d)
+            .await?;
+        Ok(Json(AgentPing {
+            round_trip_ms: started.elapsed().as_secs_f64() * 1000.0,
+            pong,
+        }))
     }
 
     /// List an agent's containers

@@ -2,8 +2,10 @@
 //!
 //! 1. `ping` over MQTT 5 (QoS 0, TCP_NODELAY: what the API and the agent use) through the embedded
 //!    broker of `zedops serve` and through Mosquitto; same agent binary, same client code.
-//! 2. HTTP → API → MQTT → agent → Docker → back, beside its parts measured alone: the API answering
-//!    from its cache, the same op sent over MQTT directly, and the Docker API call the agent makes.
+//! 2. HTTP → API → MQTT → agent → back: `GET …/ping` (the cheap op the target is about), then a
+//!    no-op start and a live list, which include Docker calls; beside their parts measured alone:
+//!    the API answering from its cache, the same ops over MQTT directly, and the Docker API calls
+//!    the agent makes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -137,6 +139,7 @@ pub async fn http_round_trip(
     let docker = Target::docker();
     let c0 = &stack.containers[0];
     let list_cached = format!("/api/v1/agents/{AGENT}/containers");
+    let ping_path = format!("/api/v1/agents/{AGENT}/ping");
     let list_live = format!("/api/v1/agents/{AGENT}/containers?live=true");
     let start = format!("/api/v1/agents/{AGENT}/containers/{}/start", c0.name);
 
@@ -185,6 +188,7 @@ pub async fn http_round_trip(
         );
     }
 
+    let http_ping = http::sequential(&api, "GET", &ping_path, warm, n_fast).await?;
     let cached = http::sequential(&api, "GET", &list_cached, warm, n_fast).await?;
     let live = http::sequential(&api, "GET", &list_live, warm, n).await?;
     let post = http::sequential(&api, "POST", &start, warm, n).await?;
@@ -230,14 +234,19 @@ pub async fn http_round_trip(
         format!("{a}; {b}")
     };
     t.lat(
-        "GET …/containers?live=true (HTTP → API → MQTT → agent → Docker list → back)",
-        &live,
-        &v(&live),
+        "GET …/agents/{a}/ping (HTTP → API → MQTT → agent → back, no Docker)",
+        &http_ping,
+        &v(&http_ping),
     );
     t.lat(
-        "POST …/containers/{c}/start on a running container (changed: false)",
+        "POST …/containers/{c}/start on a running container (changed: false; Docker inspect + list row inside)",
         &post,
-        &v(&post),
+        "no target: Docker calls inside",
+    );
+    t.lat(
+        "GET …/containers?live=true (HTTP → API → MQTT → agent → Docker list → back)",
+        &live,
+        "no target: Docker calls inside",
     );
     t.lat(
         "part: GET …/containers from the API's cache (no agent)",
@@ -279,6 +288,11 @@ pub async fn http_round_trip(
         &d_start,
         "reference",
     );
+    t.note(format!(
+        "p50 of the HTTP ping: MQTT ping {} + HTTP and API {} (HTTP ping − MQTT ping).",
+        fmt_dur(ping.p50()),
+        fmt_dur(http_ping.p50().saturating_sub(ping.p50()))
+    ));
     let api_overhead = live.p50().saturating_sub(mqtt_list.p50());
     let agent_overhead = mqtt_list.p50().saturating_sub(d_list.p50());
     t.note(format!(

@@ -252,8 +252,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     );
     let router_tx = router.spawn();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("zedops-broker")
         .enable_all()
         .build()

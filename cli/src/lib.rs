@@ -38,10 +38,14 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose);
     // One crypto provider for every rustls user in the process (see the workspace Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The agent is I/O-bound and mostly idle: one thread keeps every hop of a request (socket →
+    // MQTT event loop → handler → reply) on the same core, which halves its round trip on a small
+    // machine (docs/benchmarks.md), and keeps its footprint small.
+    let mut builder = match cli.command {
+        args::Command::Agent(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("zedops: cannot start the async runtime: {e}");

@@ -38,6 +38,16 @@ async fn reads_and_actions(kind: BrokerKind) -> anyhow::Result<()> {
     assert!(info["hostname"].as_str().is_some_and(|h| !h.is_empty()));
     assert!(info["docker"]["version"].is_string(), "{info}");
     assert_eq!(info["docker"]["state"], "available");
+    // Ping goes to the agent and back.
+    let (s, pong) = api.get_json(&format!("/api/v1/agents/{a}/ping")).await?;
+    assert_eq!(s, 200, "{pong}");
+    assert_eq!(pong["agent"], a.as_str());
+    assert_eq!(pong["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(pong["docker"]["state"], "available");
+    assert!(
+        pong["round_trip_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{pong}"
+    );
     let (s, all) = api.get_json("/api/v1/agents").await?;
     assert_eq!(s, 200);
     assert!(all
@@ -159,6 +169,18 @@ async fn status_codes(kind: BrokerKind) -> anyhow::Result<()> {
         ("GET", "/api/v1/agents/nope-agent".into(), 404, "not_found"),
         (
             "GET",
+            "/api/v1/agents/nope-agent/ping".into(),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/api/v1/agents/{a}/ping?timeout_s=301"),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
             "/api/v1/agents/nope-agent/containers".into(),
             404,
             "not_found",
@@ -263,6 +285,10 @@ async fn status_codes(kind: BrokerKind) -> anyhow::Result<()> {
         .await?;
     assert_eq!((s, body["code"].clone()), (504, json!("timeout")), "{body}");
     assert!(t.elapsed() >= Duration::from_millis(900) && t.elapsed() < Duration::from_secs(5));
+    let (s, body) = api
+        .get_json(&format!("/api/v1/agents/{mute}/ping?timeout_s=1"))
+        .await?;
+    assert_eq!((s, body["code"].clone()), (504, json!("timeout")), "{body}");
 
     // 503 at once for an agent that is down.
     agent.stop().await;
@@ -290,6 +316,12 @@ async fn status_codes(kind: BrokerKind) -> anyhow::Result<()> {
         "answered in {took:?}, not after the deadline"
     );
     assert!(body["message"].as_str().unwrap_or_default().contains(&a));
+    let (s, body) = api.get_json(&format!("/api/v1/agents/{a}/ping")).await?;
+    assert_eq!(
+        (s, body["code"].clone()),
+        (503, json!("agent_offline")),
+        "{body}"
+    );
     // The cached list of an offline agent is still readable, marked offline.
     let (s, v) = api
         .get_json(&format!("/api/v1/agents/{a}/containers"))
