@@ -171,6 +171,7 @@ pub(crate) async fn run(
     opts.set_keep_alive(cfg.keep_alive);
     opts.set_clean_start(true);
     opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+    opts.set_outgoing_inflight_upper_limit(zedops_proto::MQTT_OUTGOING_INFLIGHT);
     if let Some((u, p)) = &cfg.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -271,6 +272,7 @@ pub(crate) async fn run(
     let mut connected = false;
     let mut pending_events: Vec<bollard::models::EventMessage> = Vec::new();
     let mut flush_at: Option<tokio::time::Instant> = None;
+    let mut rechecks = 0u32;
     let mut resync_at: Option<tokio::time::Instant> = None;
     let mut periodic = tokio::time::interval(cfg.resync_interval);
     periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -369,10 +371,19 @@ pub(crate) async fn run(
             _ = tokio::time::sleep_until(flush_at.unwrap_or_else(far)), if flush_at.is_some() => {
                 flush_at = None;
                 refresh(&driver, &mut publisher, false).await;
+                let behind = lags_behind(&pending_events, publisher.current());
                 for ev in pending_events.drain(..) {
                     if let Some(e) = container_event(&agent, &ev, publisher.current()) {
                         publisher.publish_event(&e);
                     }
+                }
+                // Docker can report an event a moment before its list shows the new state: look
+                // again shortly rather than leave the old state published until the next event.
+                if behind && rechecks < MAX_RECHECKS {
+                    rechecks += 1;
+                    flush_at = Some(tokio::time::Instant::now() + RECHECK);
+                } else {
+                    rechecks = 0;
                 }
             }
             _ = tokio::time::sleep_until(resync_at.unwrap_or_else(far)), if resync_at.is_some() => {
@@ -431,6 +442,39 @@ async fn refresh(driver: &Driver, publisher: &mut Publisher, force: bool) -> boo
             false
         }
     }
+}
+
+/// A list taken right after an event that still shows a state the event says is over.
+const RECHECK: Duration = Duration::from_millis(30);
+const MAX_RECHECKS: u32 = 3;
+
+/// True when the last event of some container says it stopped running (or started) but `current`
+/// still shows it the old way.
+fn lags_behind(
+    events: &[bollard::models::EventMessage],
+    current: Option<&[zedops_proto::Container]>,
+) -> bool {
+    let Some(list) = current else { return false };
+    let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for ev in events {
+        if let (Some(id), Some(action)) = (
+            ev.actor.as_ref().and_then(|a| a.id.as_deref()),
+            ev.action.as_deref(),
+        ) {
+            last.insert(id, action);
+        }
+    }
+    last.iter().any(|(id, action)| {
+        let Some(c) = list.iter().find(|c| c.id == *id) else {
+            return false;
+        };
+        match *action {
+            "die" | "stop" => c.state == ContainerState::Running,
+            "start" | "unpause" => !matches!(c.state, ContainerState::Running),
+            "pause" => c.state != ContainerState::Paused,
+            _ => false,
+        }
+    })
 }
 
 fn container_event(
@@ -794,6 +838,36 @@ async fn send_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_that_lags_an_event_is_noticed() {
+        let row = |id: &str, state: &str| -> zedops_proto::Container {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "short_id": id, "name": id, "image": "i", "image_id": "sha256:1",
+                "command": "sh", "state": state, "status": "", "health": null,
+                "created_at": "2026-01-10T02:25:00Z", "ports": [], "labels": {}
+            }))
+            .unwrap()
+        };
+        let ev = |id: &str, action: &str| bollard::models::EventMessage {
+            action: Some(action.into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some(id.into()),
+                attributes: None,
+            }),
+            ..Default::default()
+        };
+        let running = [row("a", "running")];
+        let exited = [row("a", "exited")];
+        assert!(lags_behind(&[ev("a", "die")], Some(&running)));
+        assert!(!lags_behind(&[ev("a", "die")], Some(&exited)));
+        // Only the last event of a container counts: die then start is a restart.
+        assert!(!lags_behind(&[ev("a", "die"), ev("a", "start")], Some(&running)));
+        assert!(lags_behind(&[ev("a", "start")], Some(&exited)));
+        // Unknown containers and no list are not a lag.
+        assert!(!lags_behind(&[ev("b", "die")], Some(&running)));
+        assert!(!lags_behind(&[ev("a", "die")], None));
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {

@@ -50,6 +50,9 @@ pub struct State {
     /// Tokens and audit; `None` runs without authentication.
     pub store: Option<Arc<store::Store>>,
     sse_clients: AtomicUsize,
+    /// Becomes true when the server stops: event streams end so that the HTTP server's graceful
+    /// shutdown does not wait out its grace period for clients that never hang up.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
@@ -76,6 +79,14 @@ impl State {
             if let Err(e) = s.audit(rec) {
                 tracing::error!(error = %e, "could not write the audit log");
             }
+        }
+    }
+
+    /// Resolves when the server begins to stop (see [`Api::close_streams`]).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
         }
     }
 
@@ -162,6 +173,7 @@ impl Api {
             events,
             store,
             sse_clients: AtomicUsize::new(0),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         Self { state, task }
     }
@@ -191,6 +203,11 @@ impl Api {
             .around(auth::open_access)
             .data(self.state.clone())
             .catch_all_error(error::json_errors)
+    }
+
+    /// Ends every Server-Sent Events stream; call it before stopping the HTTP server.
+    pub fn close_streams(&self) {
+        self.state.closing.send_replace(true);
     }
 
     /// Stops the MQTT session (the HTTP server stops with its shutdown future).
@@ -229,6 +246,7 @@ fn spec_service() -> OpenApiService<FleetApi, ()> {
         events,
         store: None,
         sse_clients: AtomicUsize::new(0),
+        closing: tokio::sync::watch::Sender::new(false),
     });
     service(state)
 }

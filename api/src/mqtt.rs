@@ -135,6 +135,7 @@ pub fn start(
     opts.set_keep_alive(Duration::from_secs(15));
     opts.set_clean_start(true);
     opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+    opts.set_outgoing_inflight_upper_limit(zedops_proto::MQTT_OUTGOING_INFLIGHT);
     if let Some((u, p)) = &cfg.credentials {
         opts.set_credentials(u.clone(), p.clone());
     }

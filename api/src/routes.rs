@@ -679,10 +679,12 @@ impl FleetApi {
         let actions = BroadcastStream::new(self.state.events.subscribe())
             .filter_map(|e| async move { e.ok() });
         let guard = crate::SseGuard::new(self.state.clone());
-        let stream = futures_util::stream::select(changes, actions).map(move |e| {
-            let _keep = &guard;
-            e
-        });
+        let stream = futures_util::stream::select(changes, actions)
+            .map(move |e| {
+                let _keep = &guard;
+                e
+            })
+            .take_until(self.state.closed());
         Ok(EventStream::new(stream.boxed())
             .keep_alive(Duration::from_secs(15))
             .to_event(|e: FleetEvent| {

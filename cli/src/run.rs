@@ -1,7 +1,7 @@
 //! Runs a parsed command by calling the libraries.
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{debug, info};
 use zedops_agent::{AgentConfig, DockerTarget};
 use zedops_broker::BrokerConfig;
 use zedops_proto::{AgentName, BrokerUrl};
@@ -282,13 +282,18 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(t) = agent_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
     }
+    debug!("local agent stopped");
+    api.close_streams();
     let _ = stop_http_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(6), http_task).await;
+    debug!("HTTP server stopped");
     api.disconnect().await;
+    debug!("API disconnected from the broker");
     if let Some(b) = broker {
         tokio::task::spawn_blocking(move || b.stop())
             .await
             .context("stopping the broker")?;
+        debug!("broker stopped");
     }
     Ok(())
 }

@@ -35,3 +35,8 @@ pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 /// Largest MQTT packet our clients accept and the embedded broker forwards. A snapshot of a few
 /// hundred containers is a few hundred KiB; logs are bounded by [`MAX_REPLY_BYTES`].
 pub const MAX_PACKET_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most QoS 1 publishes a zedops MQTT client keeps unacknowledged. rumqttc sizes a table for
+/// the broker's Receive Maximum (65 535 for rumqttd) up front — 13.5 MiB per client — unless
+/// capped; more than this many in flight gains nothing on one connection.
+pub const MQTT_OUTGOING_INFLIGHT: u16 = 100;

@@ -77,6 +77,7 @@ impl TestClient {
         }
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+        opts.set_outgoing_inflight_upper_limit(zedops_proto::MQTT_OUTGOING_INFLIGHT);
         let mut net = rumqttc::NetworkOptions::new();
         net.set_tcp_nodelay(true);
         opts.set_network_options(net);

@@ -4,7 +4,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use zedops_tests::api::{Broker, BrokerKind, TestApi};
+use zedops_tests::api::{Broker, BrokerKind, SseReader, TestApi};
 use zedops_tests::procs::{zedops_bin, InProcAgent, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique, Docker, TestContainer};
 
@@ -220,10 +220,25 @@ async fn serve_local_agent_then_ps_with_nothing_else() -> anyhow::Result<()> {
     let out = zedops(&url, &["ps"], &other_home)?;
     assert_eq!(out.status.code(), Some(6), "{:?}", text(&out));
 
-    // SIGTERM: a clean exit.
+    // SIGTERM: a clean, prompt exit, even with a dashboard's event stream open (it is ended
+    // rather than waited for).
+    let token = std::fs::read_to_string(&token_file)?;
+    let http = reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()).parse()?,
+        )]))
+        .build()?;
+    let _sse = SseReader::open(&http, &format!("{url}/api/v1/events")).await?;
     let mut serve = serve;
+    let t = std::time::Instant::now();
     serve.proc.signal("TERM")?;
     let st = serve.proc.wait_exit(Duration::from_secs(10)).await?;
     assert!(st.success(), "{st}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stopping took {:?}: an open event stream held the server",
+        t.elapsed()
+    );
     Ok(())
 }
