@@ -61,6 +61,11 @@ pub struct AgentConfig {
     pub tls_ca: Option<Vec<u8>>,
     /// Home Assistant MQTT discovery and `/set` commands (`--ha`); `None`: off.
     pub ha: Option<HaConfig>,
+    /// Publish one retained topic per container (default). Off (`--no-container-topics`), the
+    /// agent publishes status, snapshot and events only: each per-container topic costs the
+    /// embedded broker work for every subscription filter in the fleet, which is what limits it
+    /// past ~1000 agents (docs/benchmarks.md). Home Assistant needs them.
+    pub container_topics: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -77,6 +82,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("resync_interval", &self.resync_interval)
             .field("reconnect_max", &self.reconnect_max)
             .field("ha", &self.ha)
+            .field("container_topics", &self.container_topics)
             .finish()
     }
 }
@@ -97,6 +103,7 @@ impl AgentConfig {
             accept_unsigned: false,
             tls_ca: None,
             ha: None,
+            container_topics: true,
         }
     }
 
@@ -119,6 +126,11 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     if let Some(ha) = &config.ha {
         ha.validate().map_err(AgentError::Config)?;
+        if !config.container_topics {
+            return Err(AgentError::Config(
+                "Home Assistant (--ha) reads the per-container topics: drop --no-container-topics or --ha".into(),
+            ));
+        }
     }
     session::run(config, shutdown).await
 }

@@ -28,6 +28,8 @@ pub struct Publisher {
     published: HashMap<String, Container>,
     /// The latest successful list, if any.
     current: Option<Vec<Container>>,
+    /// Whether per-container topics are published at all (`AgentConfig::container_topics`).
+    container_topics: bool,
 }
 
 impl Publisher {
@@ -37,6 +39,7 @@ impl Publisher {
         hostname: &str,
         started_at: DateTime<Utc>,
         key: Option<KeyPair>,
+        container_topics: bool,
     ) -> Self {
         Self {
             client,
@@ -47,6 +50,7 @@ impl Publisher {
             seq: 0,
             published: HashMap::new(),
             current: None,
+            container_topics,
         }
     }
 
@@ -106,6 +110,10 @@ impl Publisher {
                 true,
                 json(&snap),
             );
+        }
+        if !self.container_topics {
+            self.current = Some(list);
+            return changed;
         }
         let mut next = HashMap::with_capacity(list.len());
         for c in &list {

@@ -182,7 +182,10 @@ pub(crate) async fn run(
     }
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
-    net.set_connection_timeout(5);
+    // Generous: a broker busy with a connection storm (a fleet restarting) answers late, and a
+    // client that gives up reconnects with the same client id, which makes the storm worse (and
+    // can wedge rumqttd 0.20: docs/benchmarks.md).
+    net.set_connection_timeout(30);
     opts.set_network_options(net);
     let will = status_payload(
         &agent,
@@ -253,6 +256,7 @@ pub(crate) async fn run(
         &host,
         started_at,
         cfg.signing.as_ref().map(|s| s.key.clone()),
+        cfg.container_topics,
     );
     let serving = Serving {
         client: client.clone(),
@@ -290,13 +294,14 @@ pub(crate) async fn run(
                     Inbound::Connected => {
                         connected = true;
                         info!("connected to the broker; subscribing and publishing state");
-                        let subs = [
-                            topics::requests_of(&agent),
-                            topics::RESYNC.to_owned(),
-                            topics::containers_of(&agent),
-                        ];
+                        // Our own per-container topics: to clear those an earlier run left for
+                        // containers that no longer exist.
+                        let own = cfg.container_topics.then(|| topics::containers_of(&agent));
+                        let subs = [topics::requests_of(&agent), topics::RESYNC.to_owned()]
+                            .into_iter()
+                            .chain(own);
                         // With --ha, also HA's topics (ha.rs: `/set`, `{prefix}/status`, our configs).
-                        for s in subs.into_iter().chain(ha.iter().flat_map(Ha::subscriptions)) {
+                        for s in subs.chain(ha.iter().flat_map(Ha::subscriptions)) {
                             if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
                                 warn!(filter = %s, error = %e, "subscribe dropped");
                             }
@@ -862,7 +867,10 @@ mod tests {
         assert!(lags_behind(&[ev("a", "die")], Some(&running)));
         assert!(!lags_behind(&[ev("a", "die")], Some(&exited)));
         // Only the last event of a container counts: die then start is a restart.
-        assert!(!lags_behind(&[ev("a", "die"), ev("a", "start")], Some(&running)));
+        assert!(!lags_behind(
+            &[ev("a", "die"), ev("a", "start")],
+            Some(&running)
+        ));
         assert!(lags_behind(&[ev("a", "start")], Some(&exited)));
         // Unknown containers and no list are not a lag.
         assert!(!lags_behind(&[ev("b", "die")], Some(&running)));

@@ -162,6 +162,15 @@ impl Fleet {
         out
     }
 
+    /// Agents whose state arrived only in part: a snapshot without a status, or online without a
+    /// snapshot. Retained and resync deliveries can be dropped by a busy broker (QoS 0).
+    pub fn incomplete(&self) -> usize {
+        self.read()
+            .values()
+            .filter(|e| e.status.is_none() || (e.online() && e.snapshot.is_none()))
+            .count()
+    }
+
     /// (agents known, agents online, containers known).
     pub fn counts(&self) -> (usize, usize, usize) {
         let map = self.read();

@@ -163,8 +163,58 @@ pub fn start(
         next_id: AtomicU64::new(1),
     });
     info!(broker = %cfg.broker, client_id = %link.client_id, "API connecting to the broker");
-    let task = tokio::spawn(poll(eventloop, link.clone(), fleet, changes));
+    let link2 = link.clone();
+    // The gap filler lives as long as the session task (aborting that drops this guard).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let gaps = AbortOnDrop(tokio::spawn(fill_gaps(link.clone(), fleet.clone())));
+    let task = tokio::spawn(async move {
+        let _gaps = gaps;
+        poll(eventloop, link2, fleet, changes).await;
+    });
     (link, task)
+}
+
+/// While some agents' state arrived only in part (a busy broker drops QoS 0 copies of retained
+/// messages and resync replies: docs/benchmarks.md, scenario 6), asks the fleet to republish
+/// again, backing off from 3 s to 60 s; the agents' own 60 s resync remains the last resort.
+async fn fill_gaps(link: Arc<Link>, fleet: Arc<Fleet>) {
+    const FIRST: Duration = Duration::from_secs(3);
+    const MAX: Duration = Duration::from_secs(60);
+    let mut backoff = FIRST;
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let since_subscribe = *link.subscribed_at.lock().unwrap_or_else(|e| e.into_inner());
+        let warm = since_subscribe.is_some_and(|t| t.elapsed() >= FIRST);
+        if !link.connected.load(Ordering::SeqCst) || !warm {
+            continue;
+        }
+        let missing = fleet.incomplete();
+        if missing == 0 {
+            backoff = FIRST;
+            continue;
+        }
+        if last.elapsed() < backoff {
+            continue;
+        }
+        info!(
+            agents = missing,
+            "some agents' state is incomplete; fleet resync requested again"
+        );
+        if let Err(e) = link
+            .client
+            .try_publish(topics::RESYNC, QoS::AtMostOnce, false, Vec::new())
+        {
+            warn!(error = %e, "resync broadcast dropped");
+        }
+        last = Instant::now();
+        backoff = (backoff * 2).min(MAX);
+    }
 }
 
 async fn poll(

@@ -49,6 +49,9 @@ pub enum Command {
         after_long_help = "Examples:\n  zedops ps                  running containers, every agent\n  zedops ps -a --agent maestro\n  zedops ps -o json | jq '.[].name'"
     )]
     Ps(PsArgs),
+    /// Check that an agent answers commands: asks it over MQTT and prints the round trip.
+    #[command(after_long_help = "Examples:\n  zedops ping maestro\n  zedops ping maestro -o json")]
+    Ping(PingArgs),
     /// Show a container in detail (asks its agent now).
     Inspect(OneContainer),
     /// Start one or more containers.
@@ -328,8 +331,19 @@ pub struct AgentArgs {
     #[arg(long, env = "ZEDOPS_RECONNECT_MAX", default_value = "10s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
 
+    /// Publish status, snapshot and events only, not one retained topic per container: for
+    /// fleets of more than ~1000 agents on the embedded broker (docs/operations.md). Not with --ha.
+    #[arg(long, env = "ZEDOPS_NO_CONTAINER_TOPICS", conflicts_with = "ha")]
+    pub no_container_topics: bool,
+
     #[command(flatten)]
     pub ha: HaArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The agent's name.
+    pub agent: AgentName,
 }
 
 /// Home Assistant MQTT discovery (docs/home-assistant.md).

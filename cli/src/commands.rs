@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::args::{
     ActionArgs, AgentsCommand, ClientOpts, LoginArgs, LogsArgs, MqttUserCommand, OneContainer,
-    Output, PsArgs, TokenCommand,
+    Output, PingArgs, PsArgs, TokenCommand,
 };
 use crate::client::{Client, ClientConfig};
 use crate::exit::{self, Exit};
@@ -243,6 +243,34 @@ async fn resolve_agent(
         ))
         .into()),
     }
+}
+
+pub async fn ping(o: &ClientOpts, a: &PingArgs) -> anyhow::Result<()> {
+    let c = client(o)?;
+    let v: Value = c
+        .get(&format!("/api/v1/agents/{}/ping", enc(a.agent.as_str())))
+        .await?;
+    if o.output == Output::Json {
+        print_json(&v);
+        return Ok(());
+    }
+    let docker = match v["docker"]["state"].as_str() {
+        Some("available") => format!(
+            "Docker {}",
+            v["docker"]["version"].as_str().unwrap_or("available")
+        ),
+        _ => format!(
+            "Docker unavailable: {}",
+            v["docker"]["error"].as_str().unwrap_or("unknown reason")
+        ),
+    };
+    println!(
+        "{} answered in {:.1} ms (zedops {}, {docker})",
+        v["agent"].as_str().unwrap_or(a.agent.as_str()),
+        v["round_trip_ms"].as_f64().unwrap_or_default(),
+        v["version"].as_str().unwrap_or("?"),
+    );
+    Ok(())
 }
 
 pub async fn inspect(o: &ClientOpts, a: &OneContainer) -> anyhow::Result<()> {

@@ -72,18 +72,22 @@ fn init_tracing(verbose: u8) {
         1 => "debug,rumqttd=info,hyper=info",
         _ => "trace",
     };
-    // rumqttd and rumqttc print whole CONNECT packets (with passwords) at debug and trace: they are
-    // capped at warn whatever RUST_LOG says, so secrets never reach the logs.
-    let mut filter =
-        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    for cap in ["rumqttd=warn", "rumqttc=warn"] {
-        if let Ok(d) = cap.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // rumqttd and rumqttc print whole CONNECT packets (with passwords) at debug and trace: their
+    // events above warn are dropped whatever RUST_LOG says, so secrets never reach the logs. The
+    // cap only ever removes output: `RUST_LOG=rumqttd=off` still silences them entirely.
+    use tracing_subscriber::prelude::*;
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let cap = tracing_subscriber::filter::filter_fn(|m| {
+        let t = m.target();
+        !(t.starts_with("rumqttd") || t.starts_with("rumqttc"))
+            || *m.level() <= tracing::Level::WARN
+    });
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(cap);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
         .try_init();
 }

@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::MqttUser(cmd) => c::mqtt_user(o, &cmd).await,
         Command::Ps(a) => c::ps(o, &a).await,
+        Command::Ping(a) => c::ping(o, &a).await,
         Command::Inspect(a) => c::inspect(o, &a).await,
         Command::Start(a) => c::action(o, "start", &a).await,
         Command::Stop(a) => c::action(o, "stop", &a).await,
@@ -391,6 +392,7 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
         cfg.signing = Some(c.signing()?);
     }
     cfg.accept_unsigned = a.accept_unsigned;
+    cfg.container_topics = !a.no_container_topics;
     if let Some(ca) = &client.ca_file {
         cfg.tls_ca =
             Some(std::fs::read(ca).map_err(|e| {

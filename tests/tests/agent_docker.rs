@@ -559,3 +559,52 @@ async fn expired_requests_are_not_run_and_duplicates_run_once() -> anyhow::Resul
     assert_eq!(restarts.lines().count(), 1, "docker events: {restarts:?}");
     Ok(())
 }
+
+/// `--no-container-topics`: status, snapshot and events only — no retained topic per container,
+/// and no subscription to them (what lets the embedded broker carry thousands of agents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_container_topics_only_the_snapshot_carries_containers() -> anyhow::Result<()> {
+    init_logs();
+    let run = unique("lean");
+    let web = TestContainer::run(&unique("zt-lean"), &run, &[])?;
+    let broker = zedops_broker::start(BrokerConfig::ephemeral()).await?;
+    let name = unique("lean");
+    let agent = InProcAgent::start(&name, broker.v5_addr(), |c| c.container_topics = false)?;
+    let mut c = TestClient::connect(broker.v5_addr(), &unique("client")).await?;
+    c.subscribe(&topics::snapshot(&name)).await?;
+    c.wait_for(
+        "a snapshot with the container",
+        Duration::from_secs(10),
+        |m| snapshot_of(m).is_some_and(|s| s.containers.iter().any(|x| x.name == web.name)),
+    )
+    .await?;
+    // A state change still reaches the snapshot.
+    Docker::run(&["stop", "-t", "1", &web.name])?;
+    c.wait_for("the stop in the snapshot", Duration::from_secs(5), |m| {
+        snapshot_of(m).is_some_and(|s| {
+            s.containers
+                .iter()
+                .any(|x| x.name == web.name && x.state.as_str() == "exited")
+        })
+    })
+    .await?;
+    // A client nobody here wrote sees no per-container topic, retained or live.
+    Docker::run(&["start", &web.name])?;
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.v5_addr().port().to_string(),
+        ])
+        .args(["-V", "mqttv5", "-v", "-W", "2"])
+        .args(["-t", &topics::containers_of(&name)])
+        .output()?;
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        seen.trim().is_empty(),
+        "per-container topics published: {seen}"
+    );
+    agent.stop().await;
+    Ok(())
+}

@@ -107,6 +107,17 @@ async fn restart_ps_and_exit_codes() -> anyhow::Result<()> {
         .unwrap_or_default()
         .starts_with("AGENT"));
 
+    // ping: the agent answers through the API; an unknown agent is exit 3.
+    let out = zedops(&s, &["ping", &m], &home)?;
+    let (o_, e_) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{e_}");
+    assert!(
+        o_.contains(&m) && o_.contains("answered in") && o_.contains("Docker"),
+        "{o_}"
+    );
+    let out = zedops(&s, &["ping", "zt-no-such-agent"], &home)?;
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+
     // 2. Without --agent: a unique name works.
     let out = zedops(&s, &["stop", &web.name, "-t", "5"], &home)?;
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
