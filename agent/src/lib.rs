@@ -135,19 +135,4 @@ pub async fn run(
     session::run(config, shutdown).await
 }
 
-/// The TLS transport for `mqtts://` brokers: the given CA (PEM), else the system's roots.
-pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, String> {
-    let ca = match ca {
-        Some(c) => c.to_vec(),
-        None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(|e| {
-            format!("cannot read the system CA bundle /etc/ssl/certs/ca-certificates.crt ({e}); pass --ca-file")
-        })?,
-    };
-    Ok(rumqttc::Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth: None,
-        },
-    ))
-}
+pub use zedops_proto::client::tls_transport;

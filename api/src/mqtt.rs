@@ -140,7 +140,7 @@ pub fn start(
         opts.set_credentials(u.clone(), p.clone());
     }
     if cfg.broker.tls {
-        match tls_transport(cfg.tls_ca.as_deref()) {
+        match zedops_proto::client::tls_transport(cfg.tls_ca.as_deref()) {
             Ok(t) => {
                 opts.set_transport(t);
             }
@@ -450,21 +450,4 @@ impl Drop for InflightGuard<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
     }
-}
-
-/// The TLS transport for `mqtts://` brokers: the given CA (PEM), else the system's roots.
-pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, String> {
-    let ca = match ca {
-        Some(c) => c.to_vec(),
-        None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(|e| {
-            format!("cannot read the system CA bundle /etc/ssl/certs/ca-certificates.crt ({e}); pass --ca-file")
-        })?,
-    };
-    Ok(rumqttc::Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth: None,
-        },
-    ))
 }

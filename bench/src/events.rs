@@ -70,19 +70,13 @@ async fn sse_events(
     }
     let _ = ready.send(());
     let mut stream = r.bytes_stream();
-    let mut buf = String::new();
+    let mut buf = zedops_proto::sse::SseBuffer::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         let arrived = Utc::now();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(i) = buf.find("\n\n") {
-            let block: String = buf.drain(..i + 2).collect();
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+        buf.push(&chunk);
+        while let Some(ev) = buf.next_event() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) else {
                 continue;
             };
             if v["kind"] != "container" || v["container"].as_str() != Some(name.as_str()) {

@@ -386,7 +386,7 @@ pub async fn events(o: &ClientOpts) -> anyhow::Result<()> {
     let c = client(o)?;
     let resp = c.stream("/api/v1/events").await?;
     let mut stream = resp.bytes_stream();
-    let mut buf = String::new();
+    let mut buf = zedops_proto::sse::SseBuffer::new();
     let col = color();
     loop {
         let chunk = tokio::select! {
@@ -400,18 +400,9 @@ pub async fn events(o: &ClientOpts) -> anyhow::Result<()> {
         };
         let chunk =
             chunk.map_err(|e| Exit::new(exit::ERROR, format!("event stream failed: {e}")))?;
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(i) = buf.find("\n\n") {
-            let block: String = buf.drain(..i + 2).collect();
-            let data: String = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            if data.is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+        buf.push(&chunk);
+        while let Some(ev) = buf.next_event() {
+            let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
             if o.output == Output::Json {
                 println!("{}", serde_json::to_string(&v).unwrap_or_default());
             } else {
@@ -449,7 +440,7 @@ pub async fn events(o: &ClientOpts) -> anyhow::Result<()> {
                             )
                         }
                     ),
-                    _ => data.clone(),
+                    _ => ev.data.clone(),
                 };
                 println!("{time}  {line}");
             }

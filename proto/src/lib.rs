@@ -11,11 +11,14 @@
 //! Nothing in this crate does I/O.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod model;
 pub mod names;
 pub mod ops;
 pub mod reply;
 pub mod sign;
+pub mod sse;
 pub mod topics;
 pub mod url;
 

@@ -200,7 +200,7 @@ pub struct Sse {
 /// Reads an SSE response event by event.
 pub struct SseReader {
     stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: String,
+    buf: zedops_proto::sse::SseBuffer,
 }
 
 impl SseReader {
@@ -216,7 +216,7 @@ impl SseReader {
         }
         Ok(Self {
             stream: r.bytes_stream().boxed(),
-            buf: String::new(),
+            buf: zedops_proto::sse::SseBuffer::new(),
         })
     }
 
@@ -229,23 +229,10 @@ impl SseReader {
     ) -> anyhow::Result<Sse> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            while let Some(i) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..i + 2).collect();
-                let mut event = String::from("message");
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if data.is_empty() {
-                    continue;
-                }
+            while let Some(e) = self.buf.next_event() {
                 let ev = Sse {
-                    event,
-                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                    event: e.event,
+                    data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null),
                 };
                 if pred(&ev) {
                     return Ok(ev);
@@ -255,7 +242,7 @@ impl SseReader {
                 .await
                 .map_err(|_| anyhow::anyhow!("timed out after {limit:?} waiting for {what}"))?
                 .context("event stream ended")??;
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            self.buf.push(&chunk);
         }
     }
 }
