@@ -3,30 +3,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-/// `target/<profile>/zedops`, next to this binary (or `$ZEDOPS_BIN`).
-pub fn zedops_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("ZEDOPS_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .context("unexpected location of zedops-bench")?
-        .join("zedops");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it first (`cargo build --release --workspace --bins`, as scripts/bench.sh does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
+pub use zedops_tests::procs::zedops_bin;
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Proc {

@@ -9,25 +9,28 @@ use anyhow::{bail, Context};
 use zedops_agent::AgentConfig;
 use zedops_proto::{AgentName, BrokerUrl};
 
-/// Path of the `zedops` binary built next to this test executable (`cargo build` first).
+/// Path of the `zedops` binary of the same build as the running executable (or `$ZEDOPS_BIN`):
+/// `target/<profile>/zedops`, next to a binary such as `zedops-bench` or one level above a test
+/// executable in `target/<profile>/deps/`.
 pub fn zedops_bin() -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var("ZEDOPS_BIN") {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/zedops
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("unexpected test executable location")?;
-    let bin = dir.join("zedops");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build --bin zedops` before the end-to-end tests (scripts/test.sh does)",
-            bin.display()
-        );
+    let here = exe.parent().context("unexpected executable location")?;
+    let candidates = [Some(here), here.parent()];
+    if let Some(bin) = candidates
+        .iter()
+        .flatten()
+        .map(|d| d.join("zedops"))
+        .find(|b| b.is_file())
+    {
+        return Ok(bin);
     }
-    Ok(bin)
+    bail!(
+        "no zedops binary next to {}: build it first (`cargo build --workspace --bins`; scripts/test.sh and scripts/bench.sh do)",
+        exe.display()
+    )
 }
 
 /// A child process killed on drop.
