@@ -453,8 +453,8 @@ async fn refresh(driver: &Driver, publisher: &mut Publisher, force: bool) -> boo
 const RECHECK: Duration = Duration::from_millis(30);
 const MAX_RECHECKS: u32 = 3;
 
-/// True when the last event of some container says it stopped running (or started) but `current`
-/// still shows it the old way.
+/// True when the last event of some container says it stopped running, started or paused, but
+/// `current` still shows it the old way.
 fn lags_behind(
     events: &[bollard::models::EventMessage],
     current: Option<&[zedops_proto::Container]>,
@@ -473,13 +473,24 @@ fn lags_behind(
         let Some(c) = list.iter().find(|c| c.id == *id) else {
             return false;
         };
-        match *action {
-            "die" | "stop" => c.state == ContainerState::Running,
-            "start" | "unpause" => !matches!(c.state, ContainerState::Running),
-            "pause" => c.state != ContainerState::Paused,
+        match state_after(action) {
+            Some(ContainerState::Running) => c.state != ContainerState::Running,
+            Some(ContainerState::Paused) => c.state != ContainerState::Paused,
+            Some(ContainerState::Exited) => c.state == ContainerState::Running,
             _ => false,
         }
     })
+}
+
+/// The state a Docker lifecycle action leaves a container in, when it says.
+fn state_after(action: &str) -> Option<ContainerState> {
+    match action {
+        "start" | "unpause" | "restart" => Some(ContainerState::Running),
+        "pause" => Some(ContainerState::Paused),
+        "die" | "stop" => Some(ContainerState::Exited),
+        "create" => Some(ContainerState::Created),
+        _ => None,
+    }
 }
 
 fn container_event(
@@ -501,13 +512,7 @@ fn container_event(
         current
             .and_then(|list| list.iter().find(|c| c.id == id))
             .map(|c| c.state)
-            .or(match action.as_str() {
-                "start" | "unpause" | "restart" => Some(ContainerState::Running),
-                "pause" => Some(ContainerState::Paused),
-                "die" | "stop" => Some(ContainerState::Exited),
-                "create" => Some(ContainerState::Created),
-                _ => None,
-            })
+            .or_else(|| state_after(&action))
     };
     let time = ev
         .time_nano
