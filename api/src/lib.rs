@@ -56,6 +56,31 @@ pub struct State {
 }
 
 impl State {
+    fn new(
+        fleet: Arc<cache::Fleet>,
+        link: Arc<mqtt::Link>,
+        changes: broadcast::Sender<cache::Change>,
+        events: broadcast::Sender<FleetEvent>,
+        store: Option<Arc<store::Store>>,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        Arc::new(State {
+            requester: mqtt::Requester {
+                link: link.clone(),
+                fleet: fleet.clone(),
+                metrics: metrics.clone(),
+            },
+            fleet,
+            link,
+            metrics,
+            changes,
+            events,
+            store,
+            sse_clients: AtomicUsize::new(0),
+            closing: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
     /// Ok when connected to the broker and warmed up; else the reason.
     pub fn ready(&self) -> Result<(), String> {
         if !self.link.connected.load(Ordering::SeqCst) {
@@ -157,24 +182,8 @@ impl Api {
         let fleet = Arc::new(cache::Fleet::default());
         let (changes, _) = broadcast::channel(1024);
         let (events, _) = broadcast::channel(1024);
-        let metrics = Arc::new(metrics::Metrics::default());
         let (link, task) = mqtt::start(cfg, fleet.clone(), changes.clone(), security);
-        let requester = mqtt::Requester {
-            link: link.clone(),
-            fleet: fleet.clone(),
-            metrics: metrics.clone(),
-        };
-        let state = Arc::new(State {
-            fleet,
-            link,
-            requester,
-            metrics,
-            changes,
-            events,
-            store,
-            sse_clients: AtomicUsize::new(0),
-            closing: tokio::sync::watch::Sender::new(false),
-        });
+        let state = State::new(fleet, link, changes, events, store);
         Self { state, task }
     }
 
@@ -228,27 +237,16 @@ fn spec_service() -> OpenApiService<FleetApi, ()> {
         rumqttc::v5::MqttOptions::new("zedops-spec", "127.0.0.1", 1),
         1,
     );
-    let fleet = Arc::new(cache::Fleet::default());
-    let metrics = Arc::new(metrics::Metrics::default());
     let link = Arc::new(mqtt::Link::detached(client));
     let (changes, _) = broadcast::channel(1);
     let (events, _) = broadcast::channel(1);
-    let state = Arc::new(State {
-        requester: mqtt::Requester {
-            link: link.clone(),
-            fleet: fleet.clone(),
-            metrics: metrics.clone(),
-        },
-        fleet,
+    service(State::new(
+        Arc::new(cache::Fleet::default()),
         link,
-        metrics,
         changes,
         events,
-        store: None,
-        sse_clients: AtomicUsize::new(0),
-        closing: tokio::sync::watch::Sender::new(false),
-    });
-    service(state)
+        None,
+    ))
 }
 
 /// Serves `app` on a listener the caller bound, until `shutdown` completes.
