@@ -11,7 +11,7 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 use tracing::{debug, warn};
-use zedops_proto::sign::{KeyPair, Signed, SIG_PROPERTY, TS_PROPERTY};
+use zedops_proto::sign::{KeyPair, Signed};
 use zedops_proto::{
     topics, AgentState, AgentStatus, Container, ContainerEvent, Counts, DockerStatus, Snapshot,
 };
@@ -201,18 +201,7 @@ pub fn signature_properties(
     payload: &[u8],
 ) -> Vec<(String, String)> {
     let ts_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
-    let sig = key.sign(&Signed {
-        topic,
-        response_topic: None,
-        correlation,
-        deadline_ms: None,
-        ts_ms,
-        payload,
-    });
-    vec![
-        (SIG_PROPERTY.to_owned(), sig),
-        (TS_PROPERTY.to_owned(), ts_ms.to_string()),
-    ]
+    key.signature_properties(&Signed::agent_publish(topic, correlation, ts_ms, payload))
 }
 
 pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {

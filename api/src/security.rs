@@ -82,23 +82,13 @@ impl Security {
         };
         let correlation = props.and_then(|p| p.correlation_data.as_deref());
         key.verify(
-            &Signed {
-                topic,
-                response_topic: None,
-                correlation,
-                deadline_ms: None,
-                ts_ms,
-                payload,
-            },
+            &Signed::agent_publish(topic, correlation, ts_ms, payload),
             sig,
         )
     }
 
     /// The user properties that sign a request.
     pub fn sign_request(&self, what: Signed<'_>) -> Vec<(String, String)> {
-        vec![
-            (SIG_PROPERTY.to_owned(), self.key.sign(&what)),
-            (TS_PROPERTY.to_owned(), what.ts_ms.to_string()),
-        ]
+        self.key.signature_properties(&what)
     }
 }

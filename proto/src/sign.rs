@@ -26,7 +26,25 @@ pub struct Signed<'a> {
     pub payload: &'a [u8],
 }
 
-impl Signed<'_> {
+impl<'a> Signed<'a> {
+    /// What an agent signs on a publish of its own (state, events, replies) and what the API
+    /// checks: no response topic, no deadline.
+    pub fn agent_publish(
+        topic: &'a str,
+        correlation: Option<&'a [u8]>,
+        ts_ms: u64,
+        payload: &'a [u8],
+    ) -> Self {
+        Self {
+            topic,
+            response_topic: None,
+            correlation,
+            deadline_ms: None,
+            ts_ms,
+            payload,
+        }
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.payload.len() + 128);
         v.extend_from_slice(b"zedops/v1 signature\n");
@@ -97,6 +115,15 @@ impl KeyPair {
     /// Hex signature of `what`.
     pub fn sign(&self, what: &Signed<'_>) -> String {
         hex(&self.0.sign(&what.bytes()).to_bytes())
+    }
+
+    /// The MQTT user properties that carry the signature of `what`: [`SIG_PROPERTY`] and
+    /// [`TS_PROPERTY`] (the deadline, when signed, travels in its own property).
+    pub fn signature_properties(&self, what: &Signed<'_>) -> Vec<(String, String)> {
+        vec![
+            (SIG_PROPERTY.to_owned(), self.sign(what)),
+            (TS_PROPERTY.to_owned(), what.ts_ms.to_string()),
+        ]
     }
 }
 
