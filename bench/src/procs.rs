@@ -159,21 +159,7 @@ pub fn spawn_serve(
 
 /// `zedops agent --name NAME --broker mqtt://ADDR`.
 pub fn spawn_agent(name: &str, broker: SocketAddr) -> anyhow::Result<Proc> {
-    let child = Command::new(zedops_bin()?)
-        .args([
-            "agent",
-            "--name",
-            name,
-            "--broker",
-            &format!("mqtt://{broker}"),
-        ])
-        .env(
-            "RUST_LOG",
-            std::env::var("ZEDOPS_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+    let child = zedops_tests::procs::agent_command(name, broker, &[], "ZEDOPS_BENCH_AGENT_LOG")?
         .spawn()
         .context("starting zedops agent")?;
     Ok(Proc {

@@ -76,25 +76,36 @@ impl Drop for Proc {
     }
 }
 
+/// The command line of `zedops agent --name NAME --broker mqtt://ADDR EXTRA…`, its log filter
+/// from the environment variable `log_env` (default `warn`), stdout discarded, stderr shown.
+pub fn agent_command(
+    name: &str,
+    broker: SocketAddr,
+    extra: &[&str],
+    log_env: &str,
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(zedops_bin()?);
+    cmd.args([
+        "agent",
+        "--name",
+        name,
+        "--broker",
+        &format!("mqtt://{broker}"),
+    ])
+    .args(extra)
+    .env(
+        "RUST_LOG",
+        std::env::var(log_env).unwrap_or_else(|_| "warn".into()),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    Ok(cmd)
+}
+
 /// Starts `zedops agent` as a separate process.
 pub fn spawn_agent_process(name: &str, broker: SocketAddr, extra: &[&str]) -> anyhow::Result<Proc> {
-    let bin = zedops_bin()?;
-    let child = Command::new(bin)
-        .args([
-            "agent",
-            "--name",
-            name,
-            "--broker",
-            &format!("mqtt://{broker}"),
-        ])
-        .args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("ZEDOPS_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+    let child = agent_command(name, broker, extra, "ZEDOPS_TEST_AGENT_LOG")?
         .spawn()
         .context("starting zedops agent")?;
     Ok(Proc {
