@@ -17,6 +17,7 @@ pub mod docker;
 pub mod ha;
 pub mod handlers;
 pub mod publisher;
+pub mod retained;
 pub mod session;
 
 use std::time::Duration;
@@ -62,10 +63,15 @@ pub struct AgentConfig {
     /// Home Assistant MQTT discovery and `/set` commands (`--ha`); `None`: off.
     pub ha: Option<HaConfig>,
     /// Publish one retained topic per container (default). Off (`--no-container-topics`), the
-    /// agent publishes status, snapshot and events only: each per-container topic costs the
-    /// embedded broker work for every subscription filter in the fleet, which is what limits it
-    /// past ~1000 agents (docs/benchmarks.md). Home Assistant needs them.
+    /// agent publishes status, snapshot and events only: each new per-container topic costs the
+    /// embedded broker a match against every subscription filter of the fleet, which is most of
+    /// what a large fleet's first connection costs it (docs/benchmarks.md). Home Assistant needs
+    /// them.
     pub container_topics: bool,
+    /// The agent's state directory (`--state-dir`): where it remembers which per-container topics
+    /// it left retained, to clear those of containers removed while it was stopped
+    /// ([`retained`]). `None`: nothing is remembered across runs.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -83,6 +89,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("ha", &self.ha)
             .field("container_topics", &self.container_topics)
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -104,6 +111,7 @@ impl AgentConfig {
             tls_ca: None,
             ha: None,
             container_topics: true,
+            state_dir: None,
         }
     }
 

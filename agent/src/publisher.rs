@@ -4,8 +4,9 @@
 //! Publishes use `try_publish`: state is republished in full after every CONNACK, so a publish
 //! dropped while the connection is down loses nothing, and the agent never blocks on a dead broker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
+use crate::retained::Record;
 use chrono::{DateTime, Utc};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
@@ -30,6 +31,26 @@ pub struct Publisher {
     current: Option<Vec<Container>>,
     /// Whether per-container topics are published at all (`AgentConfig::container_topics`).
     container_topics: bool,
+    /// Where the names of the retained per-container topics are remembered across runs.
+    record: Option<Record>,
+    /// Names an earlier run left retained that are still to be cleared (when no longer listed).
+    leftover: BTreeSet<String>,
+    /// Whether the broker connection is up: leftovers are cleared only then, as a publish made
+    /// while it is down is dropped.
+    connected: bool,
+}
+
+/// How much of the state [`Publisher::update`] publishes again when nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Republish {
+    /// Only what changed.
+    Changes,
+    /// Status and snapshot, and the per-container topics that changed: `fleet/resync` and the
+    /// periodic resync. Unchanged per-container topics are retained already.
+    Snapshot,
+    /// Everything, per-container topics included: after every CONNACK (the broker may have
+    /// lost them) and Home Assistant's birth message.
+    Everything,
 }
 
 impl Publisher {
@@ -40,7 +61,12 @@ impl Publisher {
         started_at: DateTime<Utc>,
         key: Option<KeyPair>,
         container_topics: bool,
+        record: Option<Record>,
     ) -> Self {
+        let leftover = match (&record, container_topics) {
+            (Some(r), true) => r.load(),
+            _ => BTreeSet::new(),
+        };
         Self {
             client,
             key,
@@ -51,7 +77,14 @@ impl Publisher {
             published: HashMap::new(),
             current: None,
             container_topics,
+            record,
+            leftover,
+            connected: false,
         }
+    }
+
+    pub fn set_connected(&mut self, up: bool) {
+        self.connected = up;
     }
 
     /// The status payload; also used for the Last Will (with `Offline`).
@@ -70,13 +103,6 @@ impl Publisher {
         self.current.as_deref().map(Counts::of).unwrap_or_default()
     }
 
-    /// True when `name` is one of the containers of the latest list; `None` when no list yet.
-    pub fn knows(&self, name: &str) -> Option<bool> {
-        self.current
-            .as_ref()
-            .map(|c| c.iter().any(|k| k.name == name))
-    }
-
     pub fn current(&self) -> Option<&[Container]> {
         self.current.as_deref()
     }
@@ -91,12 +117,14 @@ impl Publisher {
         );
     }
 
-    /// Takes a fresh list. Publishes the snapshot when it changed (or `force`), the per-container
-    /// topics that changed (all when `force`), and clears destroyed containers. Returns whether
-    /// anything changed, so the caller can refresh the status counts.
-    pub fn update(&mut self, list: Vec<Container>, force: bool) -> bool {
+    /// Takes a fresh list. Publishes the snapshot when it changed (or when `again` asks for it),
+    /// the per-container topics that changed (all with [`Republish::Everything`]), and clears the
+    /// topics of destroyed containers, including those an earlier run left (see
+    /// [`crate::retained`]). Returns whether the list changed, so the caller can refresh the
+    /// status counts.
+    pub fn update(&mut self, list: Vec<Container>, again: Republish) -> bool {
         let changed = self.current.as_ref() != Some(&list);
-        if changed || force {
+        if changed || again != Republish::Changes {
             self.seq += 1;
             let snap = Snapshot {
                 agent: self.agent.clone(),
@@ -115,9 +143,10 @@ impl Publisher {
             self.current = Some(list);
             return changed;
         }
+        let all = again == Republish::Everything;
         let mut next = HashMap::with_capacity(list.len());
         for c in &list {
-            if force || self.published.get(&c.name) != Some(c) {
+            if all || self.published.get(&c.name) != Some(c) {
                 self.send(
                     topics::container(&self.agent, &c.name),
                     QoS::AtLeastOnce,
@@ -127,12 +156,39 @@ impl Publisher {
             }
             next.insert(c.name.clone(), c.clone());
         }
+        let mut names_changed = self.published.len() != next.len();
         for gone in self.published.keys().filter(|n| !next.contains_key(*n)) {
             self.clear(gone);
+            names_changed = true;
+        }
+        if self.connected && !self.leftover.is_empty() {
+            for gone in self.leftover.iter().filter(|n| !next.contains_key(*n)) {
+                self.clear(gone);
+            }
+            self.leftover.clear();
+            names_changed = true;
         }
         self.published = next;
         self.current = Some(list);
+        if names_changed {
+            self.remember();
+        }
         changed
+    }
+
+    /// Writes the names of the retained per-container topics (and leftovers not yet cleared) to
+    /// the record; a failure is logged, not fatal.
+    fn remember(&self) {
+        let Some(r) = &self.record else { return };
+        let names = self
+            .published
+            .keys()
+            .chain(self.leftover.iter())
+            .cloned()
+            .collect();
+        if let Err(e) = r.save(names) {
+            warn!(error = %e, "cannot record the retained container topics; topics of containers removed while the agent is stopped will stay retained");
+        }
     }
 
     /// Removes a retained per-container topic (empty retained payload).

@@ -30,7 +30,7 @@ use crate::dedup::{Dedup, Seen};
 use crate::docker::{self, Driver, DriverControl};
 use crate::ha::Ha;
 use crate::handlers::{Ctx, Registry};
-use crate::publisher::{json, status_payload, Publisher};
+use crate::publisher::{json, status_payload, Publisher, Republish};
 use crate::{AgentConfig, AgentError};
 
 /// User property carrying the requester's absolute deadline (Unix milliseconds). Brokers that do
@@ -257,7 +257,13 @@ pub(crate) async fn run(
         started_at,
         cfg.signing.as_ref().map(|s| s.key.clone()),
         cfg.container_topics,
+        cfg.state_dir
+            .as_deref()
+            .map(|d| crate::retained::Record::new(d, &agent)),
     );
+    // Requests and the fleet resync arrive through shared-subscription groups of this process
+    // (topics::agent_subscriptions): random, so no other client joins them by guessing.
+    let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
     let serving = Serving {
         client: client.clone(),
         ctx: ctx.clone(),
@@ -293,20 +299,16 @@ pub(crate) async fn run(
                 match msg {
                     Inbound::Connected => {
                         connected = true;
+                        publisher.set_connected(true);
                         info!("connected to the broker; subscribing and publishing state");
-                        // Our own per-container topics: to clear those an earlier run left for
-                        // containers that no longer exist.
-                        let own = cfg.container_topics.then(|| topics::containers_of(&agent));
-                        let subs = [topics::requests_of(&agent), topics::RESYNC.to_owned()]
-                            .into_iter()
-                            .chain(own);
+                        let subs = topics::agent_subscriptions(&group, &agent);
                         // With --ha, also HA's topics (ha.rs: `/set`, `{prefix}/status`, our configs).
-                        for s in subs.chain(ha.iter().flat_map(Ha::subscriptions)) {
+                        for s in subs.into_iter().chain(ha.iter().flat_map(Ha::subscriptions)) {
                             if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
                                 warn!(filter = %s, error = %e, "subscribe dropped");
                             }
                         }
-                        refresh(&driver, &mut publisher, true).await;
+                        refresh(&driver, &mut publisher, Republish::Everything).await;
                         // Home Assistant: every discovery config after every CONNACK.
                         if let Some(h) = &mut ha {
                             h.publish_all(publisher.current());
@@ -317,6 +319,7 @@ pub(crate) async fn run(
                             warn!(%reason, "lost the broker; reconnecting");
                         }
                         connected = false;
+                        publisher.set_connected(false);
                     }
                     Inbound::Publish(p) => {
                         let topic = String::from_utf8_lossy(&p.topic).into_owned();
@@ -329,12 +332,6 @@ pub(crate) async fn run(
                                 let delay = Duration::from_millis(rand::rng().random_range(0..1000));
                                 resync_at.get_or_insert(tokio::time::Instant::now() + delay);
                             }
-                            Some(Topic::Container { agent: a, name }) if a == agent && p.retain && !p.payload.is_empty() => {
-                                // A retained topic left by an earlier run for a container that no longer exists.
-                                if publisher.knows(name) == Some(false) {
-                                    publisher.clear(name);
-                                }
-                            }
                             // Home Assistant (issue 6, ha.rs): commands on `…/containers/{name}/set`.
                             Some(Topic::ContainerSet { agent: a, name }) if a == agent && ha.is_some() => {
                                 if let Some(h) = &ha {
@@ -345,7 +342,7 @@ pub(crate) async fn run(
                             // and leftover discovery configs.
                             None if ha.is_some() => {
                                 if ha.as_mut().is_some_and(|h| h.on_publish(&topic, &p, publisher.current())) {
-                                    refresh(&driver, &mut publisher, true).await;
+                                    refresh(&driver, &mut publisher, Republish::Everything).await;
                                 }
                             }
                             _ => debug!(%topic, "ignoring message"),
@@ -359,7 +356,7 @@ pub(crate) async fn run(
                     DockerSignal::Changed => {
                         let status = driver.status();
                         info!(docker = ?status.state, error = ?status.error, "Docker availability changed");
-                        if !refresh(&driver, &mut publisher, false).await || status.state == zedops_proto::DockerAvailability::Available {
+                        if !refresh(&driver, &mut publisher, Republish::Changes).await || status.state == zedops_proto::DockerAvailability::Available {
                             // The status changed even when the container list did not.
                             publisher.publish_status(AgentState::Online, status);
                         }
@@ -369,13 +366,13 @@ pub(crate) async fn run(
                         flush_at.get_or_insert(tokio::time::Instant::now() + COALESCE);
                     }
                     DockerSignal::Resync => {
-                        refresh(&driver, &mut publisher, false).await;
+                        refresh(&driver, &mut publisher, Republish::Changes).await;
                     }
                 }
             }
             _ = tokio::time::sleep_until(flush_at.unwrap_or_else(far)), if flush_at.is_some() => {
                 flush_at = None;
-                refresh(&driver, &mut publisher, false).await;
+                refresh(&driver, &mut publisher, Republish::Changes).await;
                 let behind = lags_behind(&pending_events, publisher.current());
                 for ev in pending_events.drain(..) {
                     if let Some(e) = container_event(&agent, &ev, publisher.current()) {
@@ -393,10 +390,10 @@ pub(crate) async fn run(
             }
             _ = tokio::time::sleep_until(resync_at.unwrap_or_else(far)), if resync_at.is_some() => {
                 resync_at = None;
-                refresh(&driver, &mut publisher, true).await;
+                refresh(&driver, &mut publisher, Republish::Snapshot).await;
             }
             _ = periodic.tick() => {
-                refresh(&driver, &mut publisher, true).await;
+                refresh(&driver, &mut publisher, Republish::Snapshot).await;
             }
         }
         // Home Assistant (issue 6): discovery follows the container list, whichever branch above
@@ -430,10 +427,11 @@ pub(crate) async fn run(
 
 /// Lists containers and publishes what changed, plus the status. Returns false when Docker could
 /// not be listed (the last known snapshot stays published).
-async fn refresh(driver: &Driver, publisher: &mut Publisher, force: bool) -> bool {
+async fn refresh(driver: &Driver, publisher: &mut Publisher, again: Republish) -> bool {
+    let force = again != Republish::Changes;
     match driver.list(true).await {
         Ok(list) => {
-            let changed = publisher.update(list, force);
+            let changed = publisher.update(list, again);
             if changed || force {
                 publisher.publish_status(AgentState::Online, driver.status());
             }

@@ -21,6 +21,7 @@ use rumqttd::protocol::{v4::V4, v5::V5};
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use tokio::sync::oneshot;
 use tracing::info;
+use zedops_proto::topics;
 
 /// Decides whether a connection may proceed: `(client_id, username, password) -> allowed`.
 /// Called once per CONNECT; it must be fast (it runs on the broker's accept path).
@@ -246,8 +247,28 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             max_segment_size: 4 * 1024 * 1024,
             max_segment_count: 4,
             custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
+            // rumqttd 0.20 remembers which filters a topic matches only once some filter has
+            // matched it; a topic nobody subscribes to is matched against every filter of the
+            // fleet (one per agent) on every publish. These filters exist from the start so that
+            // every state topic of the contract is matched once, whether or not the API (or Home
+            // Assistant) is subscribed yet (docs/benchmarks.md §6). Each holds at most
+            // max_segment_count segments, like any subscription.
+            initialized_filters: Some(
+                [
+                    topics::ALL_STATUS,
+                    topics::ALL_SNAPSHOTS,
+                    topics::ALL_EVENTS,
+                    topics::ALL_CONTAINER_TOPICS,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
+            // Agents take requests through shared-subscription groups of their own (one member
+            // each). rumqttd's default (round robin) reads such a group one message at a time
+            // and never moves its read position past a message that expired in the broker, so
+            // one request with Message Expiry 0 stopped all later requests to that agent;
+            // sticky reads a batch and moves past it.
+            shared_subscriptions_strategy: rumqttd::Strategy::Sticky,
         },
     );
     let router_tx = router.spawn();

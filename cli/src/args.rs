@@ -303,7 +303,8 @@ pub struct AgentArgs {
     #[arg(long, env = "ZEDOPS_ENROLL_TOKEN", hide_env_values = true)]
     pub enroll: Option<String>,
 
-    /// Where the agent keeps its credentials (default $XDG_STATE_HOME/zedops-agent).
+    /// Where the agent keeps its credentials and the names of the per-container topics it left
+    /// retained (default $XDG_STATE_HOME/zedops-agent).
     #[arg(long, env = "ZEDOPS_STATE_DIR")]
     pub state_dir: Option<std::path::PathBuf>,
 
@@ -331,8 +332,8 @@ pub struct AgentArgs {
     #[arg(long, env = "ZEDOPS_RECONNECT_MAX", default_value = "10s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
 
-    /// Publish status, snapshot and events only, not one retained topic per container: for
-    /// fleets of more than ~1000 agents on the embedded broker (docs/operations.md). Not with --ha.
+    /// Publish status, snapshot and events only, not one retained topic per container: less
+    /// broker work per agent, so a large fleet connects faster (docs/operations.md). Not with --ha.
     #[arg(long, env = "ZEDOPS_NO_CONTAINER_TOPICS", conflicts_with = "ha")]
     pub no_container_topics: bool,
 

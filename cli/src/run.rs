@@ -93,10 +93,11 @@ fn default_agent_name() -> Result<AgentName, Exit> {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     // Server state: tokens, agents, audit, and the server's signing key.
+    let data_dir = a.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
     let (store, admin_token_file, security) = if a.no_auth {
         (None, None, None)
     } else {
-        let dir = a.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
+        let dir = data_dir.clone();
         let store = zedops_api::store::Store::open(&dir)
             .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
         let file = crate::paths::ensure_admin_token(&store, &dir)?;
@@ -205,6 +206,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             AgentName::new(name).map_err(|e| Exit::usage(e.to_string()))?
         };
         let mut cfg = AgentConfig::new(name.clone(), url.clone());
+        cfg.state_dir = Some(data_dir.join("local-agent"));
         if let (Some(st), Some(sec)) = (&store, &security) {
             // The local agent enrolls itself, through the same one-time token path.
             let key = crate::enroll::new_keypair();
@@ -393,6 +395,7 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
     }
     cfg.accept_unsigned = a.accept_unsigned;
     cfg.container_topics = !a.no_container_topics;
+    cfg.state_dir = Some(state_dir.clone());
     if let Some(ca) = &client.ca_file {
         cfg.tls_ca =
             Some(std::fs::read(ca).map_err(|e| {

@@ -22,6 +22,8 @@ pub const ALL_STATUS: &str = "zedops/v1/agents/+/status";
 pub const ALL_SNAPSHOTS: &str = "zedops/v1/agents/+/containers";
 /// Every agent's events (subscription filter).
 pub const ALL_EVENTS: &str = "zedops/v1/agents/+/events";
+/// Every agent's per-container topics (subscription filter; not the `/set` topics).
+pub const ALL_CONTAINER_TOPICS: &str = "zedops/v1/agents/+/containers/+";
 
 pub fn status(agent: &str) -> String {
     format!("{ROOT}/agents/{agent}/status")
@@ -66,6 +68,26 @@ pub fn request(agent: &str, op: &str) -> String {
 /// Filter matching every request topic of one agent.
 pub fn requests_of(agent: &str) -> String {
     format!("{ROOT}/agents/{agent}/req/+")
+}
+
+/// An MQTT 5 shared subscription: `$share/{group}/{filter}`. The broker delivers each message
+/// to one member of the group and sends no retained messages on subscribe.
+pub fn shared(group: &str, filter: &str) -> String {
+    format!("$share/{group}/{filter}")
+}
+
+/// What an agent subscribes to for requests and the fleet resync, each through a
+/// shared-subscription group only it uses (`group` is random per agent process; no `/`, `+`, `#`).
+///
+/// Neither topic is ever retained, so the agent loses nothing when the broker skips retained
+/// messages for these subscriptions, and a broker that scans every retained message on each new
+/// subscription (rumqttd 0.20) does not do that once per agent (docs/benchmarks.md §6). Each
+/// filter gets a group name of its own: rumqttd keys a group's read position by its name alone.
+pub fn agent_subscriptions(group: &str, agent: &str) -> [String; 2] {
+    [
+        shared(&format!("{group}-req"), &requests_of(agent)),
+        shared(&format!("{group}-resync"), RESYNC),
+    ]
 }
 
 /// The conventional response topic of a requester.

@@ -608,3 +608,95 @@ async fn without_container_topics_only_the_snapshot_carries_containers() -> anyh
     agent.stop().await;
     Ok(())
 }
+
+/// The agent remembers in its state directory which per-container topics it left retained, and a
+/// later run clears those of containers removed while it was stopped (it does not subscribe to
+/// its own per-container topics to find them: docs/benchmarks.md §6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_clears_topics_of_containers_removed_meanwhile() -> anyhow::Result<()> {
+    init_logs();
+    let run = unique("left");
+    let keep = TestContainer::run(&unique("zt-keep"), &run, &[])?;
+    let gone = TestContainer::run(&unique("zt-gone"), &run, &[])?;
+    let broker = zedops_broker::start(BrokerConfig::ephemeral()).await?;
+    let name = unique("left");
+    let dir = std::env::temp_dir().join(unique("zedops-agent-state"));
+    let agent = InProcAgent::start(&name, broker.v5_addr(), |c| c.state_dir = Some(dir.clone()))?;
+    let mut c = TestClient::connect(broker.v5_addr(), &unique("client")).await?;
+    c.subscribe(&topics::container(&name, &gone.name)).await?;
+    c.wait_for("the container's topic", Duration::from_secs(10), |m| {
+        !m.payload.is_empty()
+    })
+    .await?;
+    agent.stop().await;
+    Docker::run(&["rm", "-f", &gone.name])?;
+
+    let agent = InProcAgent::start(&name, broker.v5_addr(), |c| c.state_dir = Some(dir.clone()))?;
+    c.wait_for(
+        "the removed container's topic cleared",
+        Duration::from_secs(10),
+        |m| m.payload.is_empty(),
+    )
+    .await?;
+    // A client nobody here wrote finds the kept container's topic retained, and not the other.
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.v5_addr().port().to_string(),
+        ])
+        .args(["-V", "mqttv5", "-v", "-W", "2", "--retained-only"])
+        .args(["-t", &topics::containers_of(&name)])
+        .output()?;
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        seen.contains(&topics::container(&name, &keep.name)),
+        "kept container's topic missing: {seen}"
+    );
+    assert!(
+        !seen.contains(&topics::container(&name, &gone.name)),
+        "removed container's topic still retained: {seen}"
+    );
+    agent.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `fleet/resync` makes the agent republish its status and snapshot, not every per-container
+/// topic (they are retained already; republishing them costs the broker per topic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_republishes_status_and_snapshot_only() -> anyhow::Result<()> {
+    let run = unique("resync");
+    // A created container: its Docker status text ("Created") does not change with time, as
+    // "Up 3 seconds" does (which is a change, and republished).
+    let web = TestContainer::create(&unique("zt-resync"), &run)?;
+    let e = env("resync").await?;
+    let a = e.agent.name.clone();
+    let mut c = TestClient::connect(e.broker.v5_addr(), &unique("watch")).await?;
+    c.subscribe(&topics::snapshot(&a)).await?;
+    c.subscribe(&topics::containers_of(&a)).await?;
+    let first = c
+        .wait_for("the retained snapshot", Duration::from_secs(10), |m| {
+            snapshot_of(m).is_some_and(|s| s.containers.iter().any(|x| x.name == web.name))
+        })
+        .await?;
+    let seq = snapshot_of(&first).map(|s| s.seq).unwrap_or_default();
+    c.drain(Duration::from_millis(500)).await;
+    e.client
+        .publish(topics::RESYNC, false, b"{}".to_vec())
+        .await?;
+    c.wait_for("a newer snapshot", Duration::from_secs(5), |m| {
+        snapshot_of(m).is_some_and(|s| s.seq > seq)
+    })
+    .await?;
+    // Other tests' young containers change ("Up 2 seconds") and are republished as changes;
+    // this one did not change.
+    let later = c.drain(Duration::from_millis(1500)).await;
+    let own = topics::container(&a, &web.name);
+    assert!(
+        !later.iter().any(|m| m.topic == own),
+        "{own} republished on resync though unchanged"
+    );
+    Ok(())
+}
