@@ -63,10 +63,7 @@ impl Publisher {
         container_topics: bool,
         record: Option<Record>,
     ) -> Self {
-        let leftover = match (&record, container_topics) {
-            (Some(r), true) => r.load(),
-            _ => BTreeSet::new(),
-        };
+        let leftover = record.as_ref().map(Record::load).unwrap_or_default();
         Self {
             client,
             key,
@@ -140,6 +137,14 @@ impl Publisher {
             );
         }
         if !self.container_topics {
+            // Topics an earlier run with per-container topics left: none is published now.
+            if self.connected && !self.leftover.is_empty() {
+                for gone in &self.leftover {
+                    self.clear(gone);
+                }
+                self.leftover.clear();
+                self.remember();
+            }
             self.current = Some(list);
             return changed;
         }

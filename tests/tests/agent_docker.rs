@@ -659,6 +659,24 @@ async fn a_restarted_agent_clears_topics_of_containers_removed_meanwhile() -> an
         "removed container's topic still retained: {seen}"
     );
     agent.stop().await;
+
+    // Started again without per-container topics, it clears the ones it left.
+    c.subscribe(&topics::container(&name, &keep.name)).await?;
+    c.wait_for("the kept container's topic", Duration::from_secs(5), |m| {
+        !m.payload.is_empty()
+    })
+    .await?;
+    let agent = InProcAgent::start(&name, broker.v5_addr(), |c| {
+        c.state_dir = Some(dir.clone());
+        c.container_topics = false;
+    })?;
+    c.wait_for(
+        "the kept container's topic cleared",
+        Duration::from_secs(10),
+        |m| m.topic == topics::container(&name, &keep.name) && m.payload.is_empty(),
+    )
+    .await?;
+    agent.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
