@@ -173,11 +173,45 @@ impl Drop for BrokerHandle {
 }
 
 /// Picks the concrete address for a listener: binds it once to learn the port (and to turn an
-/// address in use into an error), then releases it for rumqttd's own bind.
+/// address in use into an error), then releases it for rumqttd's own bind (rumqttd binds by
+/// address; it cannot take a bound socket).
+///
+/// Port 0 is resolved by [`free_port`], outside the kernel's ephemeral range: a port the kernel
+/// hands out for port 0 is also the kind it hands to outgoing connections, and one of those could
+/// take it in the moment between this release and rumqttd's bind.
 fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    let addr = if addr.port() == 0 {
+        SocketAddr::new(addr.ip(), free_port(addr.ip()))
+    } else {
+        addr
+    };
     let l = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
     l.local_addr()
         .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+/// A TCP port on `ip` that was free a moment ago, chosen at random below the kernel's ephemeral
+/// range (`net.ipv4.ip_local_port_range`) so that neither outgoing connections nor other
+/// "port 0" listeners are likely to take it before the caller binds it. Falls back to a port the
+/// kernel picks when none is found.
+pub fn free_port(ip: std::net::IpAddr) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOW: u16 = 20000;
+    if ephemeral_low > LOW + 1000 {
+        for _ in 0..64 {
+            let port = rand::random_range(LOW..ephemeral_low);
+            if StdTcpListener::bind((ip, port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    StdTcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// The start-up probe's identity: random per process, accepted besides the authenticator.
@@ -226,7 +260,27 @@ fn server_settings(
 }
 
 /// Starts the broker and returns once every listener accepts connections.
+///
+/// A listener asked for port 0 gets a free port; should another process take that port before
+/// rumqttd binds it, the start is retried with new ports (a fixed port that is in use is an
+/// error at once).
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    let any_port = config.v5_listen.port() == 0
+        || config.v4_listen.is_some_and(|a| a.port() == 0)
+        || config.tls.is_some(); // the internal plain listener of a TLS broker takes port 0
+    let mut attempt = 1;
+    loop {
+        match start_once(config.clone()).await {
+            Err(BrokerError::Bind { addr, source }) if any_port && attempt < 4 => {
+                tracing::debug!(%addr, error = %source, attempt, "free port taken before the bind; retrying");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn start_once(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let probe = Arc::new(Probe {
         client_id: format!("zedops-broker-probe-{:016x}", rand::random::<u64>()),
         password: format!(
@@ -467,6 +521,22 @@ mod tests {
         tokio::net::TcpStream::connect(a5).await.unwrap();
         tokio::task::spawn_blocking(move || b.stop()).await.unwrap();
         assert!(tokio::net::TcpStream::connect(a5).await.is_err());
+    }
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768);
+        for _ in 0..20 {
+            let port = free_port(std::net::Ipv4Addr::LOCALHOST.into());
+            assert!(
+                port != 0 && (low <= 21000 || port < low),
+                "{port} (ephemeral from {low})"
+            );
+            StdTcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
     }
 
     #[tokio::test]

@@ -53,10 +53,8 @@ where
 }
 
 /// A free TCP port on loopback (released before return; used only for external programs that
-/// cannot report the port they bound).
+/// cannot report the port they bound). Chosen outside the ephemeral range, like the embedded
+/// broker's own port 0.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    zedops_broker::free_port(std::net::Ipv4Addr::LOCALHOST.into())
 }
