@@ -590,23 +590,32 @@ async fn without_container_topics_only_the_snapshot_carries_containers() -> anyh
     .await?;
     // A client nobody here wrote sees no per-container topic, retained or live.
     Docker::run(&["start", &web.name])?;
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.v5_addr().port().to_string(),
-        ])
-        .args(["-V", "mqttv5", "-v", "-W", "2"])
-        .args(["-t", &topics::containers_of(&name)])
-        .output()?;
-    let seen = String::from_utf8_lossy(&out.stdout);
+    let seen = mosquitto_sub_v5(broker.v5_addr().port(), &topics::containers_of(&name), &[])?;
     assert!(
         seen.trim().is_empty(),
         "per-container topics published: {seen}"
     );
     agent.stop().await;
     Ok(())
+}
+
+/// What Mosquitto's `mosquitto_sub` (MQTT 5, a client nobody here wrote) prints for `filter` in
+/// 2 s: one `topic payload` line per message. A failed connection is an error, not an empty list.
+fn mosquitto_sub_v5(port: u16, filter: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-V", "mqttv5", "-v", "-W", "2"])
+        .args(extra)
+        .args(["-t", filter])
+        .output()?;
+    // 27: the -W timeout ended it, the normal end here.
+    anyhow::ensure!(
+        matches!(out.status.code(), Some(0 | 27)),
+        "mosquitto_sub failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The agent remembers in its state directory which per-container topics it left retained, and a
@@ -639,17 +648,11 @@ async fn a_restarted_agent_clears_topics_of_containers_removed_meanwhile() -> an
     )
     .await?;
     // A client nobody here wrote finds the kept container's topic retained, and not the other.
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.v5_addr().port().to_string(),
-        ])
-        .args(["-V", "mqttv5", "-v", "-W", "2", "--retained-only"])
-        .args(["-t", &topics::containers_of(&name)])
-        .output()?;
-    let seen = String::from_utf8_lossy(&out.stdout);
+    let seen = mosquitto_sub_v5(
+        broker.v5_addr().port(),
+        &topics::containers_of(&name),
+        &["--retained-only"],
+    )?;
     assert!(
         seen.contains(&topics::container(&name, &keep.name)),
         "kept container's topic missing: {seen}"
