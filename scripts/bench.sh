@@ -56,4 +56,16 @@ cleanup() {
   if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
-target/release/zedops-bench "${args[@]}" | tee "$out"
+# In the background so that a SIGTERM or SIGINT to this script reaches the benchmark at once (a
+# shell runs its traps only after the foreground command ends); the benchmark then stops what it
+# started and exits.
+target/release/zedops-bench "${args[@]}" > >(tee "$out") &
+bench=$!
+trap 'kill -TERM "$bench" 2>/dev/null || true' TERM
+trap 'kill -INT "$bench" 2>/dev/null || true' INT
+status=0
+while kill -0 "$bench" 2>/dev/null; do
+  status=0
+  wait "$bench" || status=$?
+done
+exit "$status"

@@ -173,6 +173,18 @@ where
     eprintln!("==> {what}: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// Resolves on SIGTERM or SIGINT, with the exit code a shell expects for that signal.
+async fn interrupted() -> i32 {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => 143,
+        _ = tokio::signal::ctrl_c() => 130,
+    }
+}
+
 /// One thread for the measuring client (see the fleet scenario for the exception).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -184,6 +196,23 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    if let Cmd::Broker { listen } = cli.command {
+        return broker(listen).await;
+    }
+    tokio::select! {
+        r = run(cli) => r,
+        code = interrupted() => {
+            // The scenario in progress is abandoned (the fleet's runtime runs on its own thread
+            // and ends with the process): stop what it started, then leave.
+            eprintln!("\n==> interrupted: stopping the benchmark's processes and test containers");
+            procs::stop_children(std::time::Duration::from_secs(3));
+            stack::remove_leftovers();
+            std::process::exit(code);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let o = Opts {
         quick: cli.quick,
         fleet_sizes: cli.fleet_sizes.clone().unwrap_or_else(|| {
@@ -196,9 +225,6 @@ async fn main() -> anyhow::Result<()> {
         containers: cli.containers.max(3),
         fleet_brokers: cli.fleet_brokers.clone(),
     };
-    if let Cmd::Broker { listen } = cli.command {
-        return broker(listen).await;
-    }
 
     let started = Instant::now();
     println!(

@@ -55,6 +55,66 @@ impl Drop for Proc {
     }
 }
 
+/// Stops every child of this process (SIGTERM, then SIGKILL after `limit`): what an interrupted
+/// benchmark leaves running, whichever scenario started it (`zedops serve`, agents, brokers,
+/// Mosquitto, `docker` invocations).
+pub fn stop_children(limit: Duration) {
+    let signal_all = |sig: &str| {
+        let pids = children_of(std::process::id());
+        if !pids.is_empty() {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .args(pids.iter().map(u32::to_string))
+                .stderr(Stdio::null())
+                .status();
+        }
+        pids
+    };
+    if signal_all("TERM").is_empty() {
+        return;
+    }
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+        // Children that exited are zombies until reaped; they count as gone.
+        if children_of(std::process::id())
+            .iter()
+            .all(|p| state_of(*p) == Some('Z'))
+        {
+            return;
+        }
+    }
+    for pid in signal_all("KILL") {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        eprintln!(
+            "{} (pid {pid}) did not exit within {limit:?} of SIGTERM; killed it",
+            comm.replace('\0', " ").trim()
+        );
+    }
+}
+
+/// Processes whose parent is `parent`, from `/proc/<pid>/stat`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat_fields(*pid).and_then(|f| f.get(1)?.parse().ok()) == Some(parent))
+        .collect()
+}
+
+fn state_of(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may contain spaces and
+/// parentheses): state, ppid, …
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// What `zedops serve` printed in its banner.
 #[derive(Debug, Clone)]
 pub struct Banner {
@@ -234,15 +294,11 @@ impl Usage {
                 }
             }
         }
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // Fields after the command (which may contain spaces) in parentheses.
-            if let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                // utime and stime are fields 14 and 15 of stat; here 11 and 12 (0-based after state).
-                let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                let ticks = t(11) + t(12);
-                u.cpu = Duration::from_secs_f64(ticks as f64 / clk_tck() as f64);
-            }
+        if let Some(f) = stat_fields(pid) {
+            // utime and stime are fields 14 and 15 of stat; here 11 and 12 (0-based after state).
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let ticks = t(11) + t(12);
+            u.cpu = Duration::from_secs_f64(ticks as f64 / clk_tck() as f64);
         }
         u
     }
