@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use zedops_proto::ops::{
     self, ActionResult, ContainerInspect, ContainerKill, ContainerList, ContainerLogs,
     ContainerPause, ContainerRestart, ContainerStart, ContainerStop, ContainerUnpause,
     ContainersList, Op, Ping, Pong,
 };
-use zedops_proto::{Action, ContainerRef, ErrorBody, Reply};
+use zedops_proto::{Action, Container, ContainerRef, ErrorBody, Reply};
 
 use crate::docker::Driver;
 
@@ -19,6 +21,38 @@ use crate::docker::Driver;
 pub struct Ctx {
     pub agent: String,
     pub driver: Driver,
+    /// Asks the session's main loop to list the containers and publish what changed (see
+    /// [`Ctx::published_row`]).
+    pub publish: mpsc::Sender<PublishRow>,
+}
+
+/// A request to the main loop: list, publish what changed, answer with one container's row as
+/// published (`None` when Docker could not be listed or the container is not there).
+pub struct PublishRow {
+    pub id: String,
+    pub reply: oneshot::Sender<Option<Container>>,
+}
+
+/// How long an action waits for the main loop to publish its outcome before it answers anyway.
+const PUBLISH_WAIT: Duration = Duration::from_secs(2);
+
+impl Ctx {
+    /// The container's row after the main loop has listed the containers and published the
+    /// snapshot, per-container topic and status that follow from it. An action that changed a
+    /// container answers with this row, so its reply reaches the requester after the state it
+    /// caused: `zedops restart web-1 && zedops ps` shows web-1 running, not the moment it was
+    /// stopped in between. `None` when the main loop is busy past [`PUBLISH_WAIT`], its queue
+    /// is full, or Docker could not be listed: the caller fetches the row itself.
+    pub async fn published_row(&self, id: &str) -> Option<Container> {
+        let (reply, rx) = oneshot::channel();
+        self.publish
+            .try_send(PublishRow {
+                id: id.to_owned(),
+                reply,
+            })
+            .ok()?;
+        tokio::time::timeout(PUBLISH_WAIT, rx).await.ok()?.ok()?
+    }
 }
 
 type BoxReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
@@ -160,6 +194,14 @@ pub async fn act(
         Act::Plain(Action::Kill) => d.kill(&t, "SIGKILL").await?,
         Act::Kill(ref sig) => d.kill(&t, sig).await?,
     };
-    let container = d.row(&t.id).await?;
+    let published = if changed {
+        ctx.published_row(&t.id).await
+    } else {
+        None
+    };
+    let container = match published {
+        Some(row) => row,
+        None => d.row(&t.id).await?,
+    };
     Ok(ActionResult { container, changed })
 }

@@ -29,7 +29,7 @@ use zedops_proto::{AgentState, ContainerEvent, ContainerState, DockerStatus, Err
 use crate::dedup::{Dedup, Seen};
 use crate::docker::{self, Driver, DriverControl};
 use crate::ha::Ha;
-use crate::handlers::{Ctx, Registry};
+use crate::handlers::{Ctx, PublishRow, Registry};
 use crate::publisher::{json, status_payload, Publisher, Republish};
 use crate::{AgentConfig, AgentError};
 
@@ -243,9 +243,12 @@ pub(crate) async fn run(
         .instrument(info_span!("mqtt", agent = %agent)),
     );
 
+    // Actions ask the main loop to publish their outcome before they reply (Ctx::published_row).
+    let (publish_tx, mut publish_rx) = mpsc::channel::<PublishRow>(64);
     let ctx = Arc::new(Ctx {
         agent: agent.clone(),
         driver: driver.clone(),
+        publish: publish_tx,
     });
     let registry = Arc::new(cfg.registry.clone().unwrap_or_else(Registry::v1));
     let dedup = Arc::new(Mutex::new(Dedup::new(4096)));
@@ -386,6 +389,20 @@ pub(crate) async fn run(
                     flush_at = Some(tokio::time::Instant::now() + RECHECK);
                 } else {
                     rechecks = 0;
+                }
+            }
+            Some(first) = publish_rx.recv() => {
+                // One list answers every action waiting by now.
+                let mut waiting = vec![first];
+                while let Ok(more) = publish_rx.try_recv() {
+                    waiting.push(more);
+                }
+                let listed = refresh(&driver, &mut publisher, Republish::Changes).await;
+                for w in waiting {
+                    let row = listed
+                        .then(|| publisher.current()?.iter().find(|c| c.id == w.id).cloned())
+                        .flatten();
+                    let _ = w.reply.send(row);
                 }
             }
             _ = tokio::time::sleep_until(resync_at.unwrap_or_else(far)), if resync_at.is_some() => {

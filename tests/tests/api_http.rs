@@ -157,6 +157,60 @@ async fn reads_and_actions(kind: BrokerKind) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Read your own writes: the moment an action has answered, the API's cached list (what
+/// `zedops ps` and the dashboard read) shows its outcome, not a state from before or in between
+/// (a restart stops the container first: its `die` used to be what the cache held).
+async fn an_action_is_read_back_at_once(kind: BrokerKind) -> anyhow::Result<()> {
+    init_logs();
+    let run = unique("readback");
+    let web = TestContainer::run(&unique("zt-readback"), &run, &[])?;
+    let broker = Broker::start(kind).await?;
+    let agent = InProcAgent::start(&unique("readback"), broker.addr, |_| {})?;
+    let a = agent.name.clone();
+    let api = TestApi::start(&broker.url()).await?;
+    agent_online(&api, &a).await?;
+    let cached_state = || async {
+        let (_, v) = api
+            .get_json(&format!("/api/v1/agents/{a}/containers"))
+            .await?;
+        let row = v["containers"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|c| c["name"] == web.name.as_str()))
+            .with_context(|| format!("{} not in the cached list: {v}", web.name))?;
+        anyhow::Ok(row["state"].as_str().unwrap_or_default().to_owned())
+    };
+    eventually(
+        "the container in the cache",
+        Duration::from_secs(5),
+        || async { cached_state().await.ok() },
+    )
+    .await?;
+    for round in 0..4 {
+        for (action, expect) in [
+            ("restart", "running"),
+            ("stop", "exited"),
+            ("start", "running"),
+            ("pause", "paused"),
+            ("unpause", "running"),
+        ] {
+            let (s, r) = api
+                .post_json(&format!(
+                    "/api/v1/agents/{a}/containers/{}/{action}?grace_s=5",
+                    web.name
+                ))
+                .await?;
+            assert_eq!(s, 200, "{action}: {r}");
+            assert_eq!(r["container"]["state"], expect, "{action}: {r}");
+            let cached = cached_state().await?;
+            assert_eq!(
+                cached, expect,
+                "round {round}: right after {action} answered, the API's cached list shows {cached}"
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn status_codes(kind: BrokerKind) -> anyhow::Result<()> {
     init_logs();
     let broker = Broker::start(kind).await?;
@@ -430,6 +484,7 @@ macro_rules! both_brokers {
 
 both_brokers!(
     reads_and_actions,
+    an_action_is_read_back_at_once,
     status_codes,
     sse_sees_external_stop,
     restart_rebuilds_the_fleet_view

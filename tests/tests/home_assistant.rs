@@ -406,14 +406,32 @@ fn sanitized(name: &str) -> String {
         .collect()
 }
 
-/// Waits for the container's retained state topic to show `state`, and returns its payload.
-async fn wait_state(c: &mut TestClient, topic: &str, state: &str) -> anyhow::Result<String> {
-    let m = c
-        .wait_for(&format!("{topic} {state}"), Duration::from_secs(10), |m| {
-            m.topic == topic && m.json()["state"] == state
-        })
-        .await?;
-    Ok(String::from_utf8_lossy(&m.payload).into_owned())
+/// Waits for a command's result and for the container's state topic to show `state`, in either
+/// order (the agent publishes the state a command caused before its result); returns the result
+/// and the state payload.
+async fn wait_result_and_state(
+    c: &mut TestClient,
+    result_topic: &str,
+    state_topic: &str,
+    state: &str,
+) -> anyhow::Result<(Value, String)> {
+    let (mut result, mut payload) = (None, None);
+    c.wait_for(
+        &format!("a result on {result_topic} and {state_topic} {state}"),
+        Duration::from_secs(20),
+        |m| {
+            if m.topic == result_topic {
+                result = Some((m.retain, m.json()));
+            } else if m.topic == state_topic && m.json()["state"] == state {
+                payload = Some(String::from_utf8_lossy(&m.payload).into_owned());
+            }
+            result.is_some() && payload.is_some()
+        },
+    )
+    .await?;
+    let ((retained, r), payload) = result.zip(payload).context("both seen")?;
+    assert!(!retained, "results are not retained");
+    Ok((r, payload))
 }
 
 async fn wait_result(c: &mut TestClient, topic: &str) -> anyhow::Result<Value> {
@@ -483,11 +501,11 @@ async fn switch_and_button_act_on_real_containers_and_protection_is_visible() ->
         &["-m", sw["payload_off"].as_str().unwrap_or_default()],
     )
     .await?;
-    let r = wait_result(&mut e.watcher, &result).await?;
+    let (r, payload) =
+        wait_result_and_state(&mut e.watcher, &result, &state_topic, "exited").await?;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["changed"], true);
     assert_eq!(web.state()?, "exited", "Docker shows the container stopped");
-    let payload = wait_state(&mut e.watcher, &state_topic, "exited").await?;
     assert_eq!(render_one(&sw["value_template"], &payload).await?, "OFF");
 
     // Switch on.
@@ -497,10 +515,10 @@ async fn switch_and_button_act_on_real_containers_and_protection_is_visible() ->
         &["-m", sw["payload_on"].as_str().unwrap_or_default()],
     )
     .await?;
-    let r = wait_result(&mut e.watcher, &result).await?;
+    let (r, payload) =
+        wait_result_and_state(&mut e.watcher, &result, &state_topic, "running").await?;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(web.state()?, "running");
-    let payload = wait_state(&mut e.watcher, &state_topic, "running").await?;
     assert_eq!(render_one(&sw["value_template"], &payload).await?, "ON");
 
     // Restart button (and a command spelled differently: case and spaces do not matter).
