@@ -221,6 +221,10 @@ impl Api {
 
     /// Stops the MQTT session (the HTTP server stops with its shutdown future).
     pub async fn disconnect(&self) {
+        self.state
+            .link
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ =
             tokio::time::timeout(Duration::from_secs(2), self.state.link.client.disconnect()).await;
     }

@@ -60,6 +60,8 @@ pub struct Link {
     pub client_id: String,
     pub reply_topic: String,
     pub connected: AtomicBool,
+    /// Set by [`crate::Api::disconnect`]: the connection's end is expected, not a loss.
+    pub closing: AtomicBool,
     /// When the first subscription of this process was made (cache warming starts).
     pub subscribed_at: Mutex<Option<Instant>>,
     /// Request id → (agent asked, waiter).
@@ -77,6 +79,7 @@ impl Link {
             client_id: "detached".into(),
             reply_topic: topics::replies("detached"),
             connected: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             subscribed_at: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             security: None,
@@ -157,6 +160,7 @@ pub fn start(
         reply_topic: topics::replies(&client_id),
         client_id,
         connected: AtomicBool::new(false),
+        closing: AtomicBool::new(false),
         subscribed_at: Mutex::new(None),
         inflight: Mutex::new(HashMap::new()),
         security,
@@ -297,6 +301,11 @@ async fn poll(
             }
             Ok(_) => {}
             Err(e) => {
+                if link.closing.load(Ordering::SeqCst) {
+                    link.connected.store(false, Ordering::SeqCst);
+                    debug!(error = %e, "API disconnected from the broker");
+                    return;
+                }
                 if link.connected.swap(false, Ordering::SeqCst) {
                     warn!(error = %e, "API lost the broker; reconnecting");
                 } else {

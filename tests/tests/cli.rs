@@ -251,5 +251,16 @@ async fn serve_local_agent_then_ps_with_nothing_else() -> anyhow::Result<()> {
         "stopping took {:?}: an open event stream held the server",
         t.elapsed()
     );
+    // A clean stop does not warn about itself (the API used to report its own disconnect as a
+    // lost broker). rumqttd's `router-drop` line is its own (docs/operations.md, Logs).
+    let logs = serve.stderr.lock().map(|l| l.clone()).unwrap_or_default();
+    let ours: Vec<&str> = logs
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("rumqttd"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "warnings or errors on a clean stop: {ours:#?}"
+    );
     Ok(())
 }
