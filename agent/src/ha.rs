@@ -480,10 +480,19 @@ impl Ha {
 
     /// What the session subscribes to after every CONNACK: the `/set` commands, HA's birth
     /// message, and this agent's own discovery configs (to remove leftovers of an earlier run).
-    pub fn subscriptions(&self) -> Vec<String> {
+    ///
+    /// Commands and the birth message come through shared-subscription groups of this agent
+    /// process (`group`, as for requests: `topics::agent_subscriptions`): a retained command is
+    /// refused anyway and every CONNACK republishes discovery, so nothing retained is wanted
+    /// there, and the broker is spared a scan of its retained messages for each. The configs
+    /// subscription is plain on purpose: its retained messages are how leftovers are found.
+    pub fn subscriptions(&self, group: &str) -> Vec<String> {
         vec![
-            topics::container_sets_of(&self.agent),
-            self.birth_topic(),
+            topics::shared(
+                &format!("{group}-ha-set"),
+                &topics::container_sets_of(&self.agent),
+            ),
+            topics::shared(&format!("{group}-ha-birth"), &self.birth_topic()),
             format!("{}/+/{}/+/config", self.prefix, node_id(&self.agent)),
         ]
     }

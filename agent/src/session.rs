@@ -306,7 +306,8 @@ pub(crate) async fn run(
                         info!("connected to the broker; subscribing and publishing state");
                         let subs = topics::agent_subscriptions(&group, &agent);
                         // With --ha, also HA's topics (ha.rs: `/set`, `{prefix}/status`, our configs).
-                        for s in subs.into_iter().chain(ha.iter().flat_map(Ha::subscriptions)) {
+                        let ha_subs = ha.iter().flat_map(|h| h.subscriptions(&group));
+                        for s in subs.into_iter().chain(ha_subs) {
                             if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
                                 warn!(filter = %s, error = %e, "subscribe dropped");
                             }
