@@ -25,16 +25,38 @@ async fn agent_online(api: &TestApi, agent: &str) -> anyhow::Result<Value> {
     .await
 }
 
-async fn reads_and_actions(kind: BrokerKind) -> anyhow::Result<()> {
-    init_logs();
-    let run = unique("httpops");
-    let web = TestContainer::run(&unique("zt-http"), &run, &[])?;
-    let broker = Broker::start(kind).await?;
-    let agent = InProcAgent::start(&unique("maestro"), broker.addr, |_| {})?;
-    let a = agent.name.clone();
-    let api = TestApi::start(&broker.url()).await?;
+/// One test container, a broker of `kind`, an in-process agent and the API on that broker.
+/// Fields drop in order: the API, then the agent, the broker, the container.
+struct Stack {
+    api: TestApi,
+    agent: InProcAgent,
+    _broker: Broker,
+    web: TestContainer,
+}
 
-    let info = agent_online(&api, &a).await?;
+impl Stack {
+    async fn start(kind: BrokerKind, what: &str) -> anyhow::Result<Self> {
+        init_logs();
+        let web = TestContainer::run(&unique(&format!("zt-{what}")), &unique(what), &[])?;
+        let broker = Broker::start(kind).await?;
+        let agent = InProcAgent::start(&unique(what), broker.addr, |_| {})?;
+        let api = TestApi::start(&broker.url()).await?;
+        Ok(Self {
+            api,
+            agent,
+            _broker: broker,
+            web,
+        })
+    }
+}
+
+async fn reads_and_actions(kind: BrokerKind) -> anyhow::Result<()> {
+    let Stack {
+        api, agent, web, ..
+    } = &Stack::start(kind, "http").await?;
+    let a = agent.name.clone();
+
+    let info = agent_online(api, &a).await?;
     assert!(info["hostname"].as_str().is_some_and(|h| !h.is_empty()));
     assert!(info["docker"]["version"].is_string(), "{info}");
     assert_eq!(info["docker"]["state"], "available");
@@ -161,14 +183,11 @@ async fn reads_and_actions(kind: BrokerKind) -> anyhow::Result<()> {
 /// `zedops ps` and the dashboard read) shows its outcome, not a state from before or in between
 /// (a restart stops the container first: its `die` used to be what the cache held).
 async fn an_action_is_read_back_at_once(kind: BrokerKind) -> anyhow::Result<()> {
-    init_logs();
-    let run = unique("readback");
-    let web = TestContainer::run(&unique("zt-readback"), &run, &[])?;
-    let broker = Broker::start(kind).await?;
-    let agent = InProcAgent::start(&unique("readback"), broker.addr, |_| {})?;
+    let Stack {
+        api, agent, web, ..
+    } = &Stack::start(kind, "readback").await?;
     let a = agent.name.clone();
-    let api = TestApi::start(&broker.url()).await?;
-    agent_online(&api, &a).await?;
+    agent_online(api, &a).await?;
     let cached_state = || async {
         let (_, v) = api
             .get_json(&format!("/api/v1/agents/{a}/containers"))
@@ -385,13 +404,10 @@ async fn status_codes(kind: BrokerKind) -> anyhow::Result<()> {
 }
 
 async fn sse_sees_external_stop(kind: BrokerKind) -> anyhow::Result<()> {
-    init_logs();
-    let run = unique("sse");
-    let web = TestContainer::run(&unique("zt-sse"), &run, &[])?;
-    let broker = Broker::start(kind).await?;
-    let agent = InProcAgent::start(&unique("sse"), broker.addr, |_| {})?;
-    let api = TestApi::start(&broker.url()).await?;
-    agent_online(&api, &agent.name).await?;
+    let Stack {
+        api, agent, web, ..
+    } = &Stack::start(kind, "sse").await?;
+    agent_online(api, &agent.name).await?;
     let mut sse = SseReader::open(&api.http, &api.url("/api/v1/events")).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
