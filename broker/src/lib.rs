@@ -265,13 +265,13 @@ fn server_settings(
 /// rumqttd binds it, the start is retried with new ports (a fixed port that is in use is an
 /// error at once).
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
-    let any_port = config.v5_listen.port() == 0
-        || config.v4_listen.is_some_and(|a| a.port() == 0)
-        || config.tls.is_some(); // the internal plain listener of a TLS broker takes port 0
+    // An address the caller chose (not port 0); the internal listener of a TLS broker is port 0.
+    let chosen =
+        |a: SocketAddr| a.port() != 0 && (a == config.v5_listen || Some(a) == config.v4_listen);
     let mut attempt = 1;
     loop {
         match start_once(config.clone()).await {
-            Err(BrokerError::Bind { addr, source }) if any_port && attempt < 4 => {
+            Err(BrokerError::Bind { addr, source }) if !chosen(addr) && attempt < 4 => {
                 tracing::debug!(%addr, error = %source, attempt, "free port taken before the bind; retrying");
                 attempt += 1;
             }
