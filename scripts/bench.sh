@@ -68,4 +68,5 @@ while kill -0 "$bench" 2>/dev/null; do
   status=0
   wait "$bench" || status=$?
 done
+wait 2>/dev/null || true  # tee: the last lines reach the terminal and the file before we exit
 exit "$status"
