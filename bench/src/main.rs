@@ -139,11 +139,7 @@ async fn broker(listen: SocketAddr) -> anyhow::Result<()> {
     })
     .await?;
     println!("broker mqtt://{}", b.v5_addr());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    interrupted().await;
     tokio::task::spawn_blocking(move || b.stop()).await?;
     Ok(())
 }
