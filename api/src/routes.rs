@@ -256,6 +256,19 @@ pub struct EnrollResponse {
 pub struct MqttUser {
     pub username: String,
     pub password: String,
+    /// Whether the user may publish Home Assistant `…/set` commands.
+    pub ha_commands: bool,
+}
+
+/// An MQTT user to create.
+#[derive(Debug, Object)]
+pub struct NewMqttUser {
+    pub name: String,
+    /// May publish Home Assistant `…/set` commands (start, stop, restart of unprotected
+    /// containers of `--ha` agents, unsigned). Default false: the user can read, and send signed
+    /// requests only.
+    #[oai(default)]
+    pub ha_commands: bool,
 }
 
 /// The caller's identity.
@@ -919,15 +932,11 @@ impl FleetApi {
         tag = "Tag::Admin",
         operation_id = "create_mqtt_user"
     )]
-    async fn create_mqtt_user(
-        &self,
-        auth: Caller,
-        body: Json<TokenInfoName>,
-    ) -> ApiResult<MqttUser> {
+    async fn create_mqtt_user(&self, auth: Caller, body: Json<NewMqttUser>) -> ApiResult<MqttUser> {
         auth.0.require(Role::Admin)?;
         let store = self.store()?;
         let password = store
-            .create_mqtt_user(&body.name)
+            .create_mqtt_user(&body.name, body.ha_commands)
             .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "mqtt_user.create")
@@ -937,6 +946,7 @@ impl FleetApi {
         Ok(Json(MqttUser {
             username: body.name.clone(),
             password,
+            ha_commands: body.ha_commands,
         }))
     }
 

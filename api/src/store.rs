@@ -45,6 +45,9 @@ pub struct MqttUserRecord {
     pub name: String,
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
+    /// May publish Home Assistant `…/set` commands (start/stop/restart without a signature).
+    #[serde(default)]
+    pub ha_commands: bool,
 }
 
 /// Why an enrollment was refused (one sentence each; never says which part was wrong beyond that).
@@ -403,7 +406,8 @@ impl Store {
     }
 
     /// Creates (or replaces) an MQTT user for an integration; returns its password (shown once).
-    pub fn create_mqtt_user(&self, name: &str) -> Result<String, StoreError> {
+    /// `ha_commands`: the user may publish Home Assistant `…/set` commands.
+    pub fn create_mqtt_user(&self, name: &str, ha_commands: bool) -> Result<String, StoreError> {
         if !valid_token_name(name) || name.starts_with("zedops") {
             return Err(StoreError::Invalid(format!(
                 "MQTT user name {name:?} is invalid: use 1-63 characters of a-z, 0-9, '-' or '_', not starting with \"zedops\""
@@ -417,6 +421,7 @@ impl Store {
                 name: name.to_owned(),
                 password_hash: hash_secret(&password),
                 created_at: Utc::now(),
+                ha_commands,
             },
         )?;
         Ok(password)
@@ -430,9 +435,10 @@ impl Store {
         self.list_json(MQTT_USERS)
     }
 
-    pub fn check_mqtt_user(&self, name: &str, password: &str) -> bool {
+    /// The MQTT user `name` when `password` is its password.
+    pub fn check_mqtt_user(&self, name: &str, password: &str) -> Option<MqttUserRecord> {
         self.get_json::<MqttUserRecord>(MQTT_USERS, name)
-            .is_some_and(|r| same(&r.password_hash, &hash_secret(password)))
+            .filter(|r| same(&r.password_hash, &hash_secret(password)))
     }
 
     /// Appends an audit record (its `seq` is assigned here).

@@ -1,5 +1,9 @@
-//! The embedded MQTT broker: rumqttd, started in-process with an MQTT 5 listener and an MQTT 3.1.1
-//! compatibility listener (rumqttd serves one protocol version per listener).
+//! The embedded MQTT broker: our own front end ([`front`]) before rumqttd's router.
+//!
+//! Every client connects to the front end, which terminates TLS, authenticates the CONNECT,
+//! enforces per-identity topic ACLs ([`acl`]), and bridges MQTT 3.1.1 clients to MQTT 5; rumqttd
+//! serves one MQTT 5 listener on loopback that only the front end can use (`docs/architecture.md`
+//! says why: three defects of rumqttd 0.20 that any client could reach).
 //!
 //! rumqttd's own `Broker::start()` blocks, only logs a failed bind, and cannot be stopped. This crate
 //! drives rumqttd's public `Router` and `Server` pieces itself so that:
@@ -12,24 +16,32 @@
 //! `zedops/v1/agents/+/status` receives every retained status of a large fleet (rumqttd truncates
 //! retained delivery to that budget; see `docs/architecture.md`).
 
+pub mod acl;
+mod front;
+mod tls;
+
+pub use acl::Identity;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttd::protocol::{v4::V4, v5::V5};
+use rumqttd::protocol::v5::V5;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::info;
 use zedops_proto::topics;
 
-/// Decides whether a connection may proceed: `(client_id, username, password) -> allowed`.
-/// Called once per CONNECT; it must be fast (it runs on the broker's accept path).
+/// Decides whether a connection may proceed and who it is:
+/// `(client_id, username, password) -> Some(identity)`, `None` to refuse.
+/// Called once per CONNECT; it must be fast (it runs on the broker's thread).
 #[derive(Clone)]
 pub struct Authenticator(pub Arc<AuthFn>);
 
-/// `(client_id, username, password) -> allowed`.
-pub type AuthFn = dyn Fn(&str, &str, &str) -> bool + Send + Sync;
+/// `(client_id, username, password) -> who`.
+pub type AuthFn = dyn Fn(&str, &str, &str) -> Option<Identity> + Send + Sync;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,24 +184,6 @@ impl Drop for BrokerHandle {
     }
 }
 
-/// Picks the concrete address for a listener: binds it once to learn the port (and to turn an
-/// address in use into an error), then releases it for rumqttd's own bind (rumqttd binds by
-/// address; it cannot take a bound socket).
-///
-/// Port 0 is resolved by [`free_port`], outside the kernel's ephemeral range: a port the kernel
-/// hands out for port 0 is also the kind it hands to outgoing connections, and one of those could
-/// take it in the moment between this release and rumqttd's bind.
-fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    let addr = if addr.port() == 0 {
-        SocketAddr::new(addr.ip(), free_port(addr.ip()))
-    } else {
-        addr
-    };
-    let l = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
-    l.local_addr()
-        .map_err(|source| BrokerError::Bind { addr, source })
-}
-
 /// A TCP port on `ip` that was free a moment ago, chosen at random below the kernel's ephemeral
 /// range (`net.ipv4.ip_local_port_range`) so that neither outgoing connections nor other
 /// "port 0" listeners are likely to take it before the caller binds it. Falls back to a port the
@@ -214,27 +208,13 @@ pub fn free_port(ip: std::net::IpAddr) -> u16 {
         .unwrap_or(0)
 }
 
-/// The start-up probe's identity: random per process, accepted besides the authenticator.
-struct Probe {
-    client_id: String,
-    password: String,
-}
-
-fn server_settings(
-    name: &str,
-    listen: SocketAddr,
-    auth: Option<&Authenticator>,
-    probe: &Arc<Probe>,
-    tls: Option<&TlsFiles>,
-) -> ServerSettings {
+/// rumqttd's settings for the front end's loopback listener: authenticated with the front end's
+/// per-process secret, so no other local process can reach rumqttd around the front end.
+fn upstream_settings(listen: SocketAddr, secret: Arc<(String, String)>) -> ServerSettings {
     let mut s = ServerSettings {
-        name: name.to_owned(),
+        name: format!("upstream-{}", listen.port()),
         listen,
-        tls: tls.map(|t| rumqttd::TlsConfig::Rustls {
-            capath: None,
-            certpath: t.cert.display().to_string(),
-            keypath: t.key.display().to_string(),
-        }),
+        tls: None,
         next_connection_delay_ms: 0,
         connections: ConnectionSettings {
             connection_timeout_ms: 10_000,
@@ -245,244 +225,172 @@ fn server_settings(
             dynamic_filters: true,
         },
     };
-    if let Some(auth) = auth.cloned() {
-        let probe = probe.clone();
-        s.set_auth_handler(move |client_id: String, user: String, pass: String| {
-            let ok = (client_id == probe.client_id && user == probe.client_id && pass == probe.password)
-                || (auth.0)(&client_id, &user, &pass);
-            if !ok {
-                tracing::info!(%client_id, username = %user, "MQTT connection refused: bad credentials");
-            }
-            std::future::ready(ok)
-        });
-    }
+    s.set_auth_handler(move |_client_id: String, user: String, pass: String| {
+        std::future::ready(user == secret.0 && pass == secret.1)
+    });
     s
 }
 
-/// Starts the broker and returns once every listener accepts connections.
-///
-/// A listener asked for port 0 gets a free port; should another process take that port before
-/// rumqttd binds it, the start is retried with new ports (a fixed port that is in use is an
-/// error at once).
-pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
-    // An address the caller chose (not port 0); the internal listener of a TLS broker is port 0.
-    let chosen =
-        |a: SocketAddr| a.port() != 0 && (a == config.v5_listen || Some(a) == config.v4_listen);
-    let mut attempt = 1;
-    loop {
-        match start_once(config.clone()).await {
-            Err(BrokerError::Bind { addr, source }) if !chosen(addr) && attempt < 4 => {
-                tracing::debug!(%addr, error = %source, attempt, "free port taken before the bind; retrying");
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+/// Binds a front-end listener (held from here on: no window for another process to take it).
+fn bind(addr: SocketAddr) -> Result<StdTcpListener, BrokerError> {
+    let l = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
+    l.set_nonblocking(true)
+        .map_err(|source| BrokerError::Bind { addr, source })?;
+    Ok(l)
 }
 
-async fn start_once(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
-    let probe = Arc::new(Probe {
-        client_id: format!("zedops-broker-probe-{:016x}", rand::random::<u64>()),
-        password: format!(
-            "{:016x}{:016x}",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        ),
-    });
-    let v5_addr = reserve(config.v5_listen)?;
-    let v4_addr = config.v4_listen.map(reserve).transpose()?;
+fn local_addr(l: &StdTcpListener, addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    l.local_addr()
+        .map_err(|source| BrokerError::Bind { addr, source })
+}
 
-    let router = Router::new(
-        0,
-        RouterConfig {
-            max_connections: config.max_connections,
-            max_outgoing_packet_count: config.max_outgoing_packet_count,
-            // Segments are in-memory commit logs per subscription filter; small segments bound memory.
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 4,
-            custom_segment: None,
-            // rumqttd 0.20 remembers which filters a topic matches only once some filter has
-            // matched it; a topic nobody subscribes to is matched against every filter of the
-            // fleet (one per agent) on every publish. These filters exist from the start so that
-            // every state topic of the contract is matched once, whether or not the API (or Home
-            // Assistant) is subscribed yet (docs/benchmarks.md §6). Each holds at most
-            // max_segment_count segments, like any subscription.
-            initialized_filters: Some(
-                [
-                    topics::ALL_STATUS,
-                    topics::ALL_SNAPSHOTS,
-                    topics::ALL_EVENTS,
-                    topics::ALL_CONTAINER_TOPICS,
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
-            // Agents take requests through shared-subscription groups of their own (one member
-            // each). rumqttd's default (round robin) reads such a group one message at a time
-            // and never moves its read position past a message that expired in the broker, so
-            // one request with Message Expiry 0 stopped all later requests to that agent;
-            // sticky reads a batch and moves past it.
-            shared_subscriptions_strategy: rumqttd::Strategy::Sticky,
-        },
-    );
+/// Starts the broker and returns once every listener accepts connections.
+pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    // (listener, TLS?) — the public ones, then with TLS a plain one on loopback.
+    let mut listeners = vec![(bind(config.v5_listen)?, config.v5_listen, tls.is_some())];
+    if let Some(a) = config.v4_listen {
+        listeners.push((bind(a)?, a, tls.is_some()));
+    }
+    if tls.is_some() {
+        let a = SocketAddr::from(([127, 0, 0, 1], 0));
+        listeners.push((bind(a)?, a, false));
+    }
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|(l, a, _)| local_addr(l, *a))
+        .collect::<Result<_, _>>()?;
+
+    let router = Router::new(0, router_config(&config));
     let router_tx = router.spawn();
-
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("zedops-broker")
         .enable_all()
         .build()
         .map_err(BrokerError::Runtime)?;
 
-    if let Some(t) = &config.tls {
-        for (what, path) in [("certificate", &t.cert), ("key", &t.key)] {
-            if !path.is_file() {
-                return Err(BrokerError::Tls(format!(
-                    "the TLS {what} file {} does not exist",
-                    path.display()
-                )));
-            }
-        }
-    }
-    let internal_addr = match config.tls {
-        Some(_) => Some(reserve(SocketAddr::from(([127, 0, 0, 1], 0)))?),
-        None => None,
-    };
-    // (name, address, v5?, TLS?)
-    let mut listeners = vec![("v5", v5_addr, true, config.tls.is_some())];
-    if let Some(a) = v4_addr {
-        listeners.push(("v4", a, false, config.tls.is_some()));
-    }
-    if let Some(a) = internal_addr {
-        listeners.push(("internal", a, true, false));
-    }
-    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<(SocketAddr, String)>(4);
-    for (name, addr, v5, tls) in &listeners {
-        let settings = server_settings(
-            name,
-            *addr,
-            config.auth.as_ref(),
-            &probe,
-            tls.then_some(()).and(config.tls.as_ref()),
+    let secret = Arc::new((
+        "zedops-front".to_owned(),
+        format!("{:032x}", rand::random::<u128>()),
+    ));
+    let handle = runtime.handle().clone();
+    let spawn_secret = secret.clone();
+    let spawn = move |addr: SocketAddr| {
+        let mut server = Server::new(
+            upstream_settings(addr, spawn_secret.clone()),
+            router_tx.clone(),
+            V5,
         );
-        let failed = failed_tx.clone();
-        let addr = *addr;
-        if *v5 {
-            let mut server = Server::new(settings, router_tx.clone(), V5);
-            runtime.spawn(async move {
-                if let Err(e) = server.start(LinkType::Remote).await {
-                    let _ = failed.send((addr, e.to_string())).await;
-                }
-            });
-        } else {
-            let mut server = Server::new(settings, router_tx.clone(), V4);
-            runtime.spawn(async move {
-                if let Err(e) = server.start(LinkType::Remote).await {
-                    let _ = failed.send((addr, e.to_string())).await;
-                }
-            });
-        }
-    }
-    drop(failed_tx);
+        handle.spawn(async move {
+            if let Err(e) = server.start(LinkType::Remote).await {
+                tracing::warn!(%addr, error = %e, "the broker's router listener stopped");
+            }
+        });
+    };
+    let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+    let upstream = Arc::new(front::upstream::Upstream::new(
+        SocketAddr::new(loopback, 0),
+        secret.0.clone(),
+        secret.1.clone(),
+        zedops_proto::MAX_PACKET_BYTES,
+        Box::new(spawn),
+    ));
+    let shared = Arc::new(front::Shared {
+        auth: config.auth.clone(),
+        upstream: upstream.clone(),
+        max_packet: zedops_proto::MAX_PACKET_BYTES,
+        slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+    });
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<(), BrokerError>>();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let thread = std::thread::Builder::new()
         .name("zedops-broker-owner".into())
         .spawn(move || {
             // The runtime lives on its own thread so that it can be dropped (closing every
             // connection) without blocking the caller's runtime.
-            let _ = runtime.block_on(stop_rx);
+            runtime.block_on(async move {
+                let ready = upstream.start(loopback).await;
+                let ok = ready.is_ok();
+                if ok {
+                    for (l, _, tls) in listeners {
+                        match TcpListener::from_std(l) {
+                            Ok(l) => {
+                                let acceptor = tls.then(|| acceptor.clone()).flatten();
+                                tokio::spawn(front::accept_loop(l, acceptor, shared.clone()));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "MQTT listener lost"),
+                        }
+                    }
+                }
+                let _ = ready_tx.send(ready);
+                if ok {
+                    let _ = stop_rx.await;
+                }
+            });
             runtime.shutdown_timeout(Duration::from_secs(2));
         })
         .map_err(BrokerError::Runtime)?;
 
-    let handle = BrokerHandle {
-        v5_addr,
-        v4_addr,
-        internal_addr,
+    let mut handle = BrokerHandle {
+        v5_addr: addrs[0],
+        v4_addr: config.v4_listen.map(|_| addrs[1]),
+        internal_addr: config.tls.as_ref().map(|_| addrs[addrs.len() - 1]),
         tls: config.tls.is_some(),
         stop: Some(stop_tx),
         thread: Some(thread),
     };
-
-    let waited = Duration::from_secs(5);
-    for (_, addr, v5, tls) in listeners {
-        // A TLS listener cannot be probed with a plain handshake: a bind error shows within
-        // moments, so waiting briefly for one is enough.
-        let ready = async {
-            if tls {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            } else {
-                wait_listening(addr, v5, &probe).await;
-            }
-        };
-        tokio::select! {
-            ok = tokio::time::timeout(waited, ready) => {
-                if ok.is_err() {
-                    return Err(BrokerError::NotListening { addr, waited });
-                }
-            }
-            Some((addr, reason)) = failed_rx.recv() => {
-                return Err(BrokerError::Bind {
-                    addr,
-                    source: std::io::Error::other(reason),
-                });
-            }
+    match ready_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            handle.shutdown();
+            return Err(e);
+        }
+        Err(_) => {
+            handle.shutdown();
+            return Err(BrokerError::Runtime(std::io::Error::other(
+                "the broker's thread ended during start",
+            )));
         }
     }
-    info!(mqtt5 = %v5_addr, mqtt311 = ?v4_addr, "embedded MQTT broker listening");
+    info!(mqtt5 = %handle.v5_addr, mqtt311 = ?handle.v4_addr, "embedded MQTT broker listening");
     Ok(handle)
 }
 
-/// Waits until the listener completes an MQTT handshake (CONNECT → CONNACK), so rumqttd sees a
-/// well-behaved client rather than an aborted connection.
-async fn wait_listening(addr: SocketAddr, v5: bool, probe: &Probe) {
-    loop {
-        if handshake(connect_addr(addr), v5, probe).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+fn router_config(config: &BrokerConfig) -> RouterConfig {
+    RouterConfig {
+        // Above the front end's own limit, so the router never refuses a connection the front
+        // end let through (a refusal there is one way rumqttd 0.20 poisons its listener).
+        max_connections: config.max_connections + 64,
+        max_outgoing_packet_count: config.max_outgoing_packet_count,
+        // Segments are in-memory commit logs per subscription filter; small segments bound memory.
+        max_segment_size: 4 * 1024 * 1024,
+        max_segment_count: 4,
+        custom_segment: None,
+        // rumqttd 0.20 remembers which filters a topic matches only once some filter has
+        // matched it; a topic nobody subscribes to is matched against every filter of the
+        // fleet (one per agent) on every publish. These filters exist from the start so that
+        // every state topic of the contract is matched once, whether or not the API (or Home
+        // Assistant) is subscribed yet (docs/benchmarks.md §6). Each holds at most
+        // max_segment_count segments, like any subscription.
+        initialized_filters: Some(
+            [
+                topics::ALL_STATUS,
+                topics::ALL_SNAPSHOTS,
+                topics::ALL_EVENTS,
+                topics::ALL_CONTAINER_TOPICS,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        // Agents take requests through shared-subscription groups of their own (one member
+        // each). rumqttd's default (round robin) reads such a group one message at a time
+        // and never moves its read position past a message that expired in the broker, so
+        // one request with Message Expiry 0 stopped all later requests to that agent;
+        // sticky reads a batch and moves past it.
+        shared_subscriptions_strategy: rumqttd::Strategy::Sticky,
     }
-}
-
-async fn handshake(addr: SocketAddr, v5: bool, probe: &Probe) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let field = |v: &mut Vec<u8>, b: &[u8]| {
-        v.extend_from_slice(&(b.len() as u16).to_be_bytes());
-        v.extend_from_slice(b);
-    };
-    // Protocol name, level, flags (username + password + clean start), keep alive 10 s.
-    let level = if v5 { 5 } else { 4 };
-    let mut var = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0xC2, 0, 10];
-    if v5 {
-        var.push(0); // no properties
-    }
-    field(&mut var, probe.client_id.as_bytes());
-    field(&mut var, probe.client_id.as_bytes());
-    field(&mut var, probe.password.as_bytes());
-    let mut pkt = vec![0x10, var.len() as u8];
-    pkt.extend_from_slice(&var);
-    s.write_all(&pkt).await?;
-    let read = async {
-        // CONNACK: type, remaining length (one byte: CONNACKs are short), then the rest.
-        let mut head = [0u8; 2];
-        s.read_exact(&mut head).await?;
-        if head[0] != 0x20 || head[1] > 127 {
-            return Err(std::io::Error::other("not a CONNACK"));
-        }
-        let mut rest = vec![0u8; head[1] as usize];
-        s.read_exact(&mut rest).await?;
-        // Close without DISCONNECT: rumqttd logs a DISCONNECT followed by the close as an error
-        // ("connection already gone"), a plain close at info level.
-        s.shutdown().await?;
-        // Wait for the broker to close its side, so neither side resets the connection.
-        let mut sink = [0u8; 64];
-        while s.read(&mut sink).await? > 0 {}
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(1), read)
-        .await
-        .map_err(|_| std::io::Error::other("no CONNACK"))?
 }
 
 /// The address to connect to: an unspecified listen address is reached through loopback.

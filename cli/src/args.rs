@@ -193,7 +193,14 @@ pub enum AgentsCommand {
 #[derive(Debug, Subcommand)]
 pub enum MqttUserCommand {
     /// Create (or reset) an MQTT user and print its password once.
-    Add { name: String },
+    Add {
+        name: String,
+        /// Allow this user to publish Home Assistant `…/set` commands (start/stop/restart of
+        /// unprotected containers of `--ha` agents). Without it the user reads, and can send
+        /// signed requests only.
+        #[arg(long)]
+        ha_commands: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -584,12 +584,12 @@ pub async fn agents_admin(o: &ClientOpts, cmd: &AgentsCommand) -> anyhow::Result
 pub async fn mqtt_user(o: &ClientOpts, cmd: &MqttUserCommand) -> anyhow::Result<()> {
     let c = client(o)?;
     match cmd {
-        MqttUserCommand::Add { name } => {
+        MqttUserCommand::Add { name, ha_commands } => {
             let v: Value = c
                 .request(
                     Method::POST,
                     "/api/v1/mqtt-users",
-                    Some(&json!({"name": name})),
+                    Some(&json!({"name": name, "ha_commands": ha_commands})),
                     Duration::from_secs(30),
                 )
                 .await?;

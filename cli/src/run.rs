@@ -137,14 +137,23 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 let (iu, ip) = (internal_user.clone(), internal_password.clone());
                 zedops_broker::Authenticator(std::sync::Arc::new(
                     move |client_id: &str, user: &str, pass: &str| {
+                        use zedops_broker::Identity;
                         if user == iu {
-                            return pass == ip && client_id.starts_with("zedops-api-");
+                            let ok = pass == ip && client_id.starts_with("zedops-api-");
+                            return ok.then_some(Identity::Trusted);
                         }
                         if client_id.starts_with("zedops-agent-") || st.agent(user).is_some() {
-                            return client_id == format!("zedops-agent-{user}")
+                            let ok = client_id == format!("zedops-agent-{user}")
                                 && st.check_agent_password(user, pass);
+                            return ok.then(|| Identity::Agent(user.to_owned()));
                         }
-                        !client_id.starts_with("zedops-api") && st.check_mqtt_user(user, pass)
+                        if client_id.starts_with("zedops-api") {
+                            return None;
+                        }
+                        st.check_mqtt_user(user, pass).map(|u| Identity::User {
+                            name: u.name,
+                            ha_commands: u.ha_commands,
+                        })
                     },
                 ))
             });

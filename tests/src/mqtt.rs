@@ -230,6 +230,48 @@ impl TestClient {
         }
     }
 
+    /// Like [`call`](Self::call), signed with `server` (the server's key) as the API signs
+    /// requests: what an enrolled agent requires.
+    pub async fn call_signed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        agent: &str,
+        op: &str,
+        args: serde_json::Value,
+        server: &zedops_proto::sign::KeyPair,
+    ) -> anyhow::Result<T> {
+        use zedops_proto::sign::{Signed, DEADLINE_PROPERTY};
+        self.n += 1;
+        let corr = Bytes::from(format!("{}-{}", self.id, self.n));
+        let payload = serde_json::to_vec(&args)?;
+        let now = chrono::Utc::now().timestamp_millis() as u64;
+        let deadline = now + 30_000;
+        let reply_topic = self.reply_topic();
+        let signed = Signed {
+            topic: &topics::request(agent, op),
+            response_topic: Some(&reply_topic),
+            correlation: Some(&corr),
+            deadline_ms: Some(deadline),
+            ts_ms: now,
+            payload: &payload,
+        };
+        let mut user_properties = vec![(DEADLINE_PROPERTY.to_owned(), deadline.to_string())];
+        user_properties.extend(server.signature_properties(&signed));
+        let props = PublishProperties {
+            message_expiry_interval: Some(30),
+            user_properties,
+            ..Default::default()
+        };
+        let m = self
+            .request_raw(agent, op, payload, corr, props, Duration::from_secs(30))
+            .await?;
+        let reply: Reply = serde_json::from_slice(&m.payload)
+            .with_context(|| format!("reply is not an envelope: {:?}", m.payload))?;
+        match reply.into_result::<T>() {
+            Ok(v) => Ok(v),
+            Err(e) => bail!("{op} failed: {} {}", e.code, e.message),
+        }
+    }
+
     pub async fn publish(
         &self,
         topic: &str,

@@ -4,16 +4,19 @@
 //! checked against what each platform requires, and their templates rendered by Jinja2 (the
 //! template engine of Home Assistant) against what the agent really publishes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use zedops_agent::HaConfig;
-use zedops_broker::{BrokerConfig, BrokerHandle};
+use zedops_agent::{AgentConfig, HaConfig, Signing};
+use zedops_broker::{Authenticator, BrokerConfig, BrokerHandle, Identity};
 use zedops_proto::ops::Pong;
+use zedops_proto::sign::{KeyPair, PublicKey};
 use zedops_proto::topics;
 use zedops_tests::mqtt::Msg;
 use zedops_tests::procs::{spawn_agent_process, InProcAgent, TempDir};
@@ -29,10 +32,39 @@ struct Seen {
     payload: String,
 }
 
+/// Where and as whom Home Assistant connects: the MQTT 3.1.1 listener, as an MQTT user with
+/// Home Assistant command rights (`zedops mqtt-user add ha --ha-commands`).
+#[derive(Clone)]
+struct Mqtt311 {
+    port: u16,
+    user: String,
+    pass: String,
+}
+
+impl Mqtt311 {
+    fn args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        [
+            "-V",
+            "mqttv311",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &self.user,
+            "-P",
+            &self.pass,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
 /// `mosquitto_sub` over MQTT 3.1.1 for `secs` seconds.
-async fn mosquitto_sub(port: u16, filter: &str, secs: u32) -> anyhow::Result<Vec<Seen>> {
+async fn mosquitto_sub(m: &Mqtt311, filter: &str, secs: u32) -> anyhow::Result<Vec<Seen>> {
     let out = tokio::process::Command::new("mosquitto_sub")
-        .args(["-V", "mqttv311", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(m.args())
         .args(["-t", filter, "-F", "%r %t %p", "-W", &secs.to_string()])
         .args(["-i", &unique("ha-sub")])
         .output()
@@ -62,9 +94,9 @@ async fn mosquitto_sub(port: u16, filter: &str, secs: u32) -> anyhow::Result<Vec
 }
 
 /// `mosquitto_pub -V mqttv311` with extra arguments (`-m WORD`, `-f FILE`, `-r`, `-n`…).
-async fn mosquitto_pub(port: u16, topic: &str, extra: &[&str]) -> anyhow::Result<()> {
+async fn mosquitto_pub(m: &Mqtt311, topic: &str, extra: &[&str]) -> anyhow::Result<()> {
     let out = tokio::process::Command::new("mosquitto_pub")
-        .args(["-V", "mqttv311", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(m.args())
         .args(["-q", "1", "-t", topic])
         .args(extra)
         .output()
@@ -267,24 +299,119 @@ async fn wait_discovery(
 
 struct Env {
     broker: BrokerHandle,
-    v4_port: u16,
+    v4: Mqtt311,
     watcher: TestClient,
+    /// Enrolled agents' MQTT passwords, by name.
+    agents: Arc<Mutex<HashMap<String, String>>>,
+    /// Stands in for the server's key: signs requests, as the API does.
+    server: KeyPair,
+    api_password: String,
 }
 
+fn secret() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The secured default, as `zedops serve` runs it: every client authenticates, agents only with
+/// their own client id and sign what they publish, Home Assistant is an MQTT user with command
+/// rights, and the watcher is trusted like the API.
 async fn env() -> anyhow::Result<Env> {
     init_logs();
-    let broker = zedops_broker::start(BrokerConfig::ephemeral()).await?;
-    let v4_port = broker.v4_addr().context("no MQTT 3.1.1 listener")?.port();
-    let mut watcher = TestClient::connect(broker.v5_addr(), &unique("ha-watch")).await?;
+    let agents: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let (api_password, ha_password) = (secret(), secret());
+    let (known, api_pw, ha_pw) = (agents.clone(), api_password.clone(), ha_password.clone());
+    let auth = Authenticator(Arc::new(move |client_id: &str, user: &str, pass: &str| {
+        if user == "test-api" && pass == api_pw {
+            return Some(Identity::Trusted);
+        }
+        if user == "ha" && pass == ha_pw {
+            return Some(Identity::User {
+                name: "ha".into(),
+                ha_commands: true,
+            });
+        }
+        let known = known.lock().ok()?.get(user).is_some_and(|p| p == pass);
+        (known && client_id == format!("zedops-agent-{user}"))
+            .then(|| Identity::Agent(user.to_owned()))
+    }));
+    let broker = zedops_broker::start(BrokerConfig {
+        auth: Some(auth),
+        ..BrokerConfig::ephemeral()
+    })
+    .await?;
+    let v4 = Mqtt311 {
+        port: broker.v4_addr().context("no MQTT 3.1.1 listener")?.port(),
+        user: "ha".into(),
+        pass: ha_password,
+    };
+    let mut watcher = trusted(broker.v5_addr(), &api_password, "ha-watch").await?;
     watcher.subscribe(&format!("{PREFIX}/#")).await?;
     Ok(Env {
         broker,
-        v4_port,
+        v4,
         watcher,
+        agents,
+        server: KeyPair::from_seed(rand::random()),
+        api_password,
     })
 }
 
-fn ha_on(cfg: &mut zedops_agent::AgentConfig) {
+/// A client with the API's rights.
+async fn trusted(addr: SocketAddr, password: &str, id: &str) -> anyhow::Result<TestClient> {
+    let creds = Some(("test-api", password));
+    TestClient::connect_with(addr, &unique(id), creds, Duration::from_secs(5)).await
+}
+
+impl Env {
+    /// A client with the API's rights.
+    async fn trusted(&self, id: &str) -> anyhow::Result<TestClient> {
+        trusted(self.broker.v5_addr(), &self.api_password, id).await
+    }
+
+    /// Enrolls `name`: an MQTT password bound to its client id, and its own signing key.
+    fn enroll(&self, name: &str) -> (String, KeyPair) {
+        let pw = secret();
+        if let Ok(mut a) = self.agents.lock() {
+            a.insert(name.to_owned(), pw.clone());
+        }
+        (pw, KeyPair::from_seed(rand::random()))
+    }
+
+    /// An in-process agent with `--ha`, enrolled.
+    fn agent(
+        &self,
+        name: &str,
+        tweak: impl FnOnce(&mut AgentConfig),
+    ) -> anyhow::Result<InProcAgent> {
+        let (pw, key) = self.enroll(name);
+        let server = PublicKey::from_hex(&self.server.public_hex()).context("server key")?;
+        InProcAgent::start(name, self.broker.v5_addr(), move |cfg| {
+            cfg.credentials = Some((name_of(cfg), pw));
+            cfg.signing = Some(Signing { key, server });
+            ha_on(cfg);
+            tweak(cfg);
+        })
+    }
+
+    /// The state dir of an enrolled agent process (its `credentials.json`).
+    fn agent_state(&self, name: &str) -> anyhow::Result<TempDir> {
+        let (pw, key) = self.enroll(name);
+        let dir = TempDir::new("ha-agent-state")?;
+        let creds = json!({
+            "name": name, "server": "http://127.0.0.1:9", "mqtt_username": name,
+            "mqtt_password": pw, "agent_key": key.seed_hex(),
+            "server_public_key": self.server.public_hex(),
+        });
+        std::fs::write(dir.path.join("credentials.json"), creds.to_string())?;
+        Ok(dir)
+    }
+}
+
+fn name_of(cfg: &AgentConfig) -> String {
+    cfg.name.as_str().to_owned()
+}
+
+fn ha_on(cfg: &mut AgentConfig) {
     cfg.ha = Some(HaConfig::default());
 }
 
@@ -302,8 +429,8 @@ async fn mqtt311_client_discovers_every_container_of_two_agents() -> anyhow::Res
 
     let mut e = env().await?;
     let (a1, a2) = (unique("ha-one"), unique("ha-two"));
-    let _g1 = InProcAgent::start(&a1, e.broker.v5_addr(), ha_on)?;
-    let _g2 = InProcAgent::start(&a2, e.broker.v5_addr(), ha_on)?;
+    let _g1 = e.agent(&a1, |_| {})?;
+    let _g2 = e.agent(&a2, |_| {})?;
     let pairs = [
         (a1.as_str(), web.name.as_str()),
         (a1.as_str(), db.name.as_str()),
@@ -313,7 +440,7 @@ async fn mqtt311_client_discovers_every_container_of_two_agents() -> anyhow::Res
     wait_discovery(&mut e.watcher, &pairs, Duration::from_secs(15)).await?;
 
     // What a Home Assistant connected over MQTT 3.1.1 receives: retained configs.
-    let seen = mosquitto_sub(e.v4_port, &format!("{PREFIX}/#"), 3).await?;
+    let seen = mosquitto_sub(&e.v4, &format!("{PREFIX}/#"), 3).await?;
     let configs: Vec<Discovered> = seen
         .iter()
         .filter(|s| s.retain)
@@ -358,7 +485,7 @@ async fn mqtt311_client_discovers_every_container_of_two_agents() -> anyhow::Res
     // The templates, rendered by Jinja2 against what the agent really publishes.
     let sw = of(&configs, &a1, &web.name, "switch").context("switch")?;
     let state_topic = sw.config["state_topic"].as_str().context("state_topic")?;
-    let state = mosquitto_sub(e.v4_port, state_topic, 1).await?;
+    let state = mosquitto_sub(&e.v4, state_topic, 1).await?;
     let state = state.first().context("retained container state")?;
     assert_eq!(
         render_one(&sw.config["value_template"], &state.payload).await?,
@@ -374,7 +501,7 @@ async fn mqtt311_client_discovers_every_container_of_two_agents() -> anyhow::Res
     assert_eq!(attrs["id"], &web.id[..12]);
     let db_sw = of(&configs, &a2, &db.name, "switch").context("db switch")?;
     let db_state = mosquitto_sub(
-        e.v4_port,
+        &e.v4,
         db_sw.config["state_topic"].as_str().unwrap_or_default(),
         1,
     )
@@ -385,7 +512,7 @@ async fn mqtt311_client_discovers_every_container_of_two_agents() -> anyhow::Res
         "OFF"
     );
     let av = &sw.config["availability"][0];
-    let status = mosquitto_sub(e.v4_port, av["topic"].as_str().unwrap_or_default(), 1).await?;
+    let status = mosquitto_sub(&e.v4, av["topic"].as_str().unwrap_or_default(), 1).await?;
     let status = status.first().context("retained agent status")?;
     assert_eq!(
         render_one(&av["value_template"], &status.payload).await?,
@@ -461,7 +588,7 @@ async fn switch_and_button_act_on_real_containers_and_protection_is_visible() ->
     let mut e = env().await?;
     let agent = unique("ha-cmd");
     let own = me.name.clone();
-    let _a = InProcAgent::start(&agent, e.broker.v5_addr(), move |cfg| {
+    let _a = e.agent(&agent, move |cfg| {
         cfg.ha = Some(HaConfig {
             own_container: Some(own),
             ..HaConfig::default()
@@ -492,7 +619,7 @@ async fn switch_and_button_act_on_real_containers_and_protection_is_visible() ->
     let result = topics::container_set_result(&agent, &web.name);
     e.watcher.subscribe(&state_topic).await?;
     e.watcher.subscribe(&result).await?;
-    let p = e.v4_port;
+    let p = &e.v4;
 
     // Switch off: HA publishes payload_off on the command topic.
     mosquitto_pub(
@@ -587,7 +714,7 @@ async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailabl
     let stays = TestContainer::run(&unique("zt-ha-stays"), &run, &[])?;
     let mut e = env().await?;
     let agent = unique("ha-life");
-    let _a = InProcAgent::start(&agent, e.broker.v5_addr(), ha_on)?;
+    let _a = e.agent(&agent, |_| {})?;
     let pairs = [
         (agent.as_str(), doomed.name.as_str()),
         (agent.as_str(), stays.name.as_str()),
@@ -598,7 +725,7 @@ async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailabl
     e.watcher.drain(Duration::from_millis(500)).await;
 
     // Home Assistant (re)starts: its birth message brings discovery, then the states.
-    mosquitto_pub(e.v4_port, &format!("{PREFIX}/status"), &["-m", "online"]).await?;
+    mosquitto_pub(&e.v4, &format!("{PREFIX}/status"), &["-m", "online"]).await?;
     // Everything received was drained before: these configs are new publications.
     let again = wait_discovery(&mut e.watcher, &pairs, Duration::from_secs(15)).await?;
     for (a, n) in pairs {
@@ -640,7 +767,7 @@ async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailabl
     )
     .await?;
     // Home Assistant connecting now sees no trace of the destroyed one.
-    let seen = mosquitto_sub(e.v4_port, &format!("{PREFIX}/#"), 2).await?;
+    let seen = mosquitto_sub(&e.v4, &format!("{PREFIX}/#"), 2).await?;
     ensure!(
         !seen.iter().any(|s| doomed_topics.contains(&s.topic)),
         "a destroyed container's config is still retained"
@@ -651,7 +778,13 @@ async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailabl
 
     // SIGKILL of an agent process: its Last Will makes its entities unavailable.
     let killed = unique("ha-kill");
-    let mut proc = spawn_agent_process(&killed, e.broker.v5_addr(), &["--ha"])?;
+    let state = e.agent_state(&killed)?;
+    let state_dir = state.path.to_string_lossy().into_owned();
+    let mut proc = spawn_agent_process(
+        &killed,
+        e.broker.v5_addr(),
+        &["--ha", "--state-dir", &state_dir],
+    )?;
     let found = wait_discovery(
         &mut e.watcher,
         &[(killed.as_str(), stays.name.as_str())],
@@ -665,7 +798,7 @@ async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailabl
         .as_str()
         .context("availability topic")?
         .to_owned();
-    let status = mosquitto_sub(e.v4_port, &av_topic, 1).await?;
+    let status = mosquitto_sub(&e.v4, &av_topic, 1).await?;
     assert_eq!(
         render_one(
             &av["value_template"],
@@ -678,9 +811,9 @@ async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailabl
     proc.wait_exit(Duration::from_secs(5)).await?;
     let offline = eventually("the Last Will", Duration::from_secs(10), || {
         let t = av_topic.clone();
-        let port = e.v4_port;
+        let m = e.v4.clone();
         async move {
-            let s = mosquitto_sub(port, &t, 1).await.ok()?;
+            let s = mosquitto_sub(&m, &t, 1).await.ok()?;
             s.into_iter().find(|m| m.payload.contains("\"offline\""))
         }
     })
@@ -699,7 +832,7 @@ async fn garbage_on_command_topics_changes_nothing() -> anyhow::Result<()> {
     let mut e = env().await?;
     let agent = unique("ha-junk");
     let cmd = topics::container_set(&agent, &web.name);
-    let p = e.v4_port;
+    let p = &e.v4;
     // A retained command left on the broker before the agent starts: delivered from the store at
     // every subscription, so it must not run.
     mosquitto_pub(p, &cmd, &["-r", "-m", "stop"]).await?;
@@ -708,10 +841,10 @@ async fn garbage_on_command_topics_changes_nothing() -> anyhow::Result<()> {
     // run): the agent removes it when it sees it.
     let leftover = format!("{PREFIX}/switch/zedops_{agent}/gone_0badf00d/config");
     mosquitto_pub(p, &leftover, &["-r", "-m", r#"{"name":"gone"}"#]).await?;
-    let mut lw = TestClient::connect(e.broker.v5_addr(), &unique("ha-leftover")).await?;
+    let mut lw = e.trusted("ha-leftover").await?;
     lw.subscribe(&leftover).await?;
 
-    let _a = InProcAgent::start(&agent, e.broker.v5_addr(), ha_on)?;
+    let _a = e.agent(&agent, |_| {})?;
     lw.wait_for(
         "the leftover config removed",
         Duration::from_secs(15),
@@ -726,7 +859,7 @@ async fn garbage_on_command_topics_changes_nothing() -> anyhow::Result<()> {
     .await?;
     // Results of the web container's commands, on a client of their own (nothing discards them).
     let result = topics::container_set_result(&agent, &web.name);
-    let mut results = TestClient::connect(e.broker.v5_addr(), &unique("ha-results")).await?;
+    let mut results = e.trusted("ha-results").await?;
     results.subscribe(&result).await?;
     mosquitto_pub(p, &cmd, &["-r", "-n"]).await?; // clear it
 
@@ -759,9 +892,9 @@ async fn garbage_on_command_topics_changes_nothing() -> anyhow::Result<()> {
     assert_eq!(r["error"]["code"], "not_found", "{r}");
 
     // The agent keeps serving, the container is untouched, garbage got no result.
-    let mut c = TestClient::connect(e.broker.v5_addr(), &unique("ha-ping")).await?;
+    let mut c = e.trusted("ha-ping").await?;
     c.subscribe(&c.reply_topic()).await?;
-    let pong: Pong = c.call(&agent, "ping", json!({})).await?;
+    let pong: Pong = c.call_signed(&agent, "ping", json!({}), &e.server).await?;
     assert_eq!(pong.agent, agent);
     let got: Vec<Msg> = results.drain(Duration::from_millis(300)).await;
     assert!(got.is_empty(), "garbage got results: {got:?}");

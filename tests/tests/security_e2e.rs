@@ -132,7 +132,7 @@ async fn broker_auth_signatures_enrollment_and_secrets() -> anyhow::Result<()> {
             .is_err(),
         "another agent's client id is refused"
     );
-    let mut evil = TestClient::connect_with(
+    let mut evil_agent = TestClient::connect_with(
         serve.mqtt,
         &format!("zedops-agent-{other}"),
         Some((&other, &other_pw)),
@@ -140,9 +140,43 @@ async fn broker_auth_signatures_enrollment_and_secrets() -> anyhow::Result<()> {
     )
     .await?;
 
-    // 3. That valid agent sends unsigned and wrongly signed restarts to maestro: unauthorized.
+    // 3. That valid agent may not even send requests to maestro: the broker's ACLs refuse its
+    //    publish (and its subscription to a reply topic), so nothing reaches maestro.
     let before = web.started_at()?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rt = evil_agent.reply_topic();
+    evil_agent.subscribe(&rt).await?;
+    let refused = evil_agent
+        .request(
+            &maestro,
+            "container.restart",
+            json!({"container": web.name}),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "an agent's request to another agent was answered: {refused:?}"
+    );
+    drop(evil_agent);
+    //    An integration user may send requests; unsigned and wrongly signed ones are refused
+    //    by the agent as unauthorized.
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/mqtt-users",
+            Some(json!({"name": "intruder"})),
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let intruder_pw = v["password"].as_str().context("pw")?.to_owned();
+    let mut evil = TestClient::connect_with(
+        serve.mqtt,
+        "intruder",
+        Some(("intruder", &intruder_pw)),
+        short,
+    )
+    .await?;
     let rt = evil.reply_topic();
     evil.subscribe(&rt).await?;
     let payload = serde_json::to_vec(&json!({"container": web.name}))?;

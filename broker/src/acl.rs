@@ -1,0 +1,181 @@
+//! Who a connection is, and which topics it may publish to and subscribe to.
+//!
+//! The broker's front end ([`crate::front`]) asks these rules about every PUBLISH and every
+//! SUBSCRIBE filter before it reaches rumqttd (which has no ACLs of its own). The rules follow
+//! the `zedops/v1` contract (`zedops_proto::topics`):
+//!
+//! | identity | may publish | may subscribe |
+//! |---|---|---|
+//! | trusted (the API, no-auth broker) | everything | everything |
+//! | agent `A` | `agents/A/{status,containers,containers/+,events,containers/+/set/result}`, `replies/…`, topics outside `zedops/` | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
+//! | MQTT user | `agents/+/req/+` (requests; signatures still apply), `agents/+/containers/+/set` only with Home Assistant command rights, topics outside `zedops/` | everything except `$share/…` groups under `zedops/` |
+
+use zedops_proto::topics::ROOT;
+
+/// Who a connection authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Everything is allowed: the API's own identity, the start-up probe, or any client of a
+    /// broker without authentication.
+    Trusted,
+    /// An enrolled agent, by name.
+    Agent(String),
+    /// An integration user (`zedops mqtt-user add`). `ha_commands`: may publish Home Assistant
+    /// `…/set` commands.
+    User { name: String, ha_commands: bool },
+}
+
+impl Identity {
+    /// A short label for logs.
+    pub fn label(&self) -> String {
+        match self {
+            Identity::Trusted => "trusted".into(),
+            Identity::Agent(a) => format!("agent {a}"),
+            Identity::User { name, .. } => format!("user {name}"),
+        }
+    }
+
+    /// May this identity publish to `topic`?
+    pub fn may_publish(&self, topic: &str) -> bool {
+        let Some(rest) = zedops_rest(topic) else {
+            // Outside zedops' namespace (e.g. Home Assistant's discovery and birth topics).
+            return !topic.starts_with("zedops/");
+        };
+        match self {
+            Identity::Trusted => true,
+            Identity::Agent(me) => agent_may_publish(me, &rest),
+            Identity::User { ha_commands, .. } => match rest.as_slice() {
+                ["agents", _, "req", _] => true,
+                ["agents", _, "containers", _, "set"] => *ha_commands,
+                _ => false,
+            },
+        }
+    }
+
+    /// May this identity subscribe to `filter` (possibly `$share/{group}/…`)?
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        let (shared, plain) = match filter.strip_prefix("$share/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((_, f)) => (true, f),
+                None => return false,
+            },
+            None => (false, filter),
+        };
+        match self {
+            Identity::Trusted => true,
+            Identity::User { .. } => !(shared && reaches_zedops(plain)),
+            Identity::Agent(me) => {
+                if !reaches_zedops(plain) {
+                    return true;
+                }
+                let own = format!("{ROOT}/agents/{me}/");
+                plain.starts_with(&own) || plain == zedops_proto::topics::RESYNC
+            }
+        }
+    }
+}
+
+fn agent_may_publish(me: &str, rest: &[&str]) -> bool {
+    match rest {
+        ["replies", ..] => true,
+        ["agents", a, "status" | "containers" | "events"] => a == &me,
+        ["agents", a, "containers", _] => a == &me,
+        ["agents", a, "containers", _, "set", "result"] => a == &me,
+        _ => false,
+    }
+}
+
+/// The levels after `zedops/v1/`, or `None` when the topic is outside that namespace.
+fn zedops_rest(topic: &str) -> Option<Vec<&str>> {
+    let rest = topic.strip_prefix(ROOT)?;
+    if rest.is_empty() {
+        return Some(Vec::new());
+    }
+    Some(rest.strip_prefix('/')?.split('/').collect())
+}
+
+/// Whether a subscription filter can match any topic under `zedops/`.
+fn reaches_zedops(filter: &str) -> bool {
+    let first = filter.split('/').next().unwrap_or_default();
+    matches!(first, "zedops" | "+" | "#")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> Identity {
+        Identity::Agent("maestro".into())
+    }
+
+    fn user(ha: bool) -> Identity {
+        Identity::User {
+            name: "ha".into(),
+            ha_commands: ha,
+        }
+    }
+
+    #[test]
+    fn agents_publish_only_their_own_state_and_replies() {
+        let a = agent();
+        for ok in [
+            "zedops/v1/agents/maestro/status",
+            "zedops/v1/agents/maestro/containers",
+            "zedops/v1/agents/maestro/containers/web",
+            "zedops/v1/agents/maestro/containers/web/set/result",
+            "zedops/v1/agents/maestro/events",
+            "zedops/v1/replies/zedops-api-1",
+            "homeassistant/switch/x/config",
+        ] {
+            assert!(a.may_publish(ok), "{ok}");
+        }
+        for no in [
+            "zedops/v1/agents/other/status",
+            "zedops/v1/agents/other/containers/web",
+            "zedops/v1/agents/maestro/req/container.stop",
+            "zedops/v1/agents/maestro/containers/web/set",
+            "zedops/v1/fleet/resync",
+            "zedops/v1",
+            "zedops/v2/x",
+        ] {
+            assert!(!a.may_publish(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn users_send_requests_and_set_commands_only_with_rights() {
+        assert!(user(false).may_publish("zedops/v1/agents/maestro/req/ping"));
+        assert!(!user(false).may_publish("zedops/v1/agents/maestro/containers/web/set"));
+        assert!(user(true).may_publish("zedops/v1/agents/maestro/containers/web/set"));
+        assert!(user(true).may_publish("homeassistant/status"));
+        for no in [
+            "zedops/v1/agents/maestro/status",
+            "zedops/v1/agents/maestro/containers",
+            "zedops/v1/agents/maestro/events",
+            "zedops/v1/fleet/resync",
+            "zedops/v1/replies/zedops-api-1",
+        ] {
+            assert!(!user(true).may_publish(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn subscriptions() {
+        let a = agent();
+        assert!(a.may_subscribe("$share/g-req/zedops/v1/agents/maestro/req/+"));
+        assert!(a.may_subscribe("$share/g-resync/zedops/v1/fleet/resync"));
+        assert!(a.may_subscribe("zedops/v1/agents/maestro/containers/+/set"));
+        assert!(a.may_subscribe("homeassistant/status"));
+        assert!(!a.may_subscribe("$share/g/zedops/v1/agents/other/req/+"));
+        assert!(!a.may_subscribe("zedops/v1/replies/#"));
+        assert!(!a.may_subscribe("#"));
+        assert!(!a.may_subscribe("+/v1/agents/other/req/+"));
+        assert!(!a.may_subscribe("$share/nofilter"));
+        let u = user(false);
+        assert!(u.may_subscribe("#"));
+        assert!(u.may_subscribe("zedops/v1/agents/+/status"));
+        assert!(!u.may_subscribe("$share/g/zedops/v1/agents/maestro/req/+"));
+        assert!(!u.may_subscribe("$share/g/#"));
+        assert!(u.may_subscribe("$share/g/homeassistant/status"));
+    }
+}
