@@ -423,13 +423,11 @@ pub(crate) async fn run(
 
     info!("shutting down: publishing offline status");
     monitor.abort();
-    let mut offline = publisher.status(AgentState::Offline, driver.status());
-    offline.docker = DockerStatus::unavailable("the agent stopped, so Docker's state is unknown");
-    let _ = client.try_publish(
-        topics::status(&agent),
-        QoS::AtLeastOnce,
-        true,
-        json(&offline),
+    // Signed like every status: an enrolled agent's unsigned "offline" was dropped by the API,
+    // and a clean DISCONNECT fires no Last Will, so the agent stayed "online" (issue 14, item 6).
+    publisher.publish_status(
+        AgentState::Offline,
+        DockerStatus::unavailable("the agent stopped, so Docker's state is unknown"),
     );
     let _ = client.try_disconnect();
     // The poll task sends the queued offline status and the DISCONNECT, then ends.

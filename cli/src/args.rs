@@ -190,6 +190,22 @@ pub enum AgentsCommand {
     Remove { name: AgentName },
 }
 
+impl ServeArgs {
+    /// Where an MQTT listener binds: the address the operator named, else every interface —
+    /// except with `--no-auth`, whose anonymous broker (whose local agent runs unsigned
+    /// commands) stays on loopback unless the operator names another address.
+    pub fn mqtt_addr(&self, named: Option<SocketAddr>, port: u16) -> SocketAddr {
+        named.unwrap_or_else(|| {
+            let ip: std::net::IpAddr = if self.no_auth {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            SocketAddr::new(ip, port)
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum MqttUserCommand {
     /// Create (or reset) an MQTT user and print its password once.
@@ -268,13 +284,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ZEDOPS_BROKER")]
     pub broker: Option<BrokerUrl>,
 
-    /// MQTT 5 listener of the embedded broker.
-    #[arg(long, env = "ZEDOPS_MQTT_LISTEN", default_value = "0.0.0.0:1883")]
-    pub mqtt_listen: SocketAddr,
+    /// MQTT 5 listener of the embedded broker (default 0.0.0.0:1883; with --no-auth
+    /// 127.0.0.1:1883). Either protocol version is accepted on every listener.
+    #[arg(long, env = "ZEDOPS_MQTT_LISTEN")]
+    pub mqtt_listen: Option<SocketAddr>,
 
-    /// MQTT 3.1.1 compatibility listener (Home Assistant and other 3.1.1 clients).
-    #[arg(long, env = "ZEDOPS_MQTT311_LISTEN", default_value = "0.0.0.0:1884")]
-    pub mqtt311_listen: SocketAddr,
+    /// MQTT 3.1.1 compatibility listener (default 0.0.0.0:1884; with --no-auth 127.0.0.1:1884).
+    #[arg(long, env = "ZEDOPS_MQTT311_LISTEN")]
+    pub mqtt311_listen: Option<SocketAddr>,
 
     /// Do not open the MQTT 3.1.1 listener.
     #[arg(long)]

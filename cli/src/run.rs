@@ -159,8 +159,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             });
             let b = zedops_broker::start(BrokerConfig {
                 auth,
-                v5_listen: a.mqtt_listen,
-                v4_listen: (!a.no_mqtt311).then_some(a.mqtt311_listen),
+                v5_listen: a.mqtt_addr(a.mqtt_listen, 1883),
+                v4_listen: (!a.no_mqtt311).then(|| a.mqtt_addr(a.mqtt311_listen, 1884)),
                 tls: tls_files.clone(),
                 ..BrokerConfig::default()
             })
@@ -273,7 +273,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             "  Admin token   {} (mode 0600; the CLI on this host reads it by itself)",
             f.display()
         ),
-        None => println!("  Auth          OFF (--no-auth): anyone who reaches {base} is admin"),
+        None => {
+            println!("  Auth          OFF (--no-auth): anyone who reaches {base} is admin");
+            println!("                and the MQTT broker is anonymous: it listens on loopback unless --mqtt-listen names another address");
+        }
     }
     // As the user invoked it: `zedops` on PATH, or ./target/release/zedops from a checkout.
     let me = std::env::args().next().unwrap_or_else(|| "zedops".into());

@@ -243,7 +243,20 @@ async fn https_and_mqtts_end_to_end() -> anyhow::Result<()> {
         }
         c.output()
     };
+    // Connections that never start their TLS handshake (issue 14, item 2: rumqttd ran every
+    // handshake in its accept loop, without a deadline) hold up no other client.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(std::net::TcpStream::connect(serve.mqtt)?);
+    }
+    let t0 = std::time::Instant::now();
     let out = sub(true)?;
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "a TLS client waited {:?} behind silent connections",
+        t0.elapsed()
+    );
+    drop(silent);
     assert!(
         out.status.success(),
         "mosquitto_sub over TLS: {}",

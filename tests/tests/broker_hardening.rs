@@ -1,0 +1,318 @@
+//! The embedded broker against hostile and old clients (issue 14, items 0, 1 and the ACLs), on the
+//! secured default: a real `zedops serve` whose local agent is enrolled and signs everything it
+//! publishes, driven from outside with `mosquitto_sub`/`mosquitto_pub`, raw sockets and HTTP.
+
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::BytesMut;
+use rumqttc::v5::mqttbytes::v5::{Connect, Login, Packet};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use zedops_tests::procs::Serve;
+use zedops_tests::{eventually, init_logs, unique, TestClient};
+
+struct Stack {
+    serve: Serve,
+    agent: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    fn start() -> anyhow::Result<Self> {
+        init_logs();
+        let agent = unique("hard");
+        let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
+        Ok(Self {
+            serve,
+            agent,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// `POST /api/v1/mqtt-users` as admin; returns the password.
+    async fn mqtt_user(&self, name: &str, ha_commands: bool) -> anyhow::Result<String> {
+        let v: Value = self
+            .http
+            .post(format!("{}/api/v1/mqtt-users", self.serve.http))
+            .bearer_auth(&self.serve.admin_token)
+            .json(&json!({"name": name, "ha_commands": ha_commands}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(v["password"].as_str().context("password")?.to_owned())
+    }
+
+    /// The API's ping of the local agent (HTTP → API → broker → agent → back).
+    async fn ping(&self) -> anyhow::Result<u16> {
+        let r = self
+            .http
+            .get(format!(
+                "{}/api/v1/agents/{}/ping",
+                self.serve.http, self.agent
+            ))
+            .bearer_auth(&self.serve.admin_token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        Ok(r.status().as_u16())
+    }
+
+    fn status_topic(&self) -> String {
+        zedops_proto::topics::status(&self.agent)
+    }
+}
+
+/// `mosquitto_sub` for one message on `topic`, at most `secs` seconds.
+async fn sub_one(
+    port: u16,
+    version: &str,
+    id: &str,
+    (user, pass): (&str, &str),
+    topic: &str,
+    secs: u32,
+) -> anyhow::Result<Output> {
+    tokio::process::Command::new("mosquitto_sub")
+        .args(["-V", version, "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-u", user, "-P", pass, "-i", id, "-t", topic, "-C", "1"])
+        .args(["-W", &secs.to_string()])
+        .output()
+        .await
+        .context("mosquitto_sub (install mosquitto-clients: scripts/provision.sh)")
+}
+
+/// Item 0: an MQTT 3.1.1 client reads what an enrolled agent publishes (MQTT 5 user properties
+/// carry its signature), again and again; rumqttd 0.20 panicked forwarding such a publish to a
+/// 3.1.1 client and then refused that listener to everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt311_clients_read_signed_state_and_reconnect() -> anyhow::Result<()> {
+    let s = Stack::start()?;
+    let pw = s.mqtt_user("ha", false).await?;
+    let port = s.serve.mqtt.port();
+    for (round, version) in ["mqttv311", "mqttv311", "mqttv5", "mqttv311"]
+        .iter()
+        .enumerate()
+    {
+        let out = sub_one(
+            port,
+            version,
+            &unique("ha"),
+            ("ha", &pw),
+            &s.status_topic(),
+            10,
+        )
+        .await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("\"online\""),
+            "round {round} ({version}): status {:?}, stdout {text:?}, stderr {:?}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(s.ping().await?, 200, "the API still reaches its agent");
+    Ok(())
+}
+
+/// A raw MQTT 5 CONNECT for `client_id` as `user`.
+fn connect_bytes(client_id: &str, user: &str, pass: &str) -> anyhow::Result<BytesMut> {
+    let mut out = BytesMut::new();
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: client_id.to_owned(),
+        clean_start: true,
+        properties: None,
+    };
+    let login = Login {
+        username: user.to_owned(),
+        password: pass.to_owned(),
+    };
+    Packet::Connect(connect, None, Some(login))
+        .write(&mut out, None)
+        .map_err(|e| anyhow::anyhow!("encoding CONNECT: {e}"))?;
+    Ok(out)
+}
+
+/// Item 1: CONNECT then an immediate reset, many times with one client id (rumqttd 0.20 then
+/// poisons its will-handler table and refuses every later connection, rumqtt issue #1062), leaves
+/// the broker accepting that client id and others, and the API and agent working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_reset_does_not_wedge_the_broker() -> anyhow::Result<()> {
+    let s = Stack::start()?;
+    let pw = s.mqtt_user("resetter", false).await?;
+    let bytes = connect_bytes("victim", "resetter", &pw)?;
+    for _ in 0..30 {
+        let mut c = tokio::net::TcpStream::connect(s.serve.mqtt).await?;
+        c.write_all(&bytes).await?;
+        // SO_LINGER 0: close sends RST, the CONNACK's write then fails on the server's side.
+        c.set_zero_linger()?;
+        drop(c);
+    }
+    // Same client id and another one, both MQTT versions: each connects and reads the status.
+    for (id, version) in [
+        ("victim", "mqttv5"),
+        ("victim", "mqttv311"),
+        ("bystander", "mqttv5"),
+    ] {
+        let out = eventually(
+            &format!("{id} connecting over {version}"),
+            Duration::from_secs(10),
+            || async {
+                let out = sub_one(
+                    s.serve.mqtt.port(),
+                    version,
+                    id,
+                    ("resetter", &pw),
+                    &s.status_topic(),
+                    3,
+                )
+                .await
+                .ok()?;
+                out.status.success().then_some(out)
+            },
+        )
+        .await?;
+        assert!(String::from_utf8_lossy(&out.stdout).contains("online"));
+    }
+    assert_eq!(s.ping().await?, 200, "the API still reaches its agent");
+    Ok(())
+}
+
+/// ACLs: an integration user may not publish an agent's state or (without Home Assistant command
+/// rights) its `/set` commands; what it may publish arrives. Seen by another user's `#`
+/// subscription, so a refusal is not mistaken for a lost message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_users_cannot_forge_state_or_send_commands_without_rights() -> anyhow::Result<()>
+{
+    let s = Stack::start()?;
+    let reader_pw = s.mqtt_user("reader", false).await?;
+    let writer_pw = s.mqtt_user("writer", false).await?;
+    let mut watch = TestClient::connect_with(
+        s.serve.mqtt,
+        "reader",
+        Some(("reader", &reader_pw)),
+        Duration::from_secs(5),
+    )
+    .await?;
+    watch.subscribe("#").await?;
+    watch.drain(Duration::from_millis(500)).await;
+    let set = zedops_proto::topics::container_set(&s.agent, "anything");
+    let allowed = format!("{}/allowed", unique("integration"));
+    for (version, topic, payload) in [
+        ("mqttv311", s.status_topic(), "forged"),
+        ("mqttv5", s.status_topic(), "forged"),
+        ("mqttv311", set.clone(), "stop"),
+        ("mqttv5", set.clone(), "stop"),
+        ("mqttv5", allowed.clone(), "fine"),
+    ] {
+        let out = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-V",
+                version,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &s.serve.mqtt.port().to_string(),
+            ])
+            .args([
+                "-u", "writer", "-P", &writer_pw, "-q", "1", "-t", &topic, "-m", payload,
+            ])
+            .output()
+            .await?;
+        let _ = out; // a refused QoS 1 publish is acknowledged with "not authorized" (MQTT 5)
+    }
+    let seen = watch.drain(Duration::from_secs(1)).await;
+    assert!(
+        seen.iter().any(|m| m.topic == allowed),
+        "the allowed publish arrived: {seen:?}"
+    );
+    for m in &seen {
+        assert!(
+            !(m.topic == set || (m.topic == s.status_topic() && m.payload.as_ref() == b"forged")),
+            "a refused publish got through: {m:?}"
+        );
+    }
+    // With command rights the same user's /set reaches the agent's topic.
+    let commander_pw = s.mqtt_user("commander", true).await?;
+    let out = tokio::process::Command::new("mosquitto_pub")
+        .args([
+            "-V",
+            "mqttv311",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.serve.mqtt.port().to_string(),
+        ])
+        .args([
+            "-u",
+            "commander",
+            "-P",
+            &commander_pw,
+            "-q",
+            "1",
+            "-t",
+            &set,
+            "-m",
+            "stop",
+        ])
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = watch.drain(Duration::from_secs(1)).await;
+    assert!(seen.iter().any(|m| m.topic == set), "{seen:?}");
+    assert_eq!(s.ping().await?, 200);
+    Ok(())
+}
+
+/// Item 3: `--no-auth` (an anonymous broker whose local agent runs unsigned commands) listens
+/// for MQTT on loopback only, unless the operator names another address; the banner says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_auth_keeps_the_anonymous_broker_on_loopback() -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    init_logs();
+    let home = zedops_tests::procs::TempDir::new("noauth")?;
+    let mut child = std::process::Command::new(zedops_tests::procs::zedops_bin()?)
+        .args([
+            "serve",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-mqtt311",
+        ])
+        .env("XDG_DATA_HOME", home.path.join("data"))
+        .env("XDG_CONFIG_HOME", home.path.join("config"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let _guard = zedops_tests::procs::Proc {
+        child,
+        what: "zedops serve --no-auth".into(),
+    };
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = l.starts_with("Next:");
+            lines.push(l);
+            if done {
+                break;
+            }
+        }
+        lines.join("\n")
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(15), banner).await??;
+    let mqtt = banner
+        .lines()
+        .find(|l| l.trim().starts_with("MQTT broker"))
+        .context("MQTT line in the banner")?;
+    assert!(mqtt.contains("mqtt://127.0.0.1:1883"), "{banner}");
+    assert!(banner.contains("listens on loopback"), "{banner}");
+    Ok(())
+}
