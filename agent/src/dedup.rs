@@ -9,8 +9,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// Who asked: response topic plus correlation data.
-pub type Key = (String, Bytes);
+/// Who asked and what: response topic, correlation data, and the SHA-256 of the request topic and
+/// payload — a reused correlation for a different request is a new request, not a duplicate
+/// (issue 14, item 15).
+pub type Key = (String, Bytes, [u8; 32]);
+
+/// The key of a request.
+pub fn key(response_topic: &str, correlation: Bytes, topic: &str, payload: &[u8]) -> Key {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((topic.len() as u64).to_be_bytes());
+    h.update(topic.as_bytes());
+    h.update(payload);
+    (response_topic.to_owned(), correlation, h.finalize().into())
+}
 
 #[derive(Debug)]
 enum Entry {
@@ -110,7 +122,35 @@ mod tests {
     use super::*;
 
     fn key(c: &str) -> Key {
-        ("r".into(), Bytes::from(c.to_owned()))
+        super::key("r", Bytes::from(c.to_owned()), "t/ping", b"{}")
+    }
+
+    #[test]
+    fn a_reused_correlation_for_another_request_is_new() {
+        let mut d = Dedup::new(8);
+        let (now, w) = (Instant::now(), Duration::from_secs(30));
+        let corr = Bytes::from_static(b"same");
+        let stop = super::key(
+            "r",
+            corr.clone(),
+            "t/container.stop",
+            br#"{"container":"a"}"#,
+        );
+        let other = super::key(
+            "r",
+            corr.clone(),
+            "t/container.stop",
+            br#"{"container":"b"}"#,
+        );
+        let ping = super::key("r", corr, "t/ping", br#"{"container":"a"}"#);
+        assert_eq!(d.check(&stop, w, now), Seen::New);
+        d.finish(&stop, Bytes::from_static(b"stopped a"));
+        assert_eq!(d.check(&other, w, now), Seen::New);
+        assert_eq!(d.check(&ping, w, now), Seen::New);
+        assert_eq!(
+            d.check(&stop, w, now),
+            Seen::Done(Bytes::from_static(b"stopped a"))
+        );
     }
 
     #[test]

@@ -500,7 +500,8 @@ impl Driver {
                 let text = String::from_utf8_lossy(&message)
                     .trim_end_matches(['\n', '\r'])
                     .to_owned();
-                bytes += text.len() + 32;
+                // The encoded size counts: JSON escaping grows control characters up to 6×.
+                bytes += LogLine::encoded_len(stream_name, &text);
                 lines.push_back(LogLine {
                     stream: stream_name.to_owned(),
                     text,
@@ -508,7 +509,7 @@ impl Driver {
                 while bytes > max_bytes {
                     match lines.pop_front() {
                         Some(l) => {
-                            bytes -= l.text.len() + 32;
+                            bytes -= LogLine::encoded_len(&l.stream, &l.text);
                             truncated = true;
                         }
                         None => break,

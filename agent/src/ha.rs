@@ -18,8 +18,8 @@
 //!
 //! Commands on `…/containers/{name}/set` (`start`, `stop`, `restart`, case-insensitive) run
 //! through [`handlers::act`], the code path of API requests. Anything else is ignored. Containers
-//! labelled `zedops.protect=true`, and the agent's own container, are never stopped or restarted
-//! from Home Assistant. Each command's outcome is published (not retained) as a
+//! labelled `zedops.protect=true` take no command from Home Assistant, and the agent's own
+//! container is never stopped or restarted from it. Each command's outcome is published (not retained) as a
 //! [`Reply`] on `…/containers/{name}/set/result` and logged as the audit record
 //! (`source = "mqtt"`).
 
@@ -42,7 +42,7 @@ use crate::handlers::{act, Act, Ctx};
 pub const DEFAULT_DISCOVERY_PREFIX: &str = "homeassistant";
 /// `zedops.ha=false` hides a container from Home Assistant.
 pub const LABEL_HA: &str = "zedops.ha";
-/// `zedops.protect=true`: Home Assistant may start the container, never stop or restart it.
+/// `zedops.protect=true`: Home Assistant may not start, stop or restart the container.
 pub const LABEL_PROTECT: &str = "zedops.protect";
 /// Longest command payload considered; longer ones are ignored unread.
 pub const MAX_COMMAND_BYTES: usize = 64;
@@ -152,7 +152,7 @@ impl Command {
         }
     }
 
-    /// True for the commands a protected container refuses.
+    /// True for the commands the agent's own container refuses.
     pub fn stops(self) -> bool {
         !matches!(self, Self::Start)
     }
@@ -453,7 +453,13 @@ pub struct Ha {
     /// yet): judged once it is.
     suspects: HashSet<String>,
     inflight: Arc<Semaphore>,
+    /// When Home Assistant's last `online` made this agent republish: each one costs a Docker
+    /// list and a republish of every config and state, so they are throttled.
+    last_birth: Option<std::time::Instant>,
 }
+
+/// At most one republish for Home Assistant's birth message this often (issue 14, item 14).
+pub const BIRTH_THROTTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Ha {
     pub fn new(client: AsyncClient, agent: &str, cfg: &HaConfig) -> Self {
@@ -470,6 +476,7 @@ impl Ha {
             topics: HashSet::new(),
             suspects: HashSet::new(),
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
+            last_birth: None,
         }
     }
 
@@ -569,6 +576,17 @@ impl Ha {
         if topic == self.birth_topic() {
             let word = String::from_utf8_lossy(&p.payload);
             if word.trim().eq_ignore_ascii_case("online") {
+                let now = std::time::Instant::now();
+                if self
+                    .last_birth
+                    .is_some_and(|t| now.duration_since(t) < BIRTH_THROTTLE)
+                {
+                    debug!(
+                        "Home Assistant online again within {BIRTH_THROTTLE:?}; not republishing"
+                    );
+                    return false;
+                }
+                self.last_birth = Some(now);
                 info!("Home Assistant is online; republishing discovery and states");
                 self.publish_all(current);
                 return true;
@@ -641,6 +659,11 @@ impl Ha {
     /// `…/set/result` and to the log. Anything else is ignored (logged) and changes nothing.
     pub fn command(&self, name: &str, p: &Publish, ctx: &Arc<Ctx>) {
         let agent = self.agent.as_str();
+        // The topic segment is validated before anything logs it (no log injection).
+        if ContainerRef::new(name).is_err() {
+            warn!(source = "mqtt", %agent, container = ?name, "ignoring a /set command for an invalid container name");
+            return;
+        }
         if p.retain {
             // Delivered from the broker's store, not sent now: running it would repeat it after
             // every reconnection.
@@ -650,14 +673,10 @@ impl Ha {
         let cmd = match parse_command(&p.payload) {
             Ok(c) => c,
             Err(why) => {
-                warn!(source = "mqtt", %agent, container = %name, reason = %why, "ignoring a /set message");
+                warn!(source = "mqtt", %agent, container = %name, reason = ?why, "ignoring a /set message");
                 return;
             }
         };
-        if ContainerRef::new(name).is_err() {
-            warn!(source = "mqtt", %agent, container = ?name, "ignoring a /set command for an invalid container name");
-            return;
-        }
         let result_topic = topics::container_set_result(agent, name);
         let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
             let e = ErrorBody::conflict(format!(
@@ -705,9 +724,9 @@ async fn execute(
             "container {name} on agent {agent} is labelled {LABEL_HA}=false: Home Assistant cannot control it"
         ));
     }
-    if cmd.stops() && is_protected(c) {
+    if is_protected(c) {
         return forbidden(format!(
-            "container {name} on agent {agent} is labelled {LABEL_PROTECT}=true: Home Assistant may start it but not {} it; use the zedops CLI or API",
+            "container {name} on agent {agent} is labelled {LABEL_PROTECT}=true: Home Assistant may not {} it; use the zedops CLI or API",
             cmd.as_str()
         ));
     }

@@ -265,6 +265,25 @@ pub fn signature_properties(
     key.signature_properties(&Signed::agent_publish(topic, correlation, ts_ms, payload))
 }
 
+/// The user properties that sign a reply: like [`signature_properties`], also covering the
+/// signature of the request answered (`None` for an unsigned request).
+pub fn reply_signature_properties(
+    key: &KeyPair,
+    topic: &str,
+    correlation: Option<&[u8]>,
+    payload: &[u8],
+    request_sig: Option<&str>,
+) -> Vec<(String, String)> {
+    let ts_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+    key.signature_properties(&Signed::reply(
+        topic,
+        correlation,
+        ts_ms,
+        payload,
+        request_sig,
+    ))
+}
+
 pub fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Our payload types contain only strings, numbers, maps and times: they always serialize.
     serde_json::to_vec(v).unwrap_or_default()

@@ -84,6 +84,7 @@ impl Trust {
                 deadline_ms: Some(deadline_ms),
                 ts_ms,
                 payload: &p.payload,
+                request_sig: None,
             },
             &sig,
         );
@@ -697,10 +698,7 @@ fn spawn_request(p: Publish, op: String, serving: &Serving) {
     } = serving;
     let received = Instant::now();
     let props = p.properties.clone().unwrap_or_default();
-    let response_topic = props
-        .response_topic
-        .clone()
-        .filter(|t| !t.is_empty() && !t.contains(['+', '#']));
+    let reply_to = ReplyTo::of(&props);
     let correlation = props.correlation_data.clone();
     let expiry = props
         .message_expiry_interval
@@ -738,23 +736,29 @@ fn spawn_request(p: Publish, op: String, serving: &Serving) {
                 return;
             }
             let topic = String::from_utf8_lossy(&p.topic).into_owned();
+            // Size first: verifying a signature over megabytes costs more than refusing them.
+            if p.payload.len() > MAX_REQUEST_BYTES {
+                let reply = Reply::failure(ErrorBody::bad_request(format!(
+                    "the request is {} bytes; the limit is {MAX_REQUEST_BYTES}",
+                    p.payload.len()
+                )));
+                let bytes = Bytes::from(reply.to_bytes());
+                reply_to.send(&client, bytes, &trust).await;
+                return;
+            }
             if let Err(why) = trust.check(&topic, &p, abs_deadline) {
                 warn!(%why, "refusing an unauthorized request");
                 let reply =
                     Reply::failure(ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, why));
-                send_reply(
-                    &client,
-                    response_topic.as_deref(),
-                    correlation,
-                    Bytes::from(reply.to_bytes()),
-                    &trust,
-                )
-                .await;
+                reply_to
+                    .send(&client, Bytes::from(reply.to_bytes()), &trust)
+                    .await;
                 return;
             }
-            let key = correlation
-                .clone()
-                .map(|c| (response_topic.clone().unwrap_or_default(), c));
+            let key = correlation.clone().map(|c| {
+                let rt = reply_to.topic.as_deref().unwrap_or_default();
+                crate::dedup::key(rt, c, &topic, &p.payload)
+            });
             if let Some(key) = &key {
                 let window = expiry
                     .unwrap_or(DEFAULT_DEDUP_WINDOW)
@@ -771,24 +775,12 @@ fn spawn_request(p: Publish, op: String, serving: &Serving) {
                     }
                     Seen::Done(reply) => {
                         info!("duplicate of an executed request; answering from cache");
-                        send_reply(
-                            &client,
-                            response_topic.as_deref(),
-                            correlation,
-                            reply,
-                            &trust,
-                        )
-                        .await;
+                        reply_to.send(&client, reply, &trust).await;
                         return;
                     }
                 }
             }
-            let reply = if p.payload.len() > MAX_REQUEST_BYTES {
-                Reply::failure(ErrorBody::bad_request(format!(
-                    "the request is {} bytes; the limit is {MAX_REQUEST_BYTES}",
-                    p.payload.len()
-                )))
-            } else {
+            let reply = {
                 // Waiting for a free slot counts against the deadline.
                 let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 let permit = match wait {
@@ -815,47 +807,64 @@ fn spawn_request(p: Publish, op: String, serving: &Serving) {
                     d.finish(key, bytes.clone());
                 }
             }
-            send_reply(
-                &client,
-                response_topic.as_deref(),
-                correlation,
-                bytes,
-                &trust,
-            )
-            .await;
+            reply_to.send(&client, bytes, &trust).await;
         }
         .instrument(span),
     );
 }
 
-async fn send_reply(
-    client: &AsyncClient,
-    topic: Option<&str>,
+/// Where a request's reply goes: its response topic, its correlation data, and the request's
+/// signature, which the reply's signature covers (so the requester accepts only the reply to
+/// the request it signed).
+struct ReplyTo {
+    topic: Option<String>,
     correlation: Option<Bytes>,
-    reply: Bytes,
-    trust: &Trust,
-) {
-    let Some(topic) = topic else {
-        return;
-    };
-    let user_properties = match &trust.signing {
-        Some(s) => {
-            crate::publisher::signature_properties(&s.key, topic, correlation.as_deref(), &reply)
+    request_sig: Option<String>,
+}
+
+impl ReplyTo {
+    fn of(props: &PublishProperties) -> Self {
+        Self {
+            topic: props
+                .response_topic
+                .clone()
+                .filter(|t| !t.is_empty() && !t.contains(['+', '#'])),
+            correlation: props.correlation_data.clone(),
+            request_sig: props
+                .user_properties
+                .iter()
+                .find(|(k, _)| k == zedops_proto::sign::SIG_PROPERTY)
+                .map(|(_, v)| v.clone()),
         }
-        None => Vec::new(),
-    };
-    let props = PublishProperties {
-        user_properties,
-        correlation_data: correlation,
-        content_type: Some("application/json".into()),
-        ..Default::default()
-    };
-    let publish =
-        client.publish_with_properties(topic.to_owned(), QoS::AtMostOnce, false, reply, props);
-    match tokio::time::timeout(Duration::from_secs(5), publish).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "could not send the reply"),
-        Err(_) => warn!("could not queue the reply within 5 s"),
+    }
+
+    async fn send(&self, client: &AsyncClient, reply: Bytes, trust: &Trust) {
+        let Some(topic) = self.topic.as_deref() else {
+            return;
+        };
+        let user_properties = match &trust.signing {
+            Some(s) => crate::publisher::reply_signature_properties(
+                &s.key,
+                topic,
+                self.correlation.as_deref(),
+                &reply,
+                self.request_sig.as_deref(),
+            ),
+            None => Vec::new(),
+        };
+        let props = PublishProperties {
+            user_properties,
+            correlation_data: self.correlation.clone(),
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        let publish =
+            client.publish_with_properties(topic.to_owned(), QoS::AtMostOnce, false, reply, props);
+        match tokio::time::timeout(Duration::from_secs(5), publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not send the reply"),
+            Err(_) => warn!("could not queue the reply within 5 s"),
+        }
     }
 }
 

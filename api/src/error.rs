@@ -92,6 +92,11 @@ pub async fn json_errors(err: poem::Error) -> Response {
         (_, "") => status.canonical_reason().unwrap_or("error").to_owned(),
         (_, t) => t.to_owned(),
     };
+    error_response(status, &message)
+}
+
+/// A `{code, message}` error response with `status`.
+pub fn error_response(status: poem::http::StatusCode, message: &str) -> Response {
     let body = ErrorBody::new(code_for(status), message);
     Json(body).with_status(status).into_response()
 }

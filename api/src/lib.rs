@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod mqtt;
 pub mod routes;
@@ -50,6 +51,10 @@ pub struct State {
     /// Tokens and audit; `None` runs without authentication.
     pub store: Option<Arc<store::Store>>,
     sse_clients: AtomicUsize,
+    /// Rate limits of unauthenticated routes, per client address.
+    pub limiter: Arc<limits::RateLimiter>,
+    /// Failed enrollments, summarised in the audit log.
+    pub enroll_failures: limits::FailureDigest,
     /// Becomes true when the server stops: event streams end so that the HTTP server's graceful
     /// shutdown does not wait out its grace period for clients that never hang up.
     closing: tokio::sync::watch::Sender<bool>,
@@ -77,6 +82,8 @@ impl State {
             events,
             store,
             sse_clients: AtomicUsize::new(0),
+            limiter: Arc::default(),
+            enroll_failures: limits::FailureDigest::default(),
             closing: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -99,7 +106,7 @@ impl State {
 
     /// Records an audit entry; a failure to write it is logged, never hidden.
     pub fn audit(&self, rec: store::AuditRecord) {
-        tracing::info!(who = %rec.who, source = %rec.source, action = %rec.action, agent = ?rec.agent, container = ?rec.container, outcome = %rec.outcome, "audit");
+        tracing::info!(who = ?rec.who, source = %rec.source, action = %rec.action, agent = ?rec.agent, container = ?rec.container, outcome = %rec.outcome, "audit");
         if let Some(s) = &self.store {
             if let Err(e) = s.audit(rec) {
                 tracing::error!(error = %e, "could not write the audit log");
@@ -210,6 +217,10 @@ impl Api {
             .nest("/docs", docs)
             .nest("/", dashboard::routes())
             .around(auth::open_access)
+            .around({
+                let limiter = self.state.limiter.clone();
+                move |ep, req| limits::guard(ep, limiter.clone(), req)
+            })
             .data(self.state.clone())
             .catch_all_error(error::json_errors)
     }

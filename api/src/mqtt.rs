@@ -64,8 +64,8 @@ pub struct Link {
     pub closing: AtomicBool,
     /// When the first subscription of this process was made (cache warming starts).
     pub subscribed_at: Mutex<Option<Instant>>,
-    /// Request id → (agent asked, waiter).
-    inflight: Mutex<HashMap<u64, (String, oneshot::Sender<Bytes>)>>,
+    /// Request id → what is waiting for its reply.
+    inflight: Mutex<HashMap<u64, Pending>>,
     /// Signing and verification; `None` trusts the broker.
     pub security: Option<Arc<crate::security::Security>>,
     next_id: AtomicU64,
@@ -101,17 +101,18 @@ impl Link {
             return;
         };
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((agent, _)) = inflight.get(&id) else {
+        let Some(pending) = inflight.get(&id) else {
             return;
         };
         if let Some(sec) = &self.security {
-            if !sec.from_agent(agent, topic, props, &payload) {
-                warn!(%agent, "ignoring a reply not signed by the agent that was asked");
+            let sig = pending.request_sig.as_deref();
+            if !sec.reply_from_agent(&pending.agent, topic, props, &payload, sig) {
+                warn!(agent = %pending.agent, "ignoring a reply not signed by the agent that was asked for this request");
                 return;
             }
         }
-        if let Some((_, tx)) = inflight.remove(&id) {
-            let _ = tx.send(payload);
+        if let Some(pending) = inflight.remove(&id) {
+            let _ = pending.tx.send(payload);
         }
     }
 
@@ -121,6 +122,15 @@ impl Link {
             .unwrap_or_else(|e| e.into_inner())
             .len()
     }
+}
+
+/// A request waiting for its reply.
+struct Pending {
+    /// The agent asked: only its key may sign the reply.
+    agent: String,
+    /// The request's signature, which the reply's signature must cover.
+    request_sig: Option<String>,
+    tx: oneshot::Sender<Bytes>,
 }
 
 /// Starts the session; returns the link and the task driving it.
@@ -370,6 +380,38 @@ impl Requester {
         result
     }
 
+    /// The user properties of a request: its absolute deadline and, with security on, the
+    /// server's signature (returned too: the reply must cover it).
+    fn request_properties(
+        &self,
+        topic: &str,
+        correlation: &[u8],
+        deadline: Duration,
+        payload: &[u8],
+    ) -> (Vec<(String, String)>, Option<String>) {
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let deadline_ms = now_ms + deadline.as_millis() as u64;
+        let mut props = vec![(DEADLINE_PROPERTY.to_owned(), deadline_ms.to_string())];
+        let Some(sec) = &self.link.security else {
+            return (props, None);
+        };
+        let signature = sec.sign_request(zedops_proto::sign::Signed {
+            topic,
+            response_topic: Some(&self.link.reply_topic),
+            correlation: Some(correlation),
+            deadline_ms: Some(deadline_ms),
+            ts_ms: now_ms,
+            payload,
+            request_sig: None,
+        });
+        let sig = signature
+            .iter()
+            .find(|(k, _)| k == zedops_proto::sign::SIG_PROPERTY)
+            .map(|(_, v)| v.clone());
+        props.extend(signature);
+        (props, sig)
+    }
+
     async fn call_inner<O: Op>(
         &self,
         agent: &str,
@@ -380,6 +422,10 @@ impl Requester {
         let payload = serde_json::to_vec(args)
             .map_err(|e| ErrorBody::internal(format!("cannot encode the request: {e}")))?;
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed);
+        let topic = topics::request(agent, O::NAME);
+        let correlation = Bytes::from(id.to_string());
+        let (user_properties, request_sig) =
+            self.request_properties(&topic, &correlation, deadline, &payload);
         let (tx, rx) = oneshot::channel();
         {
             let mut inflight = self.link.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -388,27 +434,17 @@ impl Requester {
                     "this server already has {MAX_IN_FLIGHT} requests in flight; retry shortly"
                 )));
             }
-            inflight.insert(id, (agent.to_owned(), tx));
+            let pending = Pending {
+                agent: agent.to_owned(),
+                request_sig,
+                tx,
+            };
+            inflight.insert(id, pending);
         }
         let guard = InflightGuard {
             link: &self.link,
             id,
         };
-        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-        let deadline_ms = now_ms + deadline.as_millis() as u64;
-        let topic = topics::request(agent, O::NAME);
-        let correlation = Bytes::from(id.to_string());
-        let mut user_properties = vec![(DEADLINE_PROPERTY.to_owned(), deadline_ms.to_string())];
-        if let Some(sec) = &self.link.security {
-            user_properties.extend(sec.sign_request(zedops_proto::sign::Signed {
-                topic: &topic,
-                response_topic: Some(&self.link.reply_topic),
-                correlation: Some(&correlation),
-                deadline_ms: Some(deadline_ms),
-                ts_ms: now_ms,
-                payload: &payload,
-            }));
-        }
         let props = PublishProperties {
             response_topic: Some(self.link.reply_topic.clone()),
             correlation_data: Some(correlation),

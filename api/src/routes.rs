@@ -235,9 +235,14 @@ pub struct Enrollment {
 /// What an agent presents to enroll.
 #[derive(Debug, Object)]
 pub struct EnrollRequest {
+    /// The agent's name.
+    #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
     pub name: String,
+    /// The one-time enrollment token (`zde_<name>_<secret>`).
+    #[oai(validator(max_length = 256))]
     pub token: String,
     /// The agent's Ed25519 public key, hex.
+    #[oai(validator(pattern = "^[0-9a-fA-F]{64}$"))]
     pub public_key: String,
 }
 
@@ -632,7 +637,8 @@ impl FleetApi {
 
     /// Read a container's logs
     ///
-    /// The last `tail` lines (default 100, at most 10 000), stdout and stderr.
+    /// The last `tail` lines (default 100, at most 10 000), stdout and stderr. Needs the
+    /// `operator` role: logs often hold secrets.
     #[oai(
         path = "/api/v1/agents/:agent/containers/:container/logs",
         method = "get",
@@ -653,7 +659,9 @@ impl FleetApi {
         /// Deadline in seconds (default 10, at most 300).
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<Logs> {
-        auth.0.require(Role::Viewer)?;
+        // Logs often hold secrets (tokens printed at start-up, connection strings): an
+        // operator's right, not a viewer's (issue 14, item 13).
+        auth.0.require(Role::Operator)?;
         let name = agent_name(&agent)?;
         let c = container_ref(&container)?;
         let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
@@ -904,12 +912,14 @@ impl FleetApi {
             ))
         })?;
         let r = store.enroll(&body.name, &body.token, &body.public_key);
-        self.state.audit(
-            AuditRecord::http(format!("agent:{}", body.name), "agent.enroll")
-                .agent(Some(body.name.clone()))
-                .outcome(if r.is_ok() { "ok" } else { "unauthorized" })
-                .message(r.as_ref().err().map(|e| e.to_string())),
-        );
+        match &r {
+            Ok(_) => self.state.audit(
+                AuditRecord::http(format!("agent:{}", body.name), "agent.enroll")
+                    .agent(Some(body.name.clone()))
+                    .outcome("ok"),
+            ),
+            Err(e) => self.enroll_failed(&body.name, e),
+        }
         let creds = r.map_err(|e| match e {
             crate::store::EnrollError::Store(m) => ErrorBody::bad_request(m),
             other => ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, other.to_string()),
@@ -921,6 +931,26 @@ impl FleetApi {
             mqtt_password: creds.mqtt_password,
             server_public_key: sec.key.public_hex(),
         }))
+    }
+
+    /// A failed enrollment: logged (name escaped), and summarised in the audit log at most once
+    /// a minute so that junk requests cannot evict real records.
+    fn enroll_failed(&self, name: &str, e: &crate::store::EnrollError) {
+        tracing::info!(agent = ?name, error = ?e.to_string(), "enrollment refused");
+        if let Some(n) = self.state.enroll_failures.failed(std::time::Instant::now()) {
+            let who = if zedops_proto::names::is_valid_agent_name(name) {
+                format!("agent:{name}")
+            } else {
+                "agent:(invalid name)".to_owned()
+            };
+            self.state.audit(
+                AuditRecord::http(who, "agent.enroll")
+                    .outcome("unauthorized")
+                    .message(Some(format!(
+                        "{n} failed enrollment(s) since the last record; latest: {e}"
+                    ))),
+            );
+        }
     }
 
     /// Create an MQTT user

@@ -11,6 +11,9 @@ use zedops_proto::sign::{KeyPair, PublicKey, Signed, SIG_PROPERTY, TS_PROPERTY};
 
 use crate::store::Store;
 
+/// Most agent keys (and "no such agent" answers) kept in memory.
+pub const MAX_CACHED_KEYS: usize = 100_000;
+
 pub struct Security {
     pub key: KeyPair,
     store: Arc<Store>,
@@ -35,7 +38,12 @@ impl Security {
     }
 
     /// The enrolled public key of `agent` (cached; [`forget`](Self::forget) after changes).
+    /// Names that are no valid agent names are refused before any lookup; the cache holds at
+    /// most [`MAX_CACHED_KEYS`] entries (unknown names are dropped first when it fills).
     pub fn agent_key(&self, agent: &str) -> Option<PublicKey> {
+        if !zedops_proto::names::is_valid_agent_name(agent) {
+            return None;
+        }
         if let Some(k) = self
             .keys
             .read()
@@ -49,10 +57,14 @@ impl Security {
             .agent(agent)
             .and_then(|r| r.public_key)
             .and_then(|h| PublicKey::from_hex(&h));
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(agent.to_owned(), k.clone());
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.retain(|_, k| k.is_some());
+            if keys.len() >= MAX_CACHED_KEYS {
+                keys.clear();
+            }
+        }
+        keys.insert(agent.to_owned(), k.clone());
         k
     }
 
@@ -71,6 +83,33 @@ impl Security {
         props: Option<&PublishProperties>,
         payload: &[u8],
     ) -> bool {
+        self.verify(agent, props, |correlation, ts_ms| {
+            Signed::agent_publish(topic, correlation, ts_ms, payload)
+        })
+    }
+
+    /// True when a reply on `topic` was signed by `agent`'s enrolled key *for the request whose
+    /// signature is `request_sig`*: a reply to another (forged) request with the same response
+    /// topic and correlation data does not pass.
+    pub fn reply_from_agent(
+        &self,
+        agent: &str,
+        topic: &str,
+        props: Option<&PublishProperties>,
+        payload: &[u8],
+        request_sig: Option<&str>,
+    ) -> bool {
+        self.verify(agent, props, |correlation, ts_ms| {
+            Signed::reply(topic, correlation, ts_ms, payload, request_sig)
+        })
+    }
+
+    fn verify<'a>(
+        &self,
+        agent: &str,
+        props: Option<&'a PublishProperties>,
+        signed: impl FnOnce(Option<&'a [u8]>, u64) -> Signed<'a>,
+    ) -> bool {
         let Some(key) = self.agent_key(agent) else {
             return false;
         };
@@ -81,10 +120,7 @@ impl Security {
             return false;
         };
         let correlation = props.and_then(|p| p.correlation_data.as_deref());
-        key.verify(
-            &Signed::agent_publish(topic, correlation, ts_ms, payload),
-            sig,
-        )
+        key.verify(&signed(correlation, ts_ms), sig)
     }
 
     /// The user properties that sign a request.

@@ -53,9 +53,7 @@ pub struct MqttUserRecord {
 /// Why an enrollment was refused (one sentence each; never says which part was wrong beyond that).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnrollError {
-    #[error("no agent named {0} is registered: an admin runs `zedops agents add {0}` first")]
-    Unknown(String),
-    #[error("this enrollment token is not valid for agent {0} (mistyped, or already used)")]
+    #[error("this enrollment token is not valid for agent {0} (mistyped, already used, or the agent is not registered: an admin runs `zedops agents add {0}`)")]
     Invalid(String),
     #[error("this enrollment token for agent {0} has expired: ask an admin for a new one (`zedops agents add {0}`)")]
     Expired(String),
@@ -74,6 +72,28 @@ pub enum StoreError {
     Db(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Checks a presented enrollment token against the agent's record and consumes it. An unknown
+/// agent and a wrong token get the same answer, so the endpoint is no oracle for agent names.
+fn consume_enrollment(
+    rec: Option<AgentRecord>,
+    name: &str,
+    token: &str,
+) -> Result<AgentRecord, EnrollError> {
+    let invalid = || EnrollError::Invalid(name.to_owned());
+    let secret = token
+        .strip_prefix(&format!("zde_{name}_"))
+        .ok_or_else(invalid)?;
+    let mut rec = rec.ok_or_else(invalid)?;
+    let hash = rec.enroll_hash.take().ok_or_else(invalid)?;
+    if !same(&hash, &hash_secret(secret)) {
+        return Err(invalid());
+    }
+    if Utc::now() > rec.enroll_expires {
+        return Err(EnrollError::Expired(name.to_owned()));
+    }
+    Ok(rec)
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -353,40 +373,45 @@ impl Store {
     }
 
     /// Exchanges a one-time enrollment token for permanent MQTT credentials, recording the
-    /// agent's public key. The token is consumed.
+    /// agent's public key. The token is consumed. The check and the write are one write
+    /// transaction (redb serializes them): of two concurrent enrollments with one token only one
+    /// succeeds, and an agent removed meanwhile is not brought back (issue 14, item 8).
     pub fn enroll(
         &self,
         name: &str,
         token: &str,
         public_key: &str,
     ) -> Result<Enrolled, EnrollError> {
-        let Some(mut rec) = self.agent(name) else {
-            return Err(EnrollError::Unknown(name.to_owned()));
-        };
-        let secret = token
-            .strip_prefix(&format!("zde_{name}_"))
-            .ok_or_else(|| EnrollError::Invalid(name.to_owned()))?;
-        let Some(hash) = rec.enroll_hash.clone() else {
-            return Err(EnrollError::Invalid(name.to_owned()));
-        };
-        if !same(&hash, &hash_secret(secret)) {
-            return Err(EnrollError::Invalid(name.to_owned()));
-        }
-        if Utc::now() > rec.enroll_expires {
-            return Err(EnrollError::Expired(name.to_owned()));
+        // Validate before touching the database.
+        if !zedops_proto::names::is_valid_agent_name(name) {
+            return Err(EnrollError::Store(
+                zedops_proto::NameError::Agent(name.to_owned()).to_string(),
+            ));
         }
         if zedops_proto::sign::PublicKey::from_hex(public_key).is_none() {
             return Err(EnrollError::Store(
                 "the agent's public key is not a valid Ed25519 key".into(),
             ));
         }
-        let password = new_secret();
-        rec.enroll_hash = None;
-        rec.mqtt_password_hash = Some(hash_secret(&password));
-        rec.public_key = Some(public_key.to_owned());
-        rec.enrolled_at = Some(Utc::now());
-        self.put_json(AGENTS, name, &rec)
-            .map_err(|e| EnrollError::Store(e.to_string()))?;
+        let store = |e: redb::Error| EnrollError::Store(e.to_string());
+        let w = self.db.begin_write().map_err(|e| store(e.into()))?;
+        let password = {
+            let mut t = w.open_table(AGENTS).map_err(|e| store(e.into()))?;
+            let rec = t
+                .get(name)
+                .map_err(|e| store(e.into()))?
+                .and_then(|v| serde_json::from_slice::<AgentRecord>(v.value()).ok());
+            let mut rec = consume_enrollment(rec, name, token)?;
+            let password = new_secret();
+            rec.mqtt_password_hash = Some(hash_secret(&password));
+            rec.public_key = Some(public_key.to_owned());
+            rec.enrolled_at = Some(Utc::now());
+            let bytes = serde_json::to_vec(&rec).map_err(|e| EnrollError::Store(e.to_string()))?;
+            t.insert(name, bytes.as_slice())
+                .map_err(|e| store(e.into()))?;
+            password
+        };
+        w.commit().map_err(|e| store(e.into()))?;
         Ok(Enrolled {
             mqtt_username: name.to_owned(),
             mqtt_password: password,
@@ -519,9 +544,10 @@ mod tests {
         let d = dir();
         let s = Store::open(&d).unwrap();
         let key = zedops_proto::sign::KeyPair::from_seed([1; 32]).public_hex();
+        // An unknown agent gets the answer of a wrong token (no name oracle).
         assert_eq!(
             s.enroll("m", "zde_m_x", &key).unwrap_err(),
-            EnrollError::Unknown("m".into())
+            EnrollError::Invalid("m".into())
         );
         let (t, _) = s.register_agent("m", chrono::Duration::minutes(5)).unwrap();
         assert_eq!(
@@ -547,6 +573,34 @@ mod tests {
         // Removal cuts the agent off.
         assert!(s.remove_agent("m").unwrap());
         assert!(!s.check_agent_password("m", &creds.mqtt_password));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn concurrent_enrollments_with_one_token_and_removal_races() {
+        let d = dir();
+        let s = std::sync::Arc::new(Store::open(&d).unwrap());
+        let key = zedops_proto::sign::KeyPair::from_seed([2; 32]).public_hex();
+        for round in 0..20 {
+            let name = format!("race-{round}");
+            let (t, _) = s
+                .register_agent(&name, chrono::Duration::minutes(5))
+                .unwrap();
+            let ok: usize = std::thread::scope(|sc| {
+                let hs: Vec<_> = (0..4)
+                    .map(|_| sc.spawn(|| s.enroll(&name, &t, &key).is_ok()))
+                    .collect();
+                hs.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+            });
+            assert_eq!(ok, 1, "round {round}: one token, {ok} enrollments");
+            // An enrollment after a removal does not bring the agent back.
+            let (t, _) = s
+                .register_agent(&name, chrono::Duration::minutes(5))
+                .unwrap();
+            assert!(s.remove_agent(&name).unwrap());
+            assert!(s.enroll(&name, &t, &key).is_err());
+            assert!(s.agent(&name).is_none(), "round {round}: resurrected");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -171,6 +171,26 @@ pub struct LogLine {
     pub text: String,
 }
 
+impl LogLine {
+    /// Bytes this line takes in a JSON reply (`{"stream":"…","text":"…"},`), escapes included:
+    /// a control character costs six (`\u0001`), so log budgets count this, not the raw text
+    /// (issue 14, item 12).
+    pub fn encoded_len(stream: &str, text: &str) -> usize {
+        r#"{"stream":"","text":""},"#.len() + json_string_len(stream) + json_string_len(text)
+    }
+}
+
+/// Length of `s` as the inside of a JSON string, as serde_json writes it.
+pub fn json_string_len(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
+}
+
 /// Result of `container.logs`.
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,5 +414,22 @@ mod tests {
         let r = crate::Reply::success(&logs);
         let back: Logs = crate::Reply::decode(&r.to_bytes()).unwrap();
         assert_eq!(back, logs);
+    }
+
+    #[test]
+    fn encoded_len_is_what_serde_json_writes() {
+        let mut texts: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| c.to_string().repeat(3))
+            .collect();
+        texts.extend(["é€😀", "\u{7f}\u{2028}", "plain", ""].map(str::to_owned));
+        for text in texts {
+            let line = LogLine {
+                stream: "stderr".into(),
+                text: text.clone(),
+            };
+            let written = serde_json::to_string(&line).unwrap().len() + 1; // and its comma
+            assert_eq!(LogLine::encoded_len("stderr", &text), written, "{text:?}");
+        }
     }
 }

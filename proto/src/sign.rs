@@ -24,6 +24,10 @@ pub struct Signed<'a> {
     pub deadline_ms: Option<u64>,
     pub ts_ms: u64,
     pub payload: &'a [u8],
+    /// On a reply: the signature of the request it answers, so a reply is bound to that one
+    /// request — a reply to a forged request with the same response topic and correlation
+    /// data does not verify as the reply to the real one (issue 14, item 4).
+    pub request_sig: Option<&'a str>,
 }
 
 impl<'a> Signed<'a> {
@@ -42,12 +46,37 @@ impl<'a> Signed<'a> {
             deadline_ms: None,
             ts_ms,
             payload,
+            request_sig: None,
+        }
+    }
+
+    /// What an agent signs on a reply, and what the requester checks: an agent publish that
+    /// also covers the signature of the request it answers (`None`: the request was unsigned).
+    pub fn reply(
+        topic: &'a str,
+        correlation: Option<&'a [u8]>,
+        ts_ms: u64,
+        payload: &'a [u8],
+        request_sig: Option<&'a str>,
+    ) -> Self {
+        Self {
+            request_sig,
+            ..Self::agent_publish(topic, correlation, ts_ms, payload)
         }
     }
 
     fn bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.payload.len() + 128);
-        v.extend_from_slice(b"zedops/v1 signature\n");
+        let mut v = Vec::with_capacity(self.payload.len() + 256);
+        // A reply bound to its request has a header of its own (domain separation): no bytes
+        // signed one way can be read the other way.
+        match self.request_sig {
+            None => v.extend_from_slice(b"zedops/v1 signature\n"),
+            Some(r) => {
+                v.extend_from_slice(b"zedops/v1 reply signature\n");
+                v.extend_from_slice(r.as_bytes());
+                v.push(b'\n');
+            }
+        }
         v.extend_from_slice(self.topic.as_bytes());
         v.push(b'\n');
         v.extend_from_slice(self.response_topic.unwrap_or("").as_bytes());
@@ -170,6 +199,7 @@ mod tests {
             deadline_ms: Some(1_000),
             ts_ms: 500,
             payload: br#"{"container":"web-1"}"#,
+            request_sig: None,
         };
         let sig = k.sign(&msg);
         assert!(p.verify(&msg, &sig));
@@ -202,6 +232,18 @@ mod tests {
             },
             &sig
         ));
+        assert!(!p.verify(
+            &Signed {
+                request_sig: Some("ab"),
+                ..msg
+            },
+            &sig
+        ));
+        let reply = Signed::reply("t", Some(b"1"), 5, b"{}", Some("aa"));
+        let rsig = k.sign(&reply);
+        assert!(p.verify(&reply, &rsig));
+        assert!(!p.verify(&Signed::reply("t", Some(b"1"), 5, b"{}", Some("bb")), &rsig));
+        assert!(!p.verify(&Signed::reply("t", Some(b"1"), 5, b"{}", None), &rsig));
         assert!(!p.verify(&msg, "00"));
         assert!(!p.verify(&msg, "zz"));
         let other = KeyPair::from_seed([8; 32]);

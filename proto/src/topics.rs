@@ -114,6 +114,13 @@ pub fn parse(topic: &str) -> Option<Topic<'_>> {
     if parts.iter().any(|p| p.is_empty()) {
         return None;
     }
+    // An agent segment that is no valid agent name is no zedops topic: nothing downstream (a
+    // database lookup, a cache entry, a log line) ever sees it (issue 14, item 10).
+    if let ["agents", agent, ..] = parts.as_slice() {
+        if !crate::names::is_valid_agent_name(agent) {
+            return None;
+        }
+    }
     Some(match parts.as_slice() {
         ["agents", agent, "status"] => Topic::Status { agent },
         ["agents", agent, "containers"] => Topic::Snapshot { agent },
@@ -173,6 +180,9 @@ mod tests {
             "zedops/v1/agents//status",
             "zedops/v2/agents/m/status",
             "zedops/v1/agents/m/x",
+            "zedops/v1/agents/Bad Name/status",
+            "zedops/v1/agents/a\nb/status",
+            "zedops/v1/agents/-x/containers",
         ] {
             assert_eq!(parse(t), None, "{t}");
         }

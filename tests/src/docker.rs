@@ -82,6 +82,25 @@ impl TestContainer {
         Self::make(&["run", "-d"], name, run_label, extra)
     }
 
+    /// `docker run -d --init` of the test image running `sh -c SCRIPT` (busybox) instead of its
+    /// ticking loop; `extra` goes before the image.
+    pub fn run_script(
+        name: &str,
+        run_label: &str,
+        extra: &[&str],
+        script: &str,
+    ) -> anyhow::Result<Self> {
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&["--entrypoint", "/bin/busybox"]);
+        Self::make_with(
+            &["run", "-d"],
+            name,
+            run_label,
+            &args,
+            &["sh", "-c", script],
+        )
+    }
+
     /// `docker create` only (state `created`).
     pub fn create(name: &str, run_label: &str) -> anyhow::Result<Self> {
         Self::make(&["create"], name, run_label, &[])
@@ -89,6 +108,17 @@ impl TestContainer {
 
     /// `docker <command> --init --network none`, labelled for cleanup, of the test image.
     fn make(command: &[&str], name: &str, run_label: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::make_with(command, name, run_label, extra, &[])
+    }
+
+    /// Like [`make`](Self::make), with arguments after the image (`cmd`).
+    fn make_with(
+        command: &[&str],
+        name: &str,
+        run_label: &str,
+        extra: &[&str],
+        cmd: &[&str],
+    ) -> anyhow::Result<Self> {
         let label = format!("{LABEL}.run={run_label}");
         let image = image();
         let mut args = command.to_vec();
@@ -105,6 +135,7 @@ impl TestContainer {
         ]);
         args.extend_from_slice(extra);
         args.push(&image);
+        args.extend_from_slice(cmd);
         let id = Docker::run(&args)?;
         Ok(Self {
             name: name.to_owned(),

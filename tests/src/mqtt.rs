@@ -253,6 +253,7 @@ impl TestClient {
             deadline_ms: Some(deadline),
             ts_ms: now,
             payload: &payload,
+            request_sig: None,
         };
         let mut user_properties = vec![(DEADLINE_PROPERTY.to_owned(), deadline.to_string())];
         user_properties.extend(server.signature_properties(&signed));

@@ -721,3 +721,80 @@ async fn resync_republishes_status_and_snapshot_only() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Issue 14, item 12: a log of control characters (each six bytes once JSON-escaped) is budgeted
+/// by its encoded size, so the reply fits one MQTT packet instead of costing the agent its
+/// connection; the agent keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_control_characters_fit_one_reply() -> anyhow::Result<()> {
+    let run = unique("ctl");
+    let script = "head -c 3000000 /dev/zero | tr '\\0' '\\001'; echo; trap 'exit 0' TERM; \
+                  while true; do sleep 1 & wait $!; done";
+    let noisy = TestContainer::run_script(&unique("zt-ctl"), &run, &[], script)?;
+    let mut e = env("ctl").await?;
+    let a = e.agent.name.clone();
+    let mut got = None;
+    for _ in 0..40 {
+        let reply = e
+            .client
+            .request(
+                &a,
+                "container.logs",
+                json!({"container": noisy.name, "tail": 10000}),
+                Duration::from_secs(20),
+            )
+            .await?;
+        let l: Logs = reply.into_result().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let raw: usize = l.lines.iter().map(|l| l.text.len()).sum();
+        if raw > 100_000 {
+            got = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let l = got.context("the control characters never showed in the logs")?;
+    let encoded = serde_json::to_vec(&l)?.len();
+    assert!(l.truncated, "3 MB escaped do not fit: older lines dropped");
+    assert!(
+        encoded <= zedops_proto::MAX_REPLY_BYTES,
+        "reply of {encoded} bytes exceeds {}",
+        zedops_proto::MAX_REPLY_BYTES
+    );
+    let _: zedops_proto::ops::Pong = e.client.call(&a, "ping", json!({})).await?;
+    Ok(())
+}
+
+/// Issue 14, item 15: the duplicate cache is keyed by what was asked too — a correlation reused
+/// for a different request runs that request instead of answering with the first one's reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_correlation_for_another_request_is_executed() -> anyhow::Result<()> {
+    let run = unique("corr");
+    let web = TestContainer::run(&unique("zt-corr"), &run, &[])?;
+    let mut e = env("corr").await?;
+    let a = e.agent.name.clone();
+    let corr = Bytes::from_static(b"reused-correlation");
+    let props = || PublishProperties {
+        message_expiry_interval: Some(30),
+        ..Default::default()
+    };
+    let limit = Duration::from_secs(10);
+    let ping = e
+        .client
+        .request_raw(&a, "ping", b"{}".to_vec(), corr.clone(), props(), limit)
+        .await?;
+    let pong: Pong =
+        zedops_proto::Reply::decode(&ping.payload).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(pong.agent, a);
+    let args = serde_json::to_vec(&json!({"container": web.name}))?;
+    let inspect = e
+        .client
+        .request_raw(&a, "container.inspect", args, corr, props(), limit)
+        .await?;
+    let detail: ContainerDetail =
+        zedops_proto::Reply::decode(&inspect.payload).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(
+        detail.container.name, web.name,
+        "answered with the reply of another request"
+    );
+    Ok(())
+}

@@ -665,12 +665,13 @@ async fn switch_and_button_act_on_real_containers_and_protection_is_visible() ->
     let r = wait_result(&mut e.watcher, &result).await?;
     assert_eq!(r["result"]["container"]["state"], "exited", "{r}");
 
-    // A protected container is neither stopped nor restarted, and the refusal is visible.
+    // A protected container takes no command (not even start: issue 14, item 14), and the
+    // refusal is visible.
     let guard_result = topics::container_set_result(&agent, &guard.name);
     e.watcher.subscribe(&guard_result).await?;
     let guard_cmd = topics::container_set(&agent, &guard.name);
     let guard_started = guard.started_at()?;
-    for word in ["stop", "restart"] {
+    for word in ["stop", "restart", "start"] {
         mosquitto_pub(p, &guard_cmd, &["-m", word]).await?;
         let r = wait_result(&mut e.watcher, &guard_result).await?;
         assert_eq!(r["ok"], false, "{r}");
@@ -683,11 +684,6 @@ async fn switch_and_button_act_on_real_containers_and_protection_is_visible() ->
     }
     assert_eq!(guard.state()?, "running");
     assert_eq!(guard.started_at()?, guard_started, "not restarted");
-    // Starting it is allowed (already running: unchanged).
-    mosquitto_pub(p, &guard_cmd, &["-m", "start"]).await?;
-    let r = wait_result(&mut e.watcher, &guard_result).await?;
-    assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["result"]["changed"], false);
 
     // The agent's own container: the same refusal.
     let me_result = topics::container_set_result(&agent, &me.name);
@@ -739,6 +735,23 @@ async fn birth_republishes_destroy_removes_and_sigkill_makes_entities_unavailabl
             m.topic == state_topic
         })
         .await?;
+
+    // A burst of birth messages (a flapping or hostile client) costs at most one more round of
+    // republishing, not one per message (issue 14, item 14).
+    let switch_topic = of(&again, &agent, &stays.name, "switch")
+        .context("switch config")?
+        .topic
+        .clone();
+    e.watcher.drain(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        mosquitto_pub(&e.v4, &format!("{PREFIX}/status"), &["-m", "online"]).await?;
+    }
+    let burst = e.watcher.drain(Duration::from_millis(1500)).await;
+    let rounds = burst.iter().filter(|m| m.topic == switch_topic).count();
+    assert!(
+        rounds <= 1,
+        "{rounds} republishes for a burst of 5 birth messages"
+    );
 
     // A destroyed container's entities are removed: empty retained configs on each topic.
     let doomed_topics: HashSet<String> = configs

@@ -63,6 +63,13 @@ async fn tokens_and_roles() -> anyhow::Result<()> {
         "the viewer did not stop it"
     );
 
+    // Logs often hold secrets: an operator's right, not a viewer's (issue 14, item 13).
+    let logs = format!("/api/v1/agents/{a}/containers/{}/logs?tail=5", web.name);
+    let (s, b) = api.call("GET", &logs, Some(&t.viewer)).await?;
+    assert_eq!((s, b["code"].clone()), (403, json!("forbidden")), "{b}");
+    let (s, b) = api.call("GET", &logs, Some(&t.operator)).await?;
+    assert_eq!(s, 200, "{b}");
+
     // Operator acts.
     let (s, b) = api.call("POST", &stop, Some(&t.operator)).await?;
     assert_eq!(s, 200, "{b}");

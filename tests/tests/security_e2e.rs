@@ -193,6 +193,7 @@ async fn broker_auth_signatures_enrollment_and_secrets() -> anyhow::Result<()> {
         deadline_ms: Some(deadline),
         ts_ms: deadline - 30_000,
         payload: &payload,
+        request_sig: None,
     });
     let wrongly_signed = PublishProperties {
         user_properties: vec![
