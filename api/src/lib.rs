@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
+pub mod freshness;
 pub mod limits;
 pub mod metrics;
 pub mod mqtt;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::{broadcast, oneshot};
@@ -66,6 +66,8 @@ pub struct Link {
     pub subscribed_at: Mutex<Option<Instant>>,
     /// Request id → what is waiting for its reply.
     inflight: Mutex<HashMap<u64, Pending>>,
+    /// What was accepted from each agent, by signing time (replay protection).
+    pub freshness: crate::freshness::Freshness,
     /// Signing and verification; `None` trusts the broker.
     pub security: Option<Arc<crate::security::Security>>,
     next_id: AtomicU64,
@@ -82,6 +84,7 @@ impl Link {
             closing: AtomicBool::new(false),
             subscribed_at: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
+            freshness: Default::default(),
             security: None,
             next_id: AtomicU64::new(1),
         }
@@ -133,6 +136,30 @@ struct Pending {
     tx: oneshot::Sender<Bytes>,
 }
 
+/// With security on: whether agent state (status, snapshot, event) on `topic` is taken — signed
+/// by its agent's enrolled key, and newer than what was taken (no replays). Other topics pass.
+fn admit(
+    sec: &crate::security::Security,
+    freshness: &crate::freshness::Freshness,
+    t: &Topic<'_>,
+    topic: &str,
+    p: &Publish,
+) -> Result<(), &'static str> {
+    let agent = match t {
+        Topic::Status { agent } | Topic::Snapshot { agent } | Topic::Events { agent } => *agent,
+        _ => return Ok(()),
+    };
+    let ts = sec
+        .from_agent(agent, topic, p.properties.as_ref(), &p.payload)
+        .ok_or("not signed by its agent")?;
+    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    match t {
+        Topic::Status { .. } => freshness.status(agent, ts, &p.payload, now),
+        Topic::Snapshot { .. } => freshness.snapshot(agent, ts),
+        _ => freshness.event(agent, ts, &p.payload, now),
+    }
+}
+
 /// Starts the session; returns the link and the task driving it.
 pub fn start(
     cfg: MqttConfig,
@@ -173,6 +200,7 @@ pub fn start(
         closing: AtomicBool::new(false),
         subscribed_at: Mutex::new(None),
         inflight: Mutex::new(HashMap::new()),
+        freshness: Default::default(),
         security,
         next_id: AtomicU64::new(1),
     });
@@ -271,17 +299,9 @@ async fn poll(
                 let parsed = topics::parse(&topic);
                 // With security on, state is taken only when its agent signed it: a forged
                 // (even retained) status or snapshot changes nothing.
-                if let (
-                    Some(sec),
-                    Some(
-                        Topic::Status { agent }
-                        | Topic::Snapshot { agent }
-                        | Topic::Events { agent },
-                    ),
-                ) = (&link.security, &parsed)
-                {
-                    if !sec.from_agent(agent, &topic, p.properties.as_ref(), &p.payload) {
-                        debug!(%topic, "ignoring a message not signed by its agent");
+                if let (Some(sec), Some(t)) = (&link.security, &parsed) {
+                    if let Err(why) = admit(sec, &link.freshness, t, &topic, &p) {
+                        debug!(%topic, why, "ignoring agent state");
                         continue;
                     }
                 }

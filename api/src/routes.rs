@@ -238,7 +238,7 @@ pub struct EnrollRequest {
     /// The agent's name.
     #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
     pub name: String,
-    /// The one-time enrollment token (`zde_<name>_<secret>`).
+    /// The one-time enrollment token (`zde_<name>_<secret>_<server key fingerprint>`).
     #[oai(validator(max_length = 256))]
     pub token: String,
     /// The agent's Ed25519 public key, hex.
@@ -842,8 +842,18 @@ impl FleetApi {
         if !(1..=7 * 86_400).contains(&ttl) {
             return Err(ErrorBody::bad_request("ttl_s must be between 1 second and 7 days").into());
         }
+        let fingerprint = self
+            .state
+            .link
+            .security
+            .as_ref()
+            .map(|s| s.key.public().fingerprint());
         let (token, expires_at) = store
-            .register_agent(&body.name, chrono::Duration::seconds(ttl.into()))
+            .register_agent(
+                &body.name,
+                chrono::Duration::seconds(ttl.into()),
+                fingerprint.as_deref(),
+            )
             .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "agent.register")

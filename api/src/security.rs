@@ -75,17 +75,20 @@ impl Security {
             .remove(agent);
     }
 
-    /// True when the message on `topic` was signed by `agent`'s enrolled key.
+    /// The signing time (Unix ms) when the message on `topic` was signed by `agent`'s enrolled
+    /// key; `None` when it was not.
     pub fn from_agent(
         &self,
         agent: &str,
         topic: &str,
         props: Option<&PublishProperties>,
         payload: &[u8],
-    ) -> bool {
+    ) -> Option<u64> {
+        let ts = prop(props, TS_PROPERTY)?.parse::<u64>().ok()?;
         self.verify(agent, props, |correlation, ts_ms| {
             Signed::agent_publish(topic, correlation, ts_ms, payload)
         })
+        .then_some(ts)
     }
 
     /// True when a reply on `topic` was signed by `agent`'s enrolled key *for the request whose

@@ -82,9 +82,9 @@ fn consume_enrollment(
     token: &str,
 ) -> Result<AgentRecord, EnrollError> {
     let invalid = || EnrollError::Invalid(name.to_owned());
-    let secret = token
-        .strip_prefix(&format!("zde_{name}_"))
-        .ok_or_else(invalid)?;
+    let secret = zedops_proto::enrollment::parse(name, token)
+        .ok_or_else(invalid)?
+        .secret;
     let mut rec = rec.ok_or_else(invalid)?;
     let hash = rec.enroll_hash.take().ok_or_else(invalid)?;
     if !same(&hash, &hash_secret(secret)) {
@@ -336,11 +336,14 @@ impl Store {
     }
 
     /// Registers an agent (or renews its enrollment token) and returns the one-time token
-    /// `zde_<name>_<secret>`, valid for `ttl`. An enrolled agent keeps working until it re-enrolls.
+    /// `zde_<name>_<secret>_<fingerprint>` (`zedops_proto::enrollment`), valid for `ttl`;
+    /// `server_fingerprint` names the server's signing key. An enrolled agent keeps working
+    /// until it re-enrolls.
     pub fn register_agent(
         &self,
         name: &str,
         ttl: chrono::Duration,
+        server_fingerprint: Option<&str>,
     ) -> Result<(String, DateTime<Utc>), StoreError> {
         if !zedops_proto::names::is_valid_agent_name(name) {
             return Err(StoreError::Invalid(
@@ -361,7 +364,8 @@ impl Store {
         rec.enroll_hash = Some(hash_secret(&secret));
         rec.enroll_expires = expires;
         self.put_json(AGENTS, name, &rec)?;
-        Ok((format!("zde_{name}_{secret}"), expires))
+        let token = zedops_proto::enrollment::token(name, &secret, server_fingerprint);
+        Ok((token, expires))
     }
 
     pub fn agent(&self, name: &str) -> Option<AgentRecord> {
@@ -549,9 +553,12 @@ mod tests {
             s.enroll("m", "zde_m_x", &key).unwrap_err(),
             EnrollError::Invalid("m".into())
         );
-        let (t, _) = s.register_agent("m", chrono::Duration::minutes(5)).unwrap();
+        let (t, _) = s
+            .register_agent("m", chrono::Duration::minutes(5), None)
+            .unwrap();
         assert_eq!(
-            s.enroll("m", "zde_m_wrong", &key).unwrap_err(),
+            s.enroll("m", &format!("zde_m_{}", "0".repeat(48)), &key)
+                .unwrap_err(),
             EnrollError::Invalid("m".into())
         );
         let creds = s.enroll("m", &t, &key).unwrap();
@@ -564,7 +571,7 @@ mod tests {
         );
         // Expired.
         let (t2, _) = s
-            .register_agent("n", chrono::Duration::seconds(-1))
+            .register_agent("n", chrono::Duration::seconds(-1), None)
             .unwrap();
         assert_eq!(
             s.enroll("n", &t2, &key).unwrap_err(),
@@ -584,7 +591,7 @@ mod tests {
         for round in 0..20 {
             let name = format!("race-{round}");
             let (t, _) = s
-                .register_agent(&name, chrono::Duration::minutes(5))
+                .register_agent(&name, chrono::Duration::minutes(5), Some(&"ab".repeat(16)))
                 .unwrap();
             let ok: usize = std::thread::scope(|sc| {
                 let hs: Vec<_> = (0..4)
@@ -595,7 +602,7 @@ mod tests {
             assert_eq!(ok, 1, "round {round}: one token, {ok} enrollments");
             // An enrollment after a removal does not bring the agent back.
             let (t, _) = s
-                .register_agent(&name, chrono::Duration::minutes(5))
+                .register_agent(&name, chrono::Duration::minutes(5), Some(&"ab".repeat(16)))
                 .unwrap();
             assert!(s.remove_agent(&name).unwrap());
             assert!(s.enroll(&name, &t, &key).is_err());

@@ -109,13 +109,15 @@ pub async fn enroll(
             .map(str::to_owned)
             .context("the server's enrollment answer is incomplete")
     };
+    let server_public_key = s("server_public_key")?;
+    check_server_key(server, name, token, &server_public_key)?;
     let creds = Credentials {
         name: name.to_owned(),
         server: server.to_owned(),
         mqtt_username: s("mqtt_username")?,
         mqtt_password: s("mqtt_password")?,
         agent_key: key.seed_hex(),
-        server_public_key: s("server_public_key")?,
+        server_public_key,
     };
     let file = creds.save(state_dir)?;
     println!(
@@ -123,6 +125,30 @@ pub async fn enroll(
         file.display()
     );
     Ok(creds)
+}
+
+/// The server key in the enrollment answer must be the one the token names: over plain
+/// `http://` anyone in the middle could otherwise hand the agent a key of their own and sign
+/// its commands for good (issue 14, item 7).
+fn check_server_key(server: &str, name: &str, token: &str, key_hex: &str) -> anyhow::Result<()> {
+    let key = zedops_proto::sign::PublicKey::from_hex(key_hex)
+        .context("the server's enrollment answer has no valid public key")?;
+    let expected = zedops_proto::enrollment::parse(name, token).and_then(|t| t.fingerprint);
+    match expected {
+        Some(fp) if fp.eq_ignore_ascii_case(&key.fingerprint()) => Ok(()),
+        Some(fp) => Err(Exit::new(
+            exit::AUTH,
+            format!(
+                "the server at {server} answered with a signing key (fingerprint {}) that is not the one this enrollment token names ({fp}): something between this host and the server may be intercepting. Nothing was saved; enroll over https:// or check --server",
+                key.fingerprint()
+            ),
+        )
+        .into()),
+        None => {
+            tracing::warn!(%server, "this enrollment token names no server key (an older server): the key in the answer is trusted as it is");
+            Ok(())
+        }
+    }
 }
 
 /// The broker an enrolled agent uses when `--broker` is not given: the server's host, port 1883.

@@ -219,8 +219,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         if let (Some(st), Some(sec)) = (&store, &security) {
             // The local agent enrolls itself, through the same one-time token path.
             let key = crate::enroll::new_keypair();
+            let fingerprint = sec.key.public().fingerprint();
             let (token, _) = st
-                .register_agent(name.as_str(), chrono::Duration::minutes(5))
+                .register_agent(
+                    name.as_str(),
+                    chrono::Duration::minutes(5),
+                    Some(&fingerprint),
+                )
                 .map_err(|e| Exit::new(crate::exit::ERROR, e.to_string()))?;
             let creds = st
                 .enroll(name.as_str(), &token, &key.public_hex())
@@ -229,8 +234,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             cfg.credentials = Some((creds.mqtt_username, creds.mqtt_password));
             cfg.signing = Some(zedops_agent::Signing {
                 key,
-                server: zedops_proto::sign::PublicKey::from_hex(&sec.key.public_hex())
-                    .context("the server key is damaged")?,
+                server: sec.key.public(),
             });
         }
         cfg.docker = DockerTarget {
@@ -275,7 +279,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ),
         None => {
             println!("  Auth          OFF (--no-auth): anyone who reaches {base} is admin");
-            println!("                and the MQTT broker is anonymous: it listens on loopback unless --mqtt-listen names another address");
+            println!("                and MQTT is anonymous: its listeners stay on loopback unless --mqtt-listen names another address");
         }
     }
     // As the user invoked it: `zedops` on PATH, or ./target/release/zedops from a checkout.
@@ -349,13 +353,7 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
                 )
                 .into());
             };
-            let name = match (
-                &a.name,
-                token
-                    .strip_prefix("zde_")
-                    .and_then(|r| r.rsplit_once('_'))
-                    .map(|(n, _)| n),
-            ) {
+            let name = match (&a.name, zedops_proto::enrollment::agent_of(token)) {
                 (Some(n), _) => n.to_string(),
                 (None, Some(n)) => n.to_owned(),
                 (None, None) => return Err(Exit::usage("--enroll needs --name NAME").into()),

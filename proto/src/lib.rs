@@ -13,6 +13,7 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod enrollment;
 pub mod model;
 pub mod names;
 pub mod ops;

@@ -122,6 +122,11 @@ impl std::fmt::Debug for KeyPair {
 }
 
 impl KeyPair {
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
     /// A new key from 32 random bytes.
     pub fn from_seed(seed: [u8; 32]) -> Self {
         Self(SigningKey::from_bytes(&seed))
@@ -168,6 +173,13 @@ impl PublicKey {
 
     pub fn to_hex(&self) -> String {
         hex(self.0.as_bytes())
+    }
+
+    /// A short, collision-resistant name of this key: the first 128 bits of SHA-256 of its
+    /// bytes, hex. Enrollment tokens carry the server key's (see [`crate::enrollment`]).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex(&Sha256::digest(self.0.as_bytes())[..16])
     }
 
     /// True when `sig_hex` is a valid signature of `what` by this key.

@@ -179,3 +179,276 @@ async fn a_raced_forged_request_cannot_forge_the_outcome() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// The next status on `topic` in `state`, as published (signature properties included).
+async fn capture(
+    spy: &mut zedops_tests::TestClient,
+    topic: &str,
+    state: &str,
+) -> anyhow::Result<rumqttc::v5::mqttbytes::v5::Publish> {
+    spy.wait_for(
+        &format!("a signed {state} status"),
+        Duration::from_secs(20),
+        |m| m.topic == topic && m.json()["state"] == state,
+    )
+    .await?;
+    spy.last_raw().context("captured")
+}
+
+/// Publishes a captured message again, retained, exactly as it was.
+async fn replay(
+    spy: &zedops_tests::TestClient,
+    p: rumqttc::v5::mqttbytes::v5::Publish,
+) -> anyhow::Result<()> {
+    let props = p.properties.clone().unwrap_or_default();
+    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+    let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+    spy.client
+        .publish_with_properties(topic, qos, true, p.payload, props)
+        .await?;
+    Ok(())
+}
+
+/// Issue 14, item 5: on an external broker (Mosquitto, anonymous: any client may publish
+/// anywhere), signed state captured earlier and published again is not news. A replayed Last Will
+/// of an earlier agent process does not take the agent offline, and a replayed old `online` does
+/// not hide that it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_signed_state_is_not_news() -> anyhow::Result<()> {
+    use zedops_tests::procs::Mosquitto;
+    use zedops_tests::TestClient;
+    init_logs();
+    let mosquitto = Mosquitto::start().await?;
+    let broker = format!("mqtt://{}", mosquitto.addr);
+    let serve = Serve::start(&["--broker", &broker], "warn")?;
+    let http = reqwest::Client::new();
+    let get_online = |name: String| {
+        let rb = http
+            .get(format!("{}/api/v1/agents/{name}", serve.http))
+            .bearer_auth(&serve.admin_token)
+            .timeout(Duration::from_secs(5));
+        async move {
+            let r = rb.send().await.ok()?;
+            let v: Value = r.json().await.ok()?;
+            v["online"].as_bool()
+        }
+    };
+    let name = unique("replay");
+    let v: Value = http
+        .post(format!("{}/api/v1/agents", serve.http))
+        .bearer_auth(&serve.admin_token)
+        .json(&json!({"name": name}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = v["token"].as_str().context("token")?.to_owned();
+    let state = TempDir::new("replay-agent")?;
+    let dir = state.path.to_string_lossy().into_owned();
+    let start_agent = |extra: Vec<String>| -> anyhow::Result<Proc> {
+        let mut args = vec!["--state-dir".to_owned(), dir.clone()];
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = agent_command(&name, mosquitto.addr, &args, "ZEDOPS_TEST_AGENT_LOG")?
+            .spawn()
+            .context("starting zedops agent")?;
+        Ok(Proc {
+            child,
+            what: format!("agent {name}"),
+        })
+    };
+    let wait_online = |want: bool, what: &'static str| {
+        let name = name.clone();
+        let get_online = &get_online;
+        async move {
+            eventually(what, Duration::from_secs(20), || async {
+                (get_online(name.clone()).await? == want).then_some(())
+            })
+            .await
+        }
+    };
+
+    let mut spy = TestClient::connect(mosquitto.addr, &unique("spy")).await?;
+    let status_topic = zedops_proto::topics::status(&name);
+    spy.subscribe(&status_topic).await?;
+    // Process 1: enrolled, online; its status captured. SIGKILL: its Last Will, captured.
+    let enroll = vec![
+        "--enroll".to_owned(),
+        token,
+        "--server".to_owned(),
+        serve.http.clone(),
+    ];
+    let mut p1 = start_agent(enroll)?;
+    let old_online = capture(&mut spy, &status_topic, "online").await?;
+    wait_online(true, "process 1 online").await?;
+    p1.signal("KILL")?;
+    p1.wait_exit(Duration::from_secs(5)).await?;
+    let old_will = capture(&mut spy, &status_topic, "offline").await?;
+    wait_online(false, "process 1's Last Will").await?;
+
+    // Process 2 online: the old will replayed changes nothing.
+    let mut p2 = start_agent(Vec::new())?;
+    wait_online(true, "process 2 online").await?;
+    replay(&spy, old_will).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        get_online(name.clone()).await,
+        Some(true),
+        "a replayed Last Will took the agent offline"
+    );
+
+    // Process 2 stops: the old online replayed does not bring it back.
+    p2.signal("TERM")?;
+    p2.wait_exit(Duration::from_secs(10)).await?;
+    wait_online(false, "process 2 offline").await?;
+    replay(&spy, old_online).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        get_online(name.clone()).await,
+        Some(false),
+        "a replayed 'online' hid the outage"
+    );
+    Ok(())
+}
+
+/// A man in the middle of `http://`: forwards every request to `upstream` and, in the answer to
+/// `POST /api/v1/enroll`, replaces the server's public key with one of its own.
+async fn key_swapping_proxy(upstream: String) -> anyhow::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let evil = zedops_proto::sign::KeyPair::from_seed([66; 32]).public_hex();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (upstream, evil) = (upstream.clone(), evil.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break (head.to_owned(), body.to_owned());
+                        }
+                    }
+                };
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let r = reqwest::Client::new()
+                    .post(format!("{upstream}{path}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let Ok(r) = r else { return };
+                let status = r.status().as_u16();
+                let mut v: Value = r.json().await.unwrap_or(Value::Null);
+                if v.get("server_public_key").is_some() {
+                    v["server_public_key"] = Value::String(evil);
+                }
+                let body = v.to_string();
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Issue 14, item 7: the enrollment token names the server key's fingerprint; an agent enrolling
+/// through a man in the middle who swaps the key refuses the answer, saves nothing and says why;
+/// enrolling directly works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_refuses_a_swapped_server_key() -> anyhow::Result<()> {
+    init_logs();
+    let serve = Serve::start(&[], "warn")?;
+    let http = reqwest::Client::new();
+    let register = |name: String| {
+        let rb = http
+            .post(format!("{}/api/v1/agents", serve.http))
+            .bearer_auth(&serve.admin_token)
+            .json(&json!({"name": name}));
+        async move {
+            let v: Value = rb.send().await?.json().await?;
+            anyhow::Ok(v["token"].as_str().context("token")?.to_owned())
+        }
+    };
+    let proxy = key_swapping_proxy(serve.http.clone()).await?;
+    let name = unique("mitm");
+    let token = register(name.clone()).await?;
+    let state = TempDir::new("mitm-agent")?;
+    let dir = state.path.to_string_lossy().into_owned();
+    let server = format!("http://{proxy}");
+    let out = agent_command(
+        &name,
+        serve.mqtt,
+        &["--enroll", &token, "--server", &server, "--state-dir", &dir],
+        "ZEDOPS_TEST_AGENT_LOG",
+    )?
+    .stderr(std::process::Stdio::piped())
+    .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "exit code; stderr: {stderr}");
+    assert!(stderr.contains("intercepting"), "{stderr}");
+    assert!(
+        !state.path.join("credentials.json").exists(),
+        "credentials saved anyway"
+    );
+
+    // Directly, with a new token: enrolled and online.
+    let name = unique("direct");
+    let token = register(name.clone()).await?;
+    let child = agent_command(
+        &name,
+        serve.mqtt,
+        &[
+            "--enroll",
+            &token,
+            "--server",
+            &serve.http,
+            "--state-dir",
+            &dir,
+        ],
+        "ZEDOPS_TEST_AGENT_LOG",
+    )?
+    .spawn()?;
+    let _agent = Proc {
+        child,
+        what: format!("agent {name}"),
+    };
+    eventually(
+        "the directly enrolled agent online",
+        Duration::from_secs(20),
+        || async {
+            let v: Value = http
+                .get(format!("{}/api/v1/agents/{name}", serve.http))
+                .bearer_auth(&serve.admin_token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["online"] == true).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
