@@ -120,8 +120,9 @@ pub struct BrokerHandle {
     v4_addr: Option<SocketAddr>,
     internal_addr: Option<SocketAddr>,
     tls: bool,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// One stop signal and one thread per runtime: the front end's, and rumqttd's links'.
+    stop: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for BrokerHandle {
@@ -169,10 +170,10 @@ impl BrokerHandle {
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
+        for stop in self.stop.drain(..) {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -263,17 +264,17 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
 
     let router = Router::new(0, router_config(&config));
     let router_tx = router.spawn();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .thread_name("zedops-broker")
-        .enable_all()
-        .build()
-        .map_err(BrokerError::Runtime)?;
+    // Two threads besides rumqttd's router: the front end's connections on one, rumqttd's
+    // connection tasks on the other, so that relaying and rumqttd's own work use both cores
+    // under load (a fleet connecting at once); each runtime is single-threaded.
+    let runtime = single_thread_runtime("zedops-broker-front")?;
+    let links = single_thread_runtime("zedops-broker-links")?;
 
     let secret = Arc::new((
         "zedops-front".to_owned(),
         format!("{:032x}", rand::random::<u128>()),
     ));
-    let handle = runtime.handle().clone();
+    let handle = links.handle().clone();
     let spawn_secret = secret.clone();
     let spawn = move |addr: SocketAddr| {
         let mut server = Server::new(
@@ -302,11 +303,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     });
 
+    let (links_stop, links_thread) = park(links, "zedops-broker-links-owner")?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), BrokerError>>();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let thread = std::thread::Builder::new()
-        .name("zedops-broker-owner".into())
+        .name("zedops-broker-front-owner".into())
         .spawn(move || {
             // The runtime lives on its own thread so that it can be dropped (closing every
             // connection) without blocking the caller's runtime.
@@ -338,8 +340,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         v4_addr: config.v4_listen.map(|_| addrs[1]),
         internal_addr: config.tls.as_ref().map(|_| addrs[addrs.len() - 1]),
         tls: config.tls.is_some(),
-        stop: Some(stop_tx),
-        thread: Some(thread),
+        stop: vec![stop_tx, links_stop],
+        threads: vec![thread, links_thread],
     };
     match ready_rx.await {
         Ok(Ok(())) => {}
@@ -356,6 +358,31 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     }
     info!(mqtt5 = %handle.v5_addr, mqtt311 = ?handle.v4_addr, "embedded MQTT broker listening");
     Ok(handle)
+}
+
+fn single_thread_runtime(name: &str) -> Result<tokio::runtime::Runtime, BrokerError> {
+    tokio::runtime::Builder::new_current_thread()
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(BrokerError::Runtime)
+}
+
+/// Runs `runtime` on a thread of its own until the returned sender fires (or is dropped); then
+/// the runtime is dropped there, closing its connections, without blocking the caller.
+fn park(
+    runtime: tokio::runtime::Runtime,
+    name: &str,
+) -> Result<(oneshot::Sender<()>, std::thread::JoinHandle<()>), BrokerError> {
+    let (tx, rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = runtime.block_on(rx);
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        })
+        .map_err(BrokerError::Runtime)?;
+    Ok((tx, thread))
 }
 
 fn router_config(config: &BrokerConfig) -> RouterConfig {

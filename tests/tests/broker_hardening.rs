@@ -316,3 +316,58 @@ async fn no_auth_keeps_the_anonymous_broker_on_loopback() -> anyhow::Result<()> 
     assert!(banner.contains("stay on loopback"), "{banner}");
     Ok(())
 }
+
+/// Fuzzing from outside: connections that send random bytes — some after a valid CONNECT of
+/// either version (valid credentials), some instead of one — never take the broker down or wedge
+/// it: afterwards clients connect and the API reaches its agent. Bounded: 150 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_from_clients_never_wedge_the_broker() -> anyhow::Result<()> {
+    use rand::Rng;
+    use tokio::io::AsyncReadExt;
+    let s = Stack::start()?;
+    let pw = s.mqtt_user("fuzzer", false).await?;
+    let mut rng = rand::rng();
+    for i in 0..150u32 {
+        let mut bytes = match i % 3 {
+            0 => connect_bytes(&format!("fuzz-{i}"), "fuzzer", &pw)?.to_vec(),
+            1 => {
+                let mut c = rumqttc::mqttbytes::v4::Connect::new(format!("fuzz-{i}"));
+                c.set_login("fuzzer", pw.clone());
+                let mut out = BytesMut::new();
+                rumqttc::mqttbytes::v4::Packet::Connect(c)
+                    .write(&mut out, 1 << 20)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                out.to_vec()
+            }
+            _ => Vec::new(),
+        };
+        let n = rng.random_range(0..400);
+        bytes.extend((0..n).map(|_| rng.random::<u8>()));
+        // Now and then a plausible packet type in front of the noise.
+        if rng.random_bool(0.3) && bytes.len() > 2 {
+            let at = if i % 3 == 2 { 0 } else { bytes.len() - n };
+            if at < bytes.len() {
+                bytes[at] = [0x30, 0x32, 0x82, 0x62, 0xc0, 0xe0, 0xf0][rng.random_range(0..7)];
+            }
+        }
+        let mut c = tokio::net::TcpStream::connect(s.serve.mqtt).await?;
+        let _ = c.write_all(&bytes).await;
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_millis(20), c.read(&mut sink)).await;
+    }
+    let out = sub_one(
+        s.serve.mqtt.port(),
+        "mqttv311",
+        "after-fuzz",
+        ("fuzzer", &pw),
+        &s.status_topic(),
+        10,
+    )
+    .await?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("online"),
+        "{out:?}"
+    );
+    assert_eq!(s.ping().await?, 200, "the API still reaches its agent");
+    Ok(())
+}

@@ -170,3 +170,75 @@ async fn unauthenticated_enrollment_cannot_exhaust_or_confuse_the_server() -> an
     }
     Ok(())
 }
+
+/// Fuzzing from outside: random bodies and content types on every route that reads a body,
+/// with and without a token. Each answer is a 4xx with a JSON `{code, message}`, and the server
+/// keeps answering. Bounded: 300 requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bodies_get_json_errors() -> anyhow::Result<()> {
+    use rand::Rng;
+    init_logs();
+    let serve = Serve::start(&[], "warn")?;
+    let http = reqwest::Client::new();
+    let routes = [
+        "/api/v1/tokens",
+        "/api/v1/agents",
+        "/api/v1/mqtt-users",
+        "/api/v1/enroll",
+        "/api/v1/agents/nobody/containers/web/stop",
+    ];
+    let samples: [&[u8]; 6] = [
+        br#"{"name":"#,
+        br#"{"name":"x","role":"god"}"#,
+        br#"{"name":["a"]}"#,
+        b"\xff\xfe\x00",
+        br#"{"name":"x","token":1,"public_key":null}"#,
+        b"null",
+    ];
+    let mut rng = rand::rng();
+    for i in 0..300usize {
+        let route = routes[i % routes.len()];
+        let body: Vec<u8> = if rng.random_bool(0.5) {
+            samples[rng.random_range(0..samples.len())].to_vec()
+        } else {
+            (0..rng.random_range(0..300))
+                .map(|_| rng.random::<u8>())
+                .collect()
+        };
+        let ct = [
+            "application/json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+        ][i % 3];
+        let mut rb = http
+            .post(format!("{}{route}", serve.http))
+            .header("content-type", ct)
+            .body(body.clone())
+            .timeout(Duration::from_secs(10));
+        if i % 4 != 0 {
+            rb = rb.bearer_auth(&serve.admin_token);
+        }
+        let r = rb.send().await.context("the server stopped answering")?;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 200 {
+            continue; // random bytes that happen to be a valid request
+        }
+        assert!(
+            (400..500).contains(&status) || status == 503,
+            "{route} answered {status} to {:?}: {v}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            v["code"].is_string() && v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{route} answered {status} without {{code, message}}: {v}"
+        );
+    }
+    let r = http
+        .get(format!("{}/api/v1/agents", serve.http))
+        .bearer_auth(&serve.admin_token)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200);
+    Ok(())
+}

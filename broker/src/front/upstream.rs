@@ -19,8 +19,9 @@ use tokio::net::TcpStream;
 
 use super::wire::{self, Packet, Version};
 
-/// How long rumqttd may take to answer a CONNECT.
-pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long rumqttd may take to answer a CONNECT (a fleet connecting at once keeps it busy for
+/// a while; agents wait 30 s for a CONNACK too).
+pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
 /// At most one new listener this often.
 const RESPAWN_EVERY: Duration = Duration::from_secs(2);
 
@@ -82,7 +83,9 @@ impl Upstream {
         let addr = self.current();
         let r = tokio::time::timeout(HANDSHAKE_DEADLINE, self.handshake(addr, connect, will)).await;
         let r = r.unwrap_or(Err(UpstreamError::Timeout(HANDSHAKE_DEADLINE)));
-        if matches!(r, Err(UpstreamError::Closed | UpstreamError::Timeout(_))) {
+        // A slow answer is load, not a broken listener; a connection closed before its CONNACK
+        // is what a poisoned rumqttd listener does.
+        if matches!(r, Err(UpstreamError::Closed)) {
             self.respawn(addr).await;
         }
         r

@@ -340,4 +340,50 @@ mod tests {
         let p = read(Version::V5, &mut b, 1024).unwrap().unwrap();
         assert!(matches!(p, Packet::Disconnect(_)));
     }
+
+    proptest::proptest! {
+        /// Any bytes, read as either protocol: a packet, "need more", or an error — never a
+        /// panic out of the decoder — and whatever decodes can be written again, in both
+        /// versions (what the front end does with every packet it relays).
+        #[test]
+        fn any_bytes_decode_safely(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let mut b = BytesMut::from(&bytes[..]);
+            let _ = read_connect(&mut b, 1 << 16);
+            for version in [Version::V4, Version::V5] {
+                let mut b = BytesMut::from(&bytes[..]);
+                for _ in 0..16 {
+                    match read(version, &mut b, 1 << 16) {
+                        Ok(Some(p)) => {
+                            let mut out = BytesMut::new();
+                            for v in [Version::V4, Version::V5] {
+                                out.clear();
+                                proptest::prop_assert!(write(v, &p, &mut out, 1 << 20).is_ok(), "{p:?}");
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+
+        /// A valid CONNECT followed by random bytes, as a hostile client sends it.
+        #[test]
+        fn connect_then_garbage(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), v5 in proptest::prelude::any::<bool>()) {
+            let mut b = if v5 {
+                let c = v5::Connect { keep_alive: 10, client_id: "x".into(), clean_start: true, properties: None };
+                let mut out = BytesMut::new();
+                Packet::Connect(c, None, None).write(&mut out, None).unwrap();
+                out
+            } else {
+                encode4(v4::Packet::Connect(v4::Connect::new("x")))
+            };
+            b.extend_from_slice(&tail);
+            let (version, _) = read_connect(&mut b, 1 << 16).unwrap().unwrap();
+            for _ in 0..16 {
+                if !matches!(read(version, &mut b, 1 << 16), Ok(Some(_))) {
+                    break;
+                }
+            }
+        }
+    }
 }
