@@ -192,6 +192,8 @@ struct Inbound {
 enum Verdict {
     Forward(Packet),
     Answer(Packet),
+    /// Forward, and answer the client here at once.
+    ForwardAndAnswer(Packet, Box<Packet>),
     Drop,
 }
 
@@ -218,6 +220,10 @@ where
                     wire::write(Version::V5, &p, &mut out, max)?;
                 }
                 Verdict::Answer(p) => answers.push(p),
+                Verdict::ForwardAndAnswer(p, answer) => {
+                    wire::write(Version::V5, &p, &mut out, max)?;
+                    answers.push(*answer);
+                }
                 Verdict::Drop => {}
             }
         }
@@ -263,6 +269,12 @@ fn judge(p: Packet, session: &Session, state: &mut Inbound) -> Verdict {
             Verdict::Answer(Packet::PubComp(v5::PubComp::new(rel.pkid, None)))
         }
         Packet::Subscribe(sub) => judge_subscribe(sub, session),
+        // The front end answers a PINGREQ itself, so a client's keepalive does not wait behind a
+        // busy router (a fleet connecting at once); it still goes on to rumqttd, whose own
+        // keepalive for the link needs it, and rumqttd's PINGRESP is dropped on the way back.
+        Packet::PingReq(p) => {
+            Verdict::ForwardAndAnswer(Packet::PingReq(p), Box::new(Packet::PingResp(v5::PingResp)))
+        }
         Packet::Auth(_) => Verdict::Drop,
         p => Verdict::Forward(p),
     }
@@ -335,6 +347,9 @@ where
         let mut closing = false;
         while let Some(p) = wire::read(Version::V5, &mut buf, max)? {
             closing |= matches!(p, Packet::Disconnect(_));
+            if matches!(p, Packet::PingResp(_)) {
+                continue; // answered by the front end already
+            }
             let p = complete_suback(p, session);
             wire::write(version, &p, &mut out, max)?;
         }
