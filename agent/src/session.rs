@@ -57,12 +57,7 @@ impl Trust {
         }
         let props = p.properties.as_ref();
         let prop = |name: &str| {
-            props.and_then(|pr| {
-                pr.user_properties
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            })
+            props.and_then(|pr| zedops_proto::sign::user_property(&pr.user_properties, name))
         };
         let (Some(sig), Some(ts)) = (
             prop(zedops_proto::sign::SIG_PROPERTY),
@@ -86,7 +81,7 @@ impl Trust {
                 payload: &p.payload,
                 request_sig: None,
             },
-            &sig,
+            sig,
         );
         if !ok {
             return Err("the request's signature does not match this agent's zedops server".into());
@@ -703,11 +698,8 @@ fn spawn_request(p: Publish, op: String, serving: &Serving) {
     let expiry = props
         .message_expiry_interval
         .map(|s| Duration::from_secs(s.into()));
-    let abs_deadline = props
-        .user_properties
-        .iter()
-        .find(|(k, _)| k == DEADLINE_PROPERTY)
-        .and_then(|(_, v)| v.parse::<u64>().ok());
+    let abs_deadline = zedops_proto::sign::user_property(&props.user_properties, DEADLINE_PROPERTY)
+        .and_then(|v| v.parse::<u64>().ok());
     let deadline = expiry.map(|e| received + e);
     let corr_str = correlation
         .as_ref()
@@ -830,11 +822,11 @@ impl ReplyTo {
                 .clone()
                 .filter(|t| !t.is_empty() && !t.contains(['+', '#'])),
             correlation: props.correlation_data.clone(),
-            request_sig: props
-                .user_properties
-                .iter()
-                .find(|(k, _)| k == zedops_proto::sign::SIG_PROPERTY)
-                .map(|(_, v)| v.clone()),
+            request_sig: zedops_proto::sign::user_property(
+                &props.user_properties,
+                zedops_proto::sign::SIG_PROPERTY,
+            )
+            .map(str::to_owned),
         }
     }
 

@@ -424,10 +424,8 @@ impl Requester {
             payload,
             request_sig: None,
         });
-        let sig = signature
-            .iter()
-            .find(|(k, _)| k == zedops_proto::sign::SIG_PROPERTY)
-            .map(|(_, v)| v.clone());
+        let sig = zedops_proto::sign::user_property(&signature, zedops_proto::sign::SIG_PROPERTY)
+            .map(str::to_owned);
         props.extend(signature);
         (props, sig)
     }

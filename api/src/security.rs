@@ -21,11 +21,7 @@ pub struct Security {
 }
 
 fn prop<'a>(props: Option<&'a PublishProperties>, name: &str) -> Option<&'a str> {
-    props?
-        .user_properties
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    zedops_proto::sign::user_property(&props?.user_properties, name)
 }
 
 impl Security {
@@ -84,11 +80,9 @@ impl Security {
         props: Option<&PublishProperties>,
         payload: &[u8],
     ) -> Option<u64> {
-        let ts = prop(props, TS_PROPERTY)?.parse::<u64>().ok()?;
         self.verify(agent, props, |correlation, ts_ms| {
             Signed::agent_publish(topic, correlation, ts_ms, payload)
         })
-        .then_some(ts)
     }
 
     /// True when a reply on `topic` was signed by `agent`'s enrolled key *for the request whose
@@ -105,25 +99,23 @@ impl Security {
         self.verify(agent, props, |correlation, ts_ms| {
             Signed::reply(topic, correlation, ts_ms, payload, request_sig)
         })
+        .is_some()
     }
 
+    /// The signing time when `agent`'s enrolled key signed what `signed` builds from the
+    /// message's correlation data and signing time.
     fn verify<'a>(
         &self,
         agent: &str,
         props: Option<&'a PublishProperties>,
         signed: impl FnOnce(Option<&'a [u8]>, u64) -> Signed<'a>,
-    ) -> bool {
-        let Some(key) = self.agent_key(agent) else {
-            return false;
-        };
-        let (Some(sig), Some(ts)) = (prop(props, SIG_PROPERTY), prop(props, TS_PROPERTY)) else {
-            return false;
-        };
-        let Ok(ts_ms) = ts.parse::<u64>() else {
-            return false;
-        };
+    ) -> Option<u64> {
+        let key = self.agent_key(agent)?;
+        let sig = prop(props, SIG_PROPERTY)?;
+        let ts_ms = prop(props, TS_PROPERTY)?.parse::<u64>().ok()?;
         let correlation = props.and_then(|p| p.correlation_data.as_deref());
         key.verify(&signed(correlation, ts_ms), sig)
+            .then_some(ts_ms)
     }
 
     /// The user properties that sign a request.

@@ -97,6 +97,15 @@ impl<'a> Signed<'a> {
     }
 }
 
+/// The value of the MQTT 5 user property `name` (the first of that name), as zedops reads its
+/// own (`zedops-sig`, `zedops-ts`, `zedops-deadline-ms`).
+pub fn user_property<'a>(props: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    props
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,21 +8,78 @@ use serde_json::{json, Value};
 use zedops_tests::procs::{agent_command, Proc, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique};
 
+/// The admin's side of `zedops serve` that these tests use.
+struct Admin<'a> {
+    serve: &'a Serve,
+    http: reqwest::Client,
+}
+
+impl<'a> Admin<'a> {
+    fn of(serve: &'a Serve) -> Self {
+        Self {
+            serve,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `POST /api/v1/agents`: registers `name`, returns its enrollment token.
+    async fn register(&self, name: &str) -> anyhow::Result<String> {
+        let v: Value = self
+            .http
+            .post(format!("{}/api/v1/agents", self.serve.http))
+            .bearer_auth(&self.serve.admin_token)
+            .json(&json!({"name": name}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(v["token"].as_str().context("enrollment token")?.to_owned())
+    }
+
+    /// Whether the API shows `name` online (`None`: no answer).
+    async fn online(&self, name: &str) -> Option<bool> {
+        let v: Value = self
+            .http
+            .get(format!("{}/api/v1/agents/{name}", self.serve.http))
+            .bearer_auth(&self.serve.admin_token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["online"].as_bool()
+    }
+
+    /// Waits until the API shows `name` online (`want`) or offline, up to `limit`.
+    async fn wait_online(
+        &self,
+        name: &str,
+        want: bool,
+        what: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        eventually(what, limit, || async {
+            (self.online(name).await? == want).then_some(())
+        })
+        .await
+    }
+}
+
 /// Issue 14, item 6: SIGTERM'd, an enrolled agent publishes a *signed* "offline", so the API
 /// shows it offline at once and answers its requests `503` instead of waiting out a deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_agent_stopped_with_sigterm_is_offline_at_once() -> anyhow::Result<()> {
     init_logs();
     let serve = Serve::start(&[], "warn")?;
-    let http = reqwest::Client::new();
-    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut rb = http
+    let admin = Admin::of(&serve);
+    let call = |method: reqwest::Method, path: String| {
+        let rb = admin
+            .http
             .request(method, format!("{}{path}", serve.http))
             .bearer_auth(&serve.admin_token)
             .timeout(Duration::from_secs(15));
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
         async move {
             let r = rb.send().await?;
             let s = r.status().as_u16();
@@ -30,14 +87,7 @@ async fn an_enrolled_agent_stopped_with_sigterm_is_offline_at_once() -> anyhow::
         }
     };
     let name = unique("sigterm");
-    let (s, v) = call(
-        reqwest::Method::POST,
-        "/api/v1/agents".into(),
-        Some(json!({"name": name})),
-    )
-    .await?;
-    assert_eq!(s, 200, "{v}");
-    let token = v["token"].as_str().context("enrollment token")?.to_owned();
+    let token = admin.register(&name).await?;
     let state = TempDir::new("sigterm-agent")?;
     let state_dir = state.path.to_string_lossy().into_owned();
     let extra = [
@@ -56,35 +106,26 @@ async fn an_enrolled_agent_stopped_with_sigterm_is_offline_at_once() -> anyhow::
         what: format!("agent {name}"),
     };
     let agent_path = format!("/api/v1/agents/{name}");
-    eventually(
-        "the enrolled agent online",
-        Duration::from_secs(20),
-        || async {
-            let (s, v) = call(reqwest::Method::GET, agent_path.clone(), None)
-                .await
-                .ok()?;
-            (s == 200 && v["online"] == true).then_some(())
-        },
-    )
-    .await?;
-    let (s, _) = call(reqwest::Method::GET, format!("{agent_path}/ping"), None).await?;
+    let online_within = Duration::from_secs(20);
+    admin
+        .wait_online(&name, true, "the enrolled agent online", online_within)
+        .await?;
+    let (s, _) = call(reqwest::Method::GET, format!("{agent_path}/ping")).await?;
     assert_eq!(s, 200);
 
     agent.signal("TERM")?;
     agent.wait_exit(Duration::from_secs(10)).await?;
     let t0 = std::time::Instant::now();
-    eventually(
-        "the agent offline after SIGTERM",
-        Duration::from_secs(3),
-        || async {
-            let (s, v) = call(reqwest::Method::GET, agent_path.clone(), None)
-                .await
-                .ok()?;
-            (s == 200 && v["online"] == false).then_some(())
-        },
-    )
-    .await?;
-    let (s, v) = call(reqwest::Method::GET, format!("{agent_path}/ping"), None).await?;
+    let offline_within = Duration::from_secs(3);
+    admin
+        .wait_online(
+            &name,
+            false,
+            "the agent offline after SIGTERM",
+            offline_within,
+        )
+        .await?;
+    let (s, v) = call(reqwest::Method::GET, format!("{agent_path}/ping")).await?;
     assert_eq!((s, v["code"].as_str()), (503, Some("agent_offline")), "{v}");
     assert!(
         t0.elapsed() < Duration::from_secs(3),
@@ -221,28 +262,9 @@ async fn replayed_signed_state_is_not_news() -> anyhow::Result<()> {
     let mosquitto = Mosquitto::start().await?;
     let broker = format!("mqtt://{}", mosquitto.addr);
     let serve = Serve::start(&["--broker", &broker], "warn")?;
-    let http = reqwest::Client::new();
-    let get_online = |name: String| {
-        let rb = http
-            .get(format!("{}/api/v1/agents/{name}", serve.http))
-            .bearer_auth(&serve.admin_token)
-            .timeout(Duration::from_secs(5));
-        async move {
-            let r = rb.send().await.ok()?;
-            let v: Value = r.json().await.ok()?;
-            v["online"].as_bool()
-        }
-    };
+    let admin = Admin::of(&serve);
     let name = unique("replay");
-    let v: Value = http
-        .post(format!("{}/api/v1/agents", serve.http))
-        .bearer_auth(&serve.admin_token)
-        .json(&json!({"name": name}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = v["token"].as_str().context("token")?.to_owned();
+    let token = admin.register(&name).await?;
     let state = TempDir::new("replay-agent")?;
     let dir = state.path.to_string_lossy().into_owned();
     let start_agent = |extra: Vec<String>| -> anyhow::Result<Proc> {
@@ -258,14 +280,7 @@ async fn replayed_signed_state_is_not_news() -> anyhow::Result<()> {
         })
     };
     let wait_online = |want: bool, what: &'static str| {
-        let name = name.clone();
-        let get_online = &get_online;
-        async move {
-            eventually(what, Duration::from_secs(20), || async {
-                (get_online(name.clone()).await? == want).then_some(())
-            })
-            .await
-        }
+        admin.wait_online(&name, want, what, Duration::from_secs(20))
     };
 
     let mut spy = TestClient::connect(mosquitto.addr, &unique("spy")).await?;
@@ -292,7 +307,7 @@ async fn replayed_signed_state_is_not_news() -> anyhow::Result<()> {
     replay(&spy, old_will).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        get_online(name.clone()).await,
+        admin.online(&name).await,
         Some(true),
         "a replayed Last Will took the agent offline"
     );
@@ -304,7 +319,7 @@ async fn replayed_signed_state_is_not_news() -> anyhow::Result<()> {
     replay(&spy, old_online).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        get_online(name.clone()).await,
+        admin.online(&name).await,
         Some(false),
         "a replayed 'online' hid the outage"
     );
@@ -379,20 +394,10 @@ async fn key_swapping_proxy(upstream: String) -> anyhow::Result<std::net::Socket
 async fn enrollment_refuses_a_swapped_server_key() -> anyhow::Result<()> {
     init_logs();
     let serve = Serve::start(&[], "warn")?;
-    let http = reqwest::Client::new();
-    let register = |name: String| {
-        let rb = http
-            .post(format!("{}/api/v1/agents", serve.http))
-            .bearer_auth(&serve.admin_token)
-            .json(&json!({"name": name}));
-        async move {
-            let v: Value = rb.send().await?.json().await?;
-            anyhow::Ok(v["token"].as_str().context("token")?.to_owned())
-        }
-    };
+    let admin = Admin::of(&serve);
     let proxy = key_swapping_proxy(serve.http.clone()).await?;
     let name = unique("mitm");
-    let token = register(name.clone()).await?;
+    let token = admin.register(&name).await?;
     let state = TempDir::new("mitm-agent")?;
     let dir = state.path.to_string_lossy().into_owned();
     let server = format!("http://{proxy}");
@@ -414,7 +419,7 @@ async fn enrollment_refuses_a_swapped_server_key() -> anyhow::Result<()> {
 
     // Directly, with a new token: enrolled and online.
     let name = unique("direct");
-    let token = register(name.clone()).await?;
+    let token = admin.register(&name).await?;
     let child = agent_command(
         &name,
         serve.mqtt,
@@ -433,22 +438,14 @@ async fn enrollment_refuses_a_swapped_server_key() -> anyhow::Result<()> {
         child,
         what: format!("agent {name}"),
     };
-    eventually(
-        "the directly enrolled agent online",
-        Duration::from_secs(20),
-        || async {
-            let v: Value = http
-                .get(format!("{}/api/v1/agents/{name}", serve.http))
-                .bearer_auth(&serve.admin_token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["online"] == true).then_some(())
-        },
-    )
-    .await?;
+    let online_within = Duration::from_secs(20);
+    admin
+        .wait_online(
+            &name,
+            true,
+            "the directly enrolled agent online",
+            online_within,
+        )
+        .await?;
     Ok(())
 }

@@ -72,25 +72,26 @@ where
     let Some(identity) = shared.authenticate(&client_id, login.as_ref()) else {
         tracing::info!(%peer, client_id = ?client_id, username = ?login.map(|l| l.username).unwrap_or_default(), "MQTT connection refused: bad credentials");
         let refusal = wire::refusal(ConnectReturnCode::BadUserNamePassword);
-        return send(&mut cw, version, &[refusal], max).await;
+        return send(&mut cw, version, &refusal, max).await;
     };
     if let Some(w) = &will {
-        if !identity.may_publish(&String::from_utf8_lossy(&w.topic)) {
-            tracing::info!(%peer, client_id = ?client_id, who = %identity.label(), will = ?String::from_utf8_lossy(&w.topic), "MQTT connection refused: Last Will on a topic it may not publish to");
+        let topic = String::from_utf8_lossy(&w.topic);
+        if !identity.may_publish(&topic) {
+            tracing::info!(%peer, client_id = ?client_id, who = %identity.label(), will = ?topic, "MQTT connection refused: Last Will on a topic it may not publish to");
             let refusal = wire::refusal(ConnectReturnCode::NotAuthorized);
-            return send(&mut cw, version, &[refusal], max).await;
+            return send(&mut cw, version, &refusal, max).await;
         }
     }
     let (up, leftover, ack) = match shared.upstream.connect(connect, will).await {
         Ok(r) => r,
         Err(e) => {
             let refusal = wire::refusal(ConnectReturnCode::ServerUnavailable);
-            let _ = send(&mut cw, version, &[refusal], max).await;
+            let _ = send(&mut cw, version, &refusal, max).await;
             return Err(e.into());
         }
     };
     let accepted = ack.code == ConnectReturnCode::Success;
-    send(&mut cw, version, &[Packet::ConnAck(ack)], max).await?;
+    send(&mut cw, version, &Packet::ConnAck(ack), max).await?;
     if !accepted {
         return Ok(());
     }
@@ -124,17 +125,15 @@ async fn read_connect<R: AsyncRead + Unpin>(
     }
 }
 
-/// Writes packets to a client in its version, with a deadline.
+/// Writes a packet to a client in its version, with a deadline.
 async fn send<W: AsyncWrite + Unpin>(
     w: &mut W,
     version: Version,
-    packets: &[Packet],
+    packet: &Packet,
     max: usize,
 ) -> Result<(), ConnError> {
     let mut out = BytesMut::new();
-    for p in packets {
-        wire::write(version, p, &mut out, max)?;
-    }
+    wire::write(version, packet, &mut out, max)?;
     write_all(w, &out).await
 }
 

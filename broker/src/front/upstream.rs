@@ -22,6 +22,8 @@ use super::wire::{self, Packet, Version};
 /// How long rumqttd may take to answer a CONNECT (a fleet connecting at once keeps it busy for
 /// a while; agents wait 30 s for a CONNACK too).
 pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a new rumqttd listener may take to answer its first handshake.
+const READY_WITHIN: Duration = Duration::from_secs(5);
 /// At most one new listener this often.
 const RESPAWN_EVERY: Duration = Duration::from_secs(2);
 
@@ -128,21 +130,36 @@ impl Upstream {
     /// Starts rumqttd's first listener on a free port of `ip`; retried with another port when
     /// another process takes the port between choosing and binding it.
     pub(crate) async fn start(&self, ip: std::net::IpAddr) -> Result<(), crate::BrokerError> {
-        let waited = Duration::from_secs(5);
-        let mut addr = SocketAddr::new(ip, 0);
+        let mut tried = SocketAddr::new(ip, 0);
         for _ in 0..4 {
-            addr = SocketAddr::new(ip, crate::free_port(ip));
-            (self.spawn)(addr);
-            if self.wait_ready(addr, waited).await {
-                *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = addr;
-                return Ok(());
+            match self.fresh_listener(ip).await {
+                Ok(addr) => {
+                    *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+                    return Ok(());
+                }
+                Err(addr) => tried = addr,
             }
         }
-        Err(crate::BrokerError::NotListening { addr, waited })
+        Err(crate::BrokerError::NotListening {
+            addr: tried,
+            waited: READY_WITHIN,
+        })
+    }
+
+    /// Starts a rumqttd listener on a free port of `ip`: its address once it answers a
+    /// handshake (within [`READY_WITHIN`]), else the address that did not.
+    async fn fresh_listener(&self, ip: std::net::IpAddr) -> Result<SocketAddr, SocketAddr> {
+        let addr = SocketAddr::new(ip, crate::free_port(ip));
+        (self.spawn)(addr);
+        if self.wait_ready(addr).await {
+            Ok(addr)
+        } else {
+            Err(addr)
+        }
     }
 
     /// Whether rumqttd answers a handshake on `addr` (the front end's own identity).
-    pub(crate) async fn probe(&self, addr: SocketAddr) -> bool {
+    async fn probe(&self, addr: SocketAddr) -> bool {
         let connect = v5::Connect {
             keep_alive: 10,
             client_id: format!("zedops-front-probe-{:016x}", rand::random::<u64>()),
@@ -164,9 +181,9 @@ impl Upstream {
         }
     }
 
-    /// Waits until rumqttd answers on `addr`, up to `limit`.
-    pub(crate) async fn wait_ready(&self, addr: SocketAddr, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+    /// Waits until rumqttd answers on `addr`, up to [`READY_WITHIN`].
+    async fn wait_ready(&self, addr: SocketAddr) -> bool {
+        let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
             if self.probe(addr).await {
                 return true;
@@ -189,9 +206,7 @@ impl Upstream {
         if self.probe(failed).await {
             return;
         }
-        let next = SocketAddr::new(failed.ip(), crate::free_port(failed.ip()));
-        (self.spawn)(next);
-        if self.wait_ready(next, Duration::from_secs(5)).await {
+        if let Ok(next) = self.fresh_listener(failed.ip()).await {
             tracing::warn!(%failed, %next, "the broker's router stopped answering on its listener; new clients use a fresh one");
             *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = next;
         }
