@@ -6,12 +6,14 @@
 //! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe), the main loop
 //!   (event-driven republish, periodic resync) and request execution (expiry, duplicates).
 //! - [`publisher`]: retained status, snapshot and per-container topics; events.
+//! - [`admission`]: request slots, reads and actions apart (actions never wait behind reads).
 //! - [`dedup`]: the bounded cache that answers a repeated correlation id without running it twice.
 //! - [`ha`]: Home Assistant MQTT discovery and `/set` commands (opt-in, `--ha`).
 //!
 //! Entry point: [`run`] with an [`AgentConfig`] and a shutdown future (the caller owns shutdown).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admission;
 pub mod dedup;
 pub mod docker;
 pub mod ha;
@@ -49,8 +51,10 @@ pub struct AgentConfig {
     /// Longest wait between reconnection attempts (default 10 s).
     pub reconnect_max: Duration,
     pub keep_alive: Duration,
-    /// Requests executed at once; more wait (against their deadline).
+    /// Reads (ping, lists, inspect, logs) executed at once; more wait (against their deadline).
     pub max_concurrent_requests: usize,
+    /// Container actions executed at once, in slots of their own: actions never wait behind reads.
+    pub max_concurrent_actions: usize,
     /// Handlers to serve instead of the v1 set.
     pub registry: Option<Registry>,
     /// End-to-end signatures (set after enrollment): the agent signs what it publishes and
@@ -105,6 +109,7 @@ impl AgentConfig {
             reconnect_max: Duration::from_secs(10),
             keep_alive: Duration::from_secs(15),
             max_concurrent_requests: 32,
+            max_concurrent_actions: 16,
             registry: None,
             signing: None,
             accept_unsigned: false,

@@ -21,7 +21,7 @@ use rumqttc::v5::mqttbytes::v5::{
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use zedops_proto::topics::{self, Topic};
 use zedops_proto::{AgentState, ContainerEvent, ContainerState, DockerStatus, ErrorBody, Reply};
@@ -183,36 +183,12 @@ pub(crate) async fn run(
     // can wedge rumqttd 0.20: docs/benchmarks.md).
     net.set_connection_timeout(30);
     opts.set_network_options(net);
-    let will = status_payload(
-        &agent,
-        &host,
-        started_at,
-        AgentState::Offline,
-        DockerStatus::unavailable("the agent is offline, so Docker's state is unknown"),
-        Default::default(),
-    );
-    let will_payload = json(&will);
-    let will_props = cfg.signing.as_ref().map(|s| LastWillProperties {
-        delay_interval: None,
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        content_type: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: crate::publisher::signature_properties(
-            &s.key,
-            &topics::status(&agent),
-            None,
-            &will_payload,
-        ),
-    });
-    opts.set_last_will(LastWill::new(
-        topics::status(&agent),
-        will_payload,
-        QoS::AtLeastOnce,
-        true,
-        will_props,
-    ));
+    let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
+    let will = {
+        let (agent, host) = (agent.clone(), host.clone());
+        move || last_will(&agent, &host, started_at, signing_key.as_ref())
+    };
+    opts.set_last_will(will());
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
 
     let (driver, control) = docker::driver(&agent, cfg.docker.clone());
@@ -235,6 +211,7 @@ pub(crate) async fn run(
             in_tx,
             stop_poll_rx,
             Backoff::new(Duration::from_millis(100), cfg.reconnect_max),
+            Box::new(will),
         )
         .instrument(info_span!("mqtt", agent = %agent)),
     );
@@ -248,7 +225,10 @@ pub(crate) async fn run(
     });
     let registry = Arc::new(cfg.registry.clone().unwrap_or_else(Registry::v1));
     let dedup = Arc::new(Mutex::new(Dedup::new(4096)));
-    let permits = Arc::new(Semaphore::new(cfg.max_concurrent_requests));
+    let permits = Arc::new(crate::admission::Admission::new(
+        cfg.max_concurrent_requests,
+        cfg.max_concurrent_actions,
+    ));
     let mut publisher = Publisher::new(
         client.clone(),
         &agent,
@@ -556,11 +536,53 @@ fn is_lifecycle(action: &str) -> bool {
         ))
 }
 
+/// The Last Will: a signed `offline` status. It is signed afresh for every connection, so that
+/// the API takes each fired will once and a replay of an old one is no news
+/// (`api/src/freshness.rs`).
+fn last_will(
+    agent: &str,
+    host: &str,
+    started_at: chrono::DateTime<Utc>,
+    key: Option<&zedops_proto::sign::KeyPair>,
+) -> LastWill {
+    let will = status_payload(
+        agent,
+        host,
+        started_at,
+        AgentState::Offline,
+        DockerStatus::unavailable("the agent is offline, so Docker's state is unknown"),
+        Default::default(),
+    );
+    let payload = json(&will);
+    let props = key.map(|key| LastWillProperties {
+        delay_interval: None,
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: crate::publisher::signature_properties(
+            key,
+            &topics::status(agent),
+            None,
+            &payload,
+        ),
+    });
+    LastWill::new(
+        topics::status(agent),
+        payload,
+        QoS::AtLeastOnce,
+        true,
+        props,
+    )
+}
+
 async fn poll_loop(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<Inbound>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     mut backoff: Backoff,
+    will: Box<dyn Fn() -> LastWill + Send>,
 ) {
     let mut stopping = false;
     loop {
@@ -594,6 +616,7 @@ async fn poll_loop(
                     return;
                 }
                 let _ = tx.try_send(Inbound::Disconnected(e.to_string()));
+                eventloop.options.set_last_will(will());
                 let delay = backoff.next_delay();
                 debug!(error = %e, ?delay, "MQTT connection error; retrying");
                 tokio::select! {
@@ -678,7 +701,7 @@ struct Serving {
     ctx: Arc<Ctx>,
     registry: Arc<Registry>,
     dedup: Arc<Mutex<Dedup>>,
-    permits: Arc<Semaphore>,
+    permits: Arc<crate::admission::Admission>,
     trust: Arc<Trust>,
 }
 
@@ -775,11 +798,7 @@ fn spawn_request(p: Publish, op: String, serving: &Serving) {
             let reply = {
                 // Waiting for a free slot counts against the deadline.
                 let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let permit = match wait {
-                    Some(w) => tokio::time::timeout(w, permits.acquire_owned()).await.ok(),
-                    None => Some(permits.acquire_owned().await),
-                };
-                let Some(Ok(_permit)) = permit else {
+                let Some(_permit) = permits.enter(&op, wait).await else {
                     info!("no free slot before the deadline; not executed");
                     return;
                 };

@@ -25,6 +25,10 @@ pub enum ApiError {
     /// Ambiguous container reference or conflicting state (`conflict`).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// This token, or the server, already holds as many requests to agents or event streams as it
+    /// may; retry when one finishes (`busy`).
+    #[oai(status = 429)]
+    Busy(Json<ErrorBody>),
     /// A failure inside zedops (`internal`).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -52,6 +56,7 @@ impl From<ErrorBody> for ApiError {
             ErrorCode::DockerError => Self::BadGateway(j),
             ErrorCode::DockerUnavailable | ErrorCode::AgentOffline => Self::Unavailable(j),
             ErrorCode::Timeout => Self::Timeout(j),
+            ErrorCode::Busy => Self::Busy(j),
         }
     }
 }
@@ -65,6 +70,7 @@ fn code_for(status: StatusCode) -> ErrorCode {
         403 => ErrorCode::Forbidden,
         404 | 405 => ErrorCode::NotFound,
         409 => ErrorCode::Conflict,
+        429 => ErrorCode::Busy,
         502 => ErrorCode::DockerError,
         503 => ErrorCode::AgentOffline,
         504 => ErrorCode::Timeout,

@@ -4,11 +4,12 @@
 //! bounds how old a signed `online` or event may be.
 //!
 //! The Last Will is the one message that is legitimately old when it arrives: the agent signs it
-//! when its process starts, and the broker publishes it whenever the connection dies. So an
+//! before each connection, and the broker publishes it when that connection dies. So an
 //! `offline` older than the last accepted status is still accepted when it belongs to the agent
-//! process whose statuses were accepted (signed no earlier than that process started) — and
-//! refused when it is the will of an earlier process (a replay, or a late will firing after the
-//! agent already restarted).
+//! process whose statuses were accepted (signed no earlier than that process started) and is
+//! newer than any will accepted before — each will is taken once. It is refused when it is the
+//! will of an earlier process (a replay, or a late will firing after the agent already
+//! restarted) or one already taken (a replay while the agent is back online).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,6 +36,8 @@ struct Seen {
     status: u64,
     /// When the agent process of the last accepted status started.
     session_start: u64,
+    /// The newest Last Will accepted after the status it was older than.
+    will: u64,
     snapshot: u64,
     event: u64,
     /// Payload hashes of the events accepted at `event`.
@@ -78,14 +81,21 @@ impl Freshness {
             AgentState::Online if now.saturating_sub(ts) > MAX_ONLINE_AGE_MS => {
                 Err("an 'online' signed more than 10 minutes ago")
             }
-            _ if ts >= s.status => {
+            state if ts >= s.status => {
                 s.status = ts;
                 s.session_start = started;
+                if state == AgentState::Offline {
+                    s.will = s.will.max(ts);
+                }
                 Ok(())
             }
-            AgentState::Offline if ts + WILL_SLACK_MS >= s.session_start => Ok(()),
-            AgentState::Offline => {
+            AgentState::Offline if ts + WILL_SLACK_MS < s.session_start => {
                 Err("an 'offline' of an earlier agent process (a replayed or late Last Will)")
+            }
+            AgentState::Offline if ts <= s.will => Err("a Last Will already taken (a replay)"),
+            AgentState::Offline => {
+                s.will = ts;
+                Ok(())
             }
             _ => Err("older than the status already accepted"),
         })
@@ -162,6 +172,14 @@ mod tests {
         );
         // Its will (signed at 1001) fires: accepted although older.
         assert!(f.status("a", 1001, &status("offline", 1000), now).is_ok());
+        // The process reconnects (a new will signed at 4000, online at 4100); the first will
+        // replayed is refused, the new one, when it fires, taken.
+        assert!(f
+            .status("a", 4100, &status("online", 1000), now - 100)
+            .is_ok());
+        assert!(f.status("a", 1001, &status("offline", 1000), now).is_err());
+        assert!(f.status("a", 4000, &status("offline", 1000), now).is_ok());
+        assert!(f.status("a", 4000, &status("offline", 1000), now).is_err());
         // Process 2 starts at 15000.
         assert!(f
             .status("a", 15100, &status("online", 15000), now - 100)

@@ -2,6 +2,7 @@
 //! requester, Server-Sent Events, health, metrics, the OpenAPI document and interactive docs.
 //!
 //! # Layout
+//! - [`admission`]: per-token bounds on requests to agents and event streams (`429 busy`).
 //! - [`cache`]: the fleet view built from retained status and snapshot topics.
 //! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
 //! - [`routes`]: the endpoints and their schemas.
@@ -12,6 +13,7 @@
 //! it in-process); [`serve`] runs it on a listener the caller bound, until shutdown.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admission;
 pub mod auth;
 pub mod cache;
 pub mod dashboard;
@@ -24,7 +26,7 @@ pub mod routes;
 pub mod security;
 pub mod store;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +53,10 @@ pub struct State {
     pub events: broadcast::Sender<FleetEvent>,
     /// Tokens and audit; `None` runs without authentication.
     pub store: Option<Arc<store::Store>>,
-    sse_clients: AtomicUsize,
+    /// Requests to agents waiting for replies, per token.
+    pub requests: Arc<admission::Slots>,
+    /// Open event streams, per token and in total.
+    pub streams: Arc<admission::Slots>,
     /// Rate limits of unauthenticated routes, per client address.
     pub limiter: Arc<limits::RateLimiter>,
     /// Failed enrollments, summarised in the audit log.
@@ -68,6 +73,7 @@ impl State {
         changes: broadcast::Sender<cache::Change>,
         events: broadcast::Sender<FleetEvent>,
         store: Option<Arc<store::Store>>,
+        limits: admission::Limits,
     ) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::default());
         Arc::new(State {
@@ -82,7 +88,16 @@ impl State {
             changes,
             events,
             store,
-            sse_clients: AtomicUsize::new(0),
+            requests: admission::Slots::new(
+                "requests to agents",
+                limits.requests_per_token,
+                mqtt::MAX_IN_FLIGHT,
+            ),
+            streams: admission::Slots::new(
+                "event streams",
+                limits.streams_per_token,
+                limits.streams,
+            ),
             limiter: Arc::default(),
             enroll_failures: limits::FailureDigest::default(),
             closing: tokio::sync::watch::Sender::new(false),
@@ -105,6 +120,19 @@ impl State {
         }
     }
 
+    /// Runs op `O` on `agent` for `caller`, holding one of the caller's request slots while it
+    /// waits (`busy` when the caller holds them all).
+    pub async fn ask<O: zedops_proto::ops::Op>(
+        &self,
+        caller: &auth::Principal,
+        agent: &str,
+        args: &O::Args,
+        deadline: Duration,
+    ) -> Result<O::Output, error::ApiError> {
+        let _slot = self.requests.take(caller)?;
+        Ok(self.requester.call::<O>(agent, args, deadline).await?)
+    }
+
     /// Records an audit entry; a failure to write it is logged, never hidden.
     pub fn audit(&self, rec: store::AuditRecord) {
         tracing::info!(who = ?rec.who, source = %rec.source, action = %rec.action, agent = ?rec.agent, container = ?rec.container, outcome = %rec.outcome, "audit");
@@ -125,28 +153,13 @@ impl State {
 
     pub fn render_metrics(&self) -> String {
         let (known, online, containers) = self.fleet.counts();
-        self.metrics.render(
-            known,
-            online,
+        self.metrics.render(&metrics::Gauges {
+            agents_known: known,
+            agents_online: online,
             containers,
-            self.sse_clients.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Counts an SSE client while it is connected.
-pub struct SseGuard(Arc<State>);
-
-impl SseGuard {
-    pub fn new(state: Arc<State>) -> Self {
-        state.sse_clients.fetch_add(1, Ordering::Relaxed);
-        Self(state)
-    }
-}
-
-impl Drop for SseGuard {
-    fn drop(&mut self) {
-        self.0.sse_clients.fetch_sub(1, Ordering::Relaxed);
+            sse_clients: self.streams.in_use(),
+            requests_in_flight: self.requests.in_use(),
+        })
     }
 }
 
@@ -179,19 +192,20 @@ impl Api {
     /// With a `store`, the API requires tokens; with `security` as well, it signs requests and
     /// accepts only what enrolled agents signed.
     pub fn connect(cfg: MqttConfig, store: Option<Arc<store::Store>>) -> Self {
-        Self::connect_secured(cfg, store, None)
+        Self::connect_secured(cfg, store, None, admission::Limits::default())
     }
 
     pub fn connect_secured(
         cfg: MqttConfig,
         store: Option<Arc<store::Store>>,
         security: Option<Arc<security::Security>>,
+        limits: admission::Limits,
     ) -> Self {
         let fleet = Arc::new(cache::Fleet::default());
         let (changes, _) = broadcast::channel(1024);
         let (events, _) = broadcast::channel(1024);
         let (link, task) = mqtt::start(cfg, fleet.clone(), changes.clone(), security);
-        let state = State::new(fleet, link, changes, events, store);
+        let state = State::new(fleet, link, changes, events, store, limits);
         Self { state, task }
     }
 
@@ -262,6 +276,7 @@ fn spec_service() -> OpenApiService<FleetApi, ()> {
         changes,
         events,
         None,
+        admission::Limits::default(),
     ))
 }
 

@@ -18,6 +18,16 @@ struct Inner {
     latency: BTreeMap<String, ([u64; BUCKETS.len()], f64, u64)>,
 }
 
+/// The values of the moment that [`Metrics::render`] shows as gauges.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub agents_known: usize,
+    pub agents_online: usize,
+    pub containers: usize,
+    pub sse_clients: usize,
+    pub requests_in_flight: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
@@ -44,37 +54,41 @@ impl Metrics {
         h.2 += 1;
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(
-        &self,
-        agents_known: usize,
-        agents_online: usize,
-        containers: usize,
-        sse_clients: usize,
-    ) -> String {
+    /// The Prometheus text exposition, after the gauges of the moment.
+    pub fn render(&self, gauges: &Gauges) -> String {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP zedops_agents_online Agents whose retained status says online."
-        );
-        let _ = writeln!(s, "# TYPE zedops_agents_online gauge");
-        let _ = writeln!(s, "zedops_agents_online {agents_online}");
-        let _ = writeln!(s, "# HELP zedops_agents_known Agents in the fleet cache.");
-        let _ = writeln!(s, "# TYPE zedops_agents_known gauge");
-        let _ = writeln!(s, "zedops_agents_known {agents_known}");
-        let _ = writeln!(
-            s,
-            "# HELP zedops_containers_known Containers in the fleet cache."
-        );
-        let _ = writeln!(s, "# TYPE zedops_containers_known gauge");
-        let _ = writeln!(s, "zedops_containers_known {containers}");
-        let _ = writeln!(
-            s,
-            "# HELP zedops_sse_clients Connected Server-Sent Events clients."
-        );
-        let _ = writeln!(s, "# TYPE zedops_sse_clients gauge");
-        let _ = writeln!(s, "zedops_sse_clients {sse_clients}");
+        for (name, help, value) in [
+            (
+                "zedops_agents_online",
+                "Agents whose retained status says online.",
+                gauges.agents_online,
+            ),
+            (
+                "zedops_agents_known",
+                "Agents in the fleet cache.",
+                gauges.agents_known,
+            ),
+            (
+                "zedops_containers_known",
+                "Containers in the fleet cache.",
+                gauges.containers,
+            ),
+            (
+                "zedops_sse_clients",
+                "Connected Server-Sent Events clients.",
+                gauges.sse_clients,
+            ),
+            (
+                "zedops_requests_in_flight",
+                "Requests to agents waiting for their replies.",
+                gauges.requests_in_flight,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} gauge");
+            let _ = writeln!(s, "{name} {value}");
+        }
         let _ = writeln!(
             s,
             "# HELP zedops_requests_total Requests to agents by op and outcome."
@@ -125,7 +139,14 @@ mod tests {
         let m = Metrics::default();
         m.record("ping", "ok", Duration::from_micros(300));
         m.record("ping", "timeout", Duration::from_secs(2));
-        let t = m.render(2, 1, 5, 0);
+        let t = m.render(&Gauges {
+            agents_known: 2,
+            agents_online: 1,
+            containers: 5,
+            sse_clients: 0,
+            requests_in_flight: 3,
+        });
+        assert!(t.contains("zedops_requests_in_flight 3"));
         assert!(t.contains("zedops_agents_online 1"));
         assert!(t.contains("zedops_requests_total{op=\"ping\",outcome=\"ok\"} 1"));
         assert!(t.contains("zedops_request_duration_seconds_bucket{op=\"ping\",le=\"0.0005\"} 1"));

@@ -376,8 +376,7 @@ impl FleetApi {
         let started = std::time::Instant::now();
         let pong = self
             .state
-            .requester
-            .call::<Ping>(name.as_str(), &NoArgs {}, d)
+            .ask::<Ping>(&auth.0, name.as_str(), &NoArgs {}, d)
             .await?;
         Ok(Json(AgentPing {
             round_trip_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -438,8 +437,7 @@ impl FleetApi {
         let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
         let list = self
             .state
-            .requester
-            .call::<ContainersList>(name.as_str(), &ListArgs { all }, d)
+            .ask::<ContainersList>(&auth.0, name.as_str(), &ListArgs { all }, d)
             .await?;
         Ok(Json(ContainerListing {
             agent: name.to_string(),
@@ -515,8 +513,7 @@ impl FleetApi {
         let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
         let r = self
             .state
-            .requester
-            .call::<ContainerInspect>(name.as_str(), &ContainerArgs { container: c }, d)
+            .ask::<ContainerInspect>(&auth.0, name.as_str(), &ContainerArgs { container: c }, d)
             .await?;
         Ok(Json(r))
     }
@@ -557,6 +554,7 @@ impl FleetApi {
             grace_s: grace_s.0,
         };
         stop.grace()?;
+        let _slot = self.state.requests.take(&auth.0)?;
         let r = self.state.requester.clone();
         let a = name.as_str();
         let result = match action {
@@ -673,8 +671,7 @@ impl FleetApi {
         args.tail()?;
         let r = self
             .state
-            .requester
-            .call::<ContainerLogs>(name.as_str(), &args, d)
+            .ask::<ContainerLogs>(&auth.0, name.as_str(), &args, d)
             .await?;
         Ok(Json(r))
     }
@@ -695,14 +692,14 @@ impl FleetApi {
         auth: Caller,
     ) -> Result<EventStream<BoxStream<'static, FleetEvent>>, ApiError> {
         auth.0.require(Role::Viewer)?;
+        let slot = self.state.streams.take(&auth.0)?;
         let changes = BroadcastStream::new(self.state.changes.subscribe())
             .filter_map(|c| async move { c.ok().map(FleetEvent::from_change) });
         let actions = BroadcastStream::new(self.state.events.subscribe())
             .filter_map(|e| async move { e.ok() });
-        let guard = crate::SseGuard::new(self.state.clone());
         let stream = futures_util::stream::select(changes, actions)
             .map(move |e| {
-                let _keep = &guard;
+                let _keep = &slot;
                 e
             })
             .take_until(self.state.closed());

@@ -294,8 +294,20 @@ pub struct ServeArgs {
     pub mqtt311_listen: Option<SocketAddr>,
 
     /// Do not open the MQTT 3.1.1 listener.
-    #[arg(long)]
+    #[arg(long, env = "ZEDOPS_NO_MQTT311")]
     pub no_mqtt311: bool,
+
+    /// Requests to agents one API token may have waiting for replies; more answer 429 busy.
+    #[arg(long, env = "ZEDOPS_MAX_REQUESTS_PER_TOKEN", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_requests_per_token: u32,
+
+    /// Event streams (/api/v1/events) one API token may hold open; more answer 429 busy.
+    #[arg(long, env = "ZEDOPS_MAX_STREAMS_PER_TOKEN", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_streams_per_token: u32,
+
+    /// Event streams the server holds open, all tokens together.
+    #[arg(long, env = "ZEDOPS_MAX_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams: u32,
 
     /// Also run an agent for this host's Docker engine, named NAME (default: the host name).
     #[arg(long, env = "ZEDOPS_LOCAL_AGENT", num_args = 0..=1, default_missing_value = "", value_name = "NAME")]

@@ -208,7 +208,7 @@ pub fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest:
     Ok(b.build()?)
 }
 
-/// An API error body as an exit: 401/403 → 6, 404 → 3, 503 → 4, 504 → 5, 400 → 2, else 1.
+/// An API error body as an exit: 401/403 → 6, 404 → 3, 429/503 → 4, 504 → 5, 400 → 2, else 1.
 pub fn api_error(status: u16, body: &[u8]) -> Exit {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let message = v["message"]
@@ -218,7 +218,7 @@ pub fn api_error(status: u16, body: &[u8]) -> Exit {
     let code = match status {
         401 | 403 => exit::AUTH,
         404 => exit::NOT_FOUND,
-        503 => exit::UNAVAILABLE,
+        429 | 503 => exit::UNAVAILABLE,
         504 => exit::TIMEOUT,
         400 => exit::USAGE,
         _ => exit::ERROR,
@@ -250,6 +250,7 @@ mod tests {
             3
         );
         assert_eq!(api_error(503, b"").code, 4);
+        assert_eq!(api_error(429, b"").code, 4);
         assert_eq!(api_error(504, b"").code, 5);
         assert_eq!(api_error(401, b"").code, 6);
         assert_eq!(

@@ -1,5 +1,5 @@
-//! Exit codes, stable for scripts: 0 ok, 1 error, 2 usage, 3 not found, 4 agent offline or
-//! unavailable, 5 timeout, 6 auth.
+//! Exit codes, stable for scripts: 0 ok, 1 error, 2 usage, 3 not found, 4 agent offline,
+//! unavailable or busy (retry later), 5 timeout, 6 auth.
 
 pub const OK: u8 = 0;
 pub const ERROR: u8 = 1;

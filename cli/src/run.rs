@@ -198,6 +198,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         },
         store.clone(),
         security.clone(),
+        zedops_api::admission::Limits {
+            requests_per_token: a.max_requests_per_token as usize,
+            streams_per_token: a.max_streams_per_token as usize,
+            streams: a.max_streams as usize,
+        },
     );
 
     let mut agent_task = None;

@@ -266,6 +266,12 @@ pub const ALL: [&str; 10] = [
     ContainerLogs::NAME,
 ];
 
+/// Whether op `name` changes state (a container action) rather than reads it. Agents run actions
+/// in request slots of their own, so actions never wait behind reads.
+pub fn changes_state(name: &str) -> bool {
+    Action::ALL.iter().any(|a| a.op_name() == name)
+}
+
 /// The container actions exposed by the API, CLI and Home Assistant.
 #[cfg_attr(
     feature = "openapi",

@@ -30,10 +30,12 @@ pub enum ErrorCode {
     AgentOffline,
     /// API side only: no reply before the deadline.
     Timeout,
+    /// API side only: this token (or the server) holds as many requests or streams as it may.
+    Busy,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -44,6 +46,7 @@ impl ErrorCode {
         Self::Internal,
         Self::AgentOffline,
         Self::Timeout,
+        Self::Busy,
     ];
 
     /// The HTTP status the API answers with.
@@ -58,6 +61,7 @@ impl ErrorCode {
             Self::DockerUnavailable | Self::AgentOffline => 503,
             Self::Internal => 500,
             Self::Timeout => 504,
+            Self::Busy => 429,
         }
     }
 
@@ -73,6 +77,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::AgentOffline => "agent_offline",
             Self::Timeout => "timeout",
+            Self::Busy => "busy",
         }
     }
 }

@@ -252,7 +252,8 @@ async fn replay(
 
 /// Issue 14, item 5: on an external broker (Mosquitto, anonymous: any client may publish
 /// anywhere), signed state captured earlier and published again is not news. A replayed Last Will
-/// of an earlier agent process does not take the agent offline, and a replayed old `online` does
+/// of an earlier agent process, or one of the running process that fired before it reconnected,
+/// does not take the agent offline, and a replayed old `online` does
 /// not hide that it stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_signed_state_is_not_news() -> anyhow::Result<()> {
@@ -310,6 +311,20 @@ async fn replayed_signed_state_is_not_news() -> anyhow::Result<()> {
         admin.online(&name).await,
         Some(true),
         "a replayed Last Will took the agent offline"
+    );
+
+    // Process 2's connection taken over: its Last Will fires (captured) and the agent reconnects
+    // with a new one. The fired will replayed changes nothing either: each will is taken once.
+    let kicker = TestClient::connect(mosquitto.addr, &format!("zedops-agent-{name}")).await?;
+    let fired = capture(&mut spy, &status_topic, "offline").await?;
+    drop(kicker);
+    wait_online(true, "process 2 back online").await?;
+    replay(&spy, fired).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        admin.online(&name).await,
+        Some(true),
+        "a replayed Last Will of the running process took the agent offline"
     );
 
     // Process 2 stops: the old online replayed does not bring it back.
