@@ -122,7 +122,7 @@ impl AgentConfig {
 
     /// The MQTT client id: the agent's name, so that one agent has one session.
     pub fn client_id(&self) -> String {
-        format!("zedops-agent-{}", self.name)
+        zedops_proto::identity::agent_client_id(self.name.as_str())
     }
 }
 
@@ -147,5 +147,3 @@ pub async fn run(
     }
     session::run(config, shutdown).await
 }
-
-pub use zedops_proto::client::tls_transport;

@@ -20,7 +20,7 @@ use rumqttc::v5::mqttbytes::v5::{
     LastWill, LastWillProperties, Packet, Publish, PublishProperties,
 };
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use zedops_proto::topics::{self, Topic};
@@ -32,6 +32,7 @@ use crate::ha::Ha;
 use crate::handlers::{Ctx, PublishRow, Registry};
 use crate::publisher::{json, status_payload, Publisher, Republish};
 use crate::{AgentConfig, AgentError};
+use zedops_proto::client::Backoff;
 
 /// User property carrying the requester's absolute deadline (Unix milliseconds). Brokers that do
 /// not count Message Expiry down while a message waits (rumqttd) still let the agent tell that a
@@ -117,72 +118,26 @@ enum DockerSignal {
     Resync,
 }
 
-/// Capped exponential backoff with ±25 % jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            next: min,
-            min,
-            max,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = rand::rng().random_range(0.75..1.25);
-        base.mul_f64(jitter)
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 pub(crate) async fn run(
     cfg: AgentConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     let agent = cfg.name.as_str().to_owned();
     let started_at = Utc::now();
-    let host = hostname();
+    let host = zedops_proto::client::hostname().unwrap_or_else(|| "unknown".to_owned());
 
-    let mut opts = MqttOptions::new(cfg.client_id(), cfg.broker.host.clone(), cfg.broker.port);
-    opts.set_keep_alive(cfg.keep_alive);
-    opts.set_clean_start(true);
-    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
-    opts.set_outgoing_inflight_upper_limit(zedops_proto::MQTT_OUTGOING_INFLIGHT);
-    if let Some((u, p)) = &cfg.credentials {
-        opts.set_credentials(u.clone(), p.clone());
-    }
-    if cfg.broker.tls {
-        opts.set_transport(
-            crate::tls_transport(cfg.tls_ca.as_deref()).map_err(AgentError::Config)?,
-        );
-    }
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    // Generous: a broker busy with a connection storm (a fleet restarting) answers late, and a
-    // client that gives up reconnects with the same client id, which makes the storm worse (and
-    // can wedge rumqttd 0.20: docs/benchmarks.md).
-    net.set_connection_timeout(30);
-    opts.set_network_options(net);
+    // Generous connect timeout: a broker busy with a connection storm (a fleet restarting)
+    // answers late, and a client that gives up reconnects with the same client id, which makes
+    // the storm worse (docs/benchmarks.md).
+    let mut opts = zedops_proto::client::mqtt_options(zedops_proto::client::Connect {
+        client_id: cfg.client_id(),
+        broker: &cfg.broker,
+        credentials: cfg.credentials.clone(),
+        tls_ca: cfg.tls_ca.as_deref(),
+        keep_alive: cfg.keep_alive,
+        connect_timeout_s: 30,
+    })
+    .map_err(AgentError::Config)?;
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
     let will = {
         let (agent, host) = (agent.clone(), host.clone());
@@ -914,16 +869,6 @@ mod tests {
         // Unknown containers and no list are not a lag.
         assert!(!lags_behind(&[ev("b", "die")], Some(&running)));
         assert!(!lags_behind(&[ev("a", "die")], None));
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(75) && delays[0] <= Duration::from_millis(125));
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(2500)));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(125));
     }
 
     #[test]

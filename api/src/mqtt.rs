@@ -167,30 +167,28 @@ pub fn start(
     changes: broadcast::Sender<Change>,
     security: Option<Arc<crate::security::Security>>,
 ) -> (Arc<Link>, tokio::task::JoinHandle<()>) {
-    let client_id = cfg.client_id.clone().unwrap_or_else(|| {
-        let n: u64 = rand::random();
-        format!("zedops-api-{n:016x}")
-    });
-    let mut opts = MqttOptions::new(client_id.clone(), cfg.broker.host.clone(), cfg.broker.port);
-    opts.set_keep_alive(Duration::from_secs(15));
-    opts.set_clean_start(true);
-    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
-    opts.set_outgoing_inflight_upper_limit(zedops_proto::MQTT_OUTGOING_INFLIGHT);
-    if let Some((u, p)) = &cfg.credentials {
-        opts.set_credentials(u.clone(), p.clone());
-    }
-    if cfg.broker.tls {
-        match zedops_proto::client::tls_transport(cfg.tls_ca.as_deref()) {
-            Ok(t) => {
-                opts.set_transport(t);
-            }
-            Err(e) => warn!(error = %e, "cannot set up TLS to the broker"),
+    let client_id = cfg
+        .client_id
+        .clone()
+        .unwrap_or_else(|| zedops_proto::identity::api_client_id(rand::random()));
+    let connect = zedops_proto::client::Connect {
+        client_id: client_id.clone(),
+        broker: &cfg.broker,
+        credentials: cfg.credentials.clone(),
+        tls_ca: cfg.tls_ca.as_deref(),
+        keep_alive: Duration::from_secs(15),
+        connect_timeout_s: 5,
+    };
+    let opts = match zedops_proto::client::mqtt_options(connect) {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(error = %e, "cannot set up TLS to the broker; connecting without it fails");
+            let mut o =
+                MqttOptions::new(client_id.clone(), cfg.broker.host.clone(), cfg.broker.port);
+            o.set_clean_start(true);
+            o
         }
-    }
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    net.set_connection_timeout(5);
-    opts.set_network_options(net);
+    };
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
     let link = Arc::new(Link {
         client,

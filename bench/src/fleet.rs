@@ -270,7 +270,7 @@ async fn sim_agent(
     profile: Profile,
 ) {
     let mut opts = MqttOptions::new(
-        format!("zedops-agent-{}", sim.name),
+        zedops_proto::identity::agent_client_id(&sim.name),
         broker.ip().to_string(),
         broker.port(),
     );

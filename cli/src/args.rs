@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use zedops_proto::{AgentName, BrokerUrl};
 
+use crate::exit::Exit;
+
 /// zedops: control Docker containers across a fleet of hosts over MQTT 5.
 #[derive(Debug, Parser)]
 #[command(
@@ -191,18 +193,35 @@ pub enum AgentsCommand {
 }
 
 impl ServeArgs {
-    /// Where an MQTT listener binds: the address the operator named, else every interface —
-    /// except with `--no-auth`, whose anonymous broker (whose local agent runs unsigned
-    /// commands) stays on loopback unless the operator names another address.
-    pub fn mqtt_addr(&self, named: Option<SocketAddr>, port: u16) -> SocketAddr {
-        named.unwrap_or_else(|| {
-            let ip: std::net::IpAddr = if self.no_auth {
-                std::net::Ipv4Addr::LOCALHOST.into()
+    /// The server configuration these flags name.
+    pub fn config(&self) -> Result<zedops_server::ServeConfig, Exit> {
+        let data_dir = self.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
+        let mut cfg = zedops_server::ServeConfig::new(data_dir);
+        cfg.listen = self.listen;
+        cfg.no_auth = self.no_auth;
+        cfg.broker = self.broker.clone();
+        cfg.mqtt_listen = self.mqtt_listen;
+        cfg.mqtt311_listen = self.mqtt311_listen;
+        cfg.mqtt311 = !self.no_mqtt311;
+        cfg.tls = self.tls_cert.clone().zip(self.tls_key.clone());
+        cfg.limits = zedops_api::admission::Limits {
+            requests_per_token: self.max_requests_per_token as usize,
+            streams_per_token: self.max_streams_per_token as usize,
+            streams: self.max_streams as usize,
+        };
+        if let Some(name) = &self.local_agent {
+            let name = if name.is_empty() {
+                zedops_server::default_agent_name()
             } else {
-                std::net::Ipv4Addr::UNSPECIFIED.into()
+                AgentName::new(name.clone()).map_err(|e| Exit::usage(e.to_string()))?
             };
-            SocketAddr::new(ip, port)
-        })
+            cfg.local_agent = Some(zedops_server::LocalAgent {
+                name,
+                docker_host: self.docker_host.clone(),
+                ha: self.ha.config().map_err(Exit::usage)?,
+            });
+        }
+        Ok(cfg)
     }
 }
 

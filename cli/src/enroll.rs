@@ -70,11 +70,6 @@ impl Credentials {
     }
 }
 
-/// A new Ed25519 key from the operating system's randomness.
-pub fn new_keypair() -> KeyPair {
-    KeyPair::from_seed(rand::random::<[u8; 32]>())
-}
-
 /// Presents the one-time token to the server and stores the permanent credentials.
 pub async fn enroll(
     server: &str,
@@ -83,7 +78,7 @@ pub async fn enroll(
     state_dir: &Path,
     ca_file: Option<&Path>,
 ) -> anyhow::Result<Credentials> {
-    let key = new_keypair();
+    let key = zedops_proto::client::new_keypair();
     let url = format!("{}/api/v1/enroll", server.trim_end_matches('/'));
     let http = crate::client::http_client(ca_file)?;
     let resp = http

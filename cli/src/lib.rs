@@ -1,8 +1,15 @@
-//! The `zedops` command line: `serve`, `agent`, and (later) the client commands of the HTTP API.
+//! The `zedops` command line: `serve`, `agent`, and the client commands of the HTTP API.
 //!
 //! # Layout
-//! - [`args`]: the clap definitions, with environment fallbacks (flags > environment > defaults).
-//! - [`run`]: turns parsed arguments into calls to the broker, agent and API libraries.
+//! - [`args`]: the clap definitions, with environment fallbacks (flags > environment > defaults),
+//!   and the configurations they name (`ServeArgs::config`).
+//! - [`run`]: dispatches a parsed command: `serve` to `zedops_server`, `agent` to `zedops_agent`,
+//!   client commands to [`commands`].
+//! - [`commands`]: the client commands (`ps`, `restart`, `logs`, `token`, …) over the HTTP API.
+//! - [`client`]: the HTTP client set-up, client config file, API errors as exit codes.
+//! - [`enroll`]: an agent's enrollment and its saved credentials.
+//! - [`output`]: tables and JSON for the terminal.
+//! - [`paths`]: default XDG directories.
 //! - [`exit`]: documented exit codes.
 //!
 //! `main` is thin: parse, init tracing, run, map the error to an exit code.

@@ -19,3 +19,101 @@ pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, String> {
         },
     ))
 }
+
+/// How a zedops MQTT 5 client connects: everything [`mqtt_options`] needs.
+pub struct Connect<'a> {
+    pub client_id: String,
+    pub broker: &'a crate::BrokerUrl,
+    pub credentials: Option<(String, String)>,
+    /// PEM CA for `mqtts://` (else the system's roots).
+    pub tls_ca: Option<&'a [u8]>,
+    pub keep_alive: std::time::Duration,
+    /// Seconds for the TCP connect and the CONNACK.
+    pub connect_timeout_s: u64,
+}
+
+/// The MQTT 5 options every zedops client uses: clean start, the zedops packet limit, a bounded
+/// outgoing in-flight table, `TCP_NODELAY` (requests and replies are QoS 0 and small: Nagle and
+/// delayed ACK would cost ~40 ms each, `docs/protocol.md`), credentials and TLS.
+pub fn mqtt_options(c: Connect<'_>) -> Result<rumqttc::v5::MqttOptions, String> {
+    let mut opts = rumqttc::v5::MqttOptions::new(c.client_id, c.broker.host.clone(), c.broker.port);
+    opts.set_keep_alive(c.keep_alive);
+    opts.set_clean_start(true);
+    opts.set_max_packet_size(Some(crate::MAX_PACKET_BYTES as u32));
+    opts.set_outgoing_inflight_upper_limit(crate::MQTT_OUTGOING_INFLIGHT);
+    if let Some((u, p)) = c.credentials {
+        opts.set_credentials(u, p);
+    }
+    if c.broker.tls {
+        opts.set_transport(tls_transport(c.tls_ca)?);
+    }
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(c.connect_timeout_s);
+    opts.set_network_options(net);
+    Ok(opts)
+}
+
+/// Capped exponential backoff with ±25 % jitter, for reconnecting.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: std::time::Duration,
+    min: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl Backoff {
+    pub fn new(min: std::time::Duration, max: std::time::Duration) -> Self {
+        Self {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The next delay; each call doubles the base up to `max`.
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(rand::random_range(0.75..1.25))
+    }
+}
+
+/// A new random signing key (an agent's at enrollment, the server's on its first start).
+pub fn new_keypair() -> crate::sign::KeyPair {
+    crate::sign::KeyPair::from_seed(rand::random::<[u8; 32]>())
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`, else `/etc/hostname`), or `None`.
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let d: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
+        for (got, base) in d.iter().zip([100u64, 200, 400, 400, 400]) {
+            let base = Duration::from_millis(base);
+            assert!(
+                *got >= base.mul_f64(0.75) && *got <= base.mul_f64(1.25),
+                "{got:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+}

@@ -7,13 +7,21 @@
 //! - [`model`]: the payloads agents publish (`AgentStatus`, `Snapshot`, `Container`, `ContainerEvent`).
 //! - [`ops`]: the request/response operations; each op type names its argument and result types.
 //! - [`reply`]: the reply envelope and the error codes, with their HTTP status.
+//! - [`identity`]: the MQTT client ids and internal username the broker's authentication relies on.
+//! - [`enrollment`]: enrollment tokens (agent name, secret, server-key fingerprint).
+//! - [`sign`]: Ed25519 signatures of requests, replies and agent state, in MQTT user properties.
+//! - [`sse`]: the Server-Sent Events wire format the API writes and clients read.
+//! - [`url`]: broker URLs (`mqtt://`, `mqtts://`).
+//! - [`client`] (feature `client`): what every zedops MQTT client sets up the same way — options,
+//!   TLS, reconnect backoff, the host name.
 //!
-//! Nothing in this crate does I/O.
+//! Nothing in this crate does I/O, except [`client`]'s reading of the CA bundle and host name.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "client")]
 pub mod client;
 pub mod enrollment;
+pub mod identity;
 pub mod model;
 pub mod names;
 pub mod ops;

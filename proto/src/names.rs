@@ -36,6 +36,26 @@ impl AgentName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// An agent name made from a host name: lower-cased, other characters as `-`, leading `-`
+    /// and `_` dropped, at most 63 characters; `local` when nothing is left.
+    pub fn from_hostname(host: &str) -> Self {
+        let cleaned: String = host
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(63)
+            .collect();
+        let cleaned = cleaned.trim_start_matches(['-', '_']);
+        Self::new(cleaned).unwrap_or_else(|_| Self("local".to_owned()))
+    }
 }
 
 /// True when `name` matches `^[a-z0-9][a-z0-9_-]{0,62}$`.
@@ -149,6 +169,17 @@ impl fmt::Display for ContainerRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_names_from_host_names() {
+        assert_eq!(
+            AgentName::from_hostname("Maestro.lan\n").as_str(),
+            "maestro-lan"
+        );
+        assert_eq!(AgentName::from_hostname("_-x").as_str(), "x");
+        assert_eq!(AgentName::from_hostname("").as_str(), "local");
+        assert_eq!(AgentName::from_hostname(&"a".repeat(99)).as_str().len(), 63);
+    }
 
     #[test]
     fn agent_names() {

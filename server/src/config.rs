@@ -1,0 +1,73 @@
+//! What `zedops serve` runs: the CLI fills this from its flags (each has an environment variable).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use zedops_proto::{AgentName, BrokerUrl};
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// HTTP API and dashboard.
+    pub listen: SocketAddr,
+    /// Tokens, agents, audit, the admin token and the server key.
+    pub data_dir: PathBuf,
+    /// No tokens, an anonymous broker, unsigned commands: for a machine of one's own only.
+    pub no_auth: bool,
+    /// An external broker instead of the embedded one.
+    pub broker: Option<BrokerUrl>,
+    /// The embedded broker's MQTT 5 listener (default port 1883, see [`ServeConfig::mqtt_addr`]).
+    pub mqtt_listen: Option<SocketAddr>,
+    /// Its MQTT 3.1.1 listener (default port 1884); `None` with `mqtt311: false`.
+    pub mqtt311_listen: Option<SocketAddr>,
+    pub mqtt311: bool,
+    /// PEM certificate chain and key: HTTPS and MQTT over TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Also run an agent for this host's Docker engine.
+    pub local_agent: Option<LocalAgent>,
+    pub limits: zedops_api::admission::Limits,
+}
+
+/// The agent inside `zedops serve`.
+#[derive(Debug, Clone)]
+pub struct LocalAgent {
+    /// Its name (default: the host name, [`AgentName::from_hostname`]).
+    pub name: AgentName,
+    pub docker_host: Option<String>,
+    pub ha: Option<zedops_agent::HaConfig>,
+}
+
+impl ServeConfig {
+    /// A configuration with the defaults of `zedops serve`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+            data_dir,
+            no_auth: false,
+            broker: None,
+            mqtt_listen: None,
+            mqtt311_listen: None,
+            mqtt311: true,
+            tls: None,
+            local_agent: None,
+            limits: Default::default(),
+        }
+    }
+
+    /// Where an MQTT listener binds: the address named, else `port` on every interface — or on
+    /// loopback only with `no_auth`, since an anonymous broker runs unsigned commands.
+    pub fn mqtt_addr(&self, named: Option<SocketAddr>, port: u16) -> SocketAddr {
+        named.unwrap_or_else(|| {
+            let ip: IpAddr = if self.no_auth {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                Ipv4Addr::UNSPECIFIED.into()
+            };
+            SocketAddr::new(ip, port)
+        })
+    }
+}
+
+/// The default name of the local agent: this host's name, made a valid agent name.
+pub fn default_agent_name() -> AgentName {
+    AgentName::from_hostname(&zedops_proto::client::hostname().unwrap_or_default())
+}

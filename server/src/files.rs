@@ -1,0 +1,64 @@
+//! The server's files in its data dir (`docs/operations.md` § Files): the first admin token and
+//! the server's signing key, written as secrets (0600, atomically).
+
+use std::path::{Path, PathBuf};
+
+use zedops_api::auth::Role;
+use zedops_api::store::Store;
+use zedops_proto::sign::KeyPair;
+
+use crate::ServerError;
+
+/// The file holding the first admin token.
+pub fn admin_token_file(dir: &Path) -> PathBuf {
+    dir.join("admin.token")
+}
+
+/// Writes `contents` to `path` with mode 0600, atomically (temp file + rename).
+pub fn write_secret(path: &Path, contents: &str) -> Result<(), ServerError> {
+    let tmp = path.with_extension("tmp");
+    let failed = |source| ServerError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(failed)?;
+        f.write_all(contents.as_bytes()).map_err(failed)?;
+        f.sync_all().map_err(failed)?;
+    }
+    std::fs::rename(&tmp, path).map_err(failed)
+}
+
+/// On the first start (no token at all), creates the `admin` token and writes it to
+/// `<data-dir>/admin.token` (0600). Returns the file's path.
+pub fn ensure_admin_token(store: &Store, dir: &Path) -> Result<PathBuf, ServerError> {
+    let file = admin_token_file(dir);
+    if store.tokens()?.is_empty() {
+        let token = store.create_token("admin", Role::Admin)?;
+        write_secret(&file, &format!("{token}\n"))?;
+        tracing::info!(file = %file.display(), "created the first admin token");
+    }
+    Ok(file)
+}
+
+/// The server's signing key, `<data-dir>/server.key` (hex seed, 0600), created on first use.
+pub fn server_key(dir: &Path) -> Result<KeyPair, ServerError> {
+    let path = dir.join("server.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => KeyPair::from_seed_hex(&s).ok_or(ServerError::DamagedKey { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = zedops_proto::client::new_keypair();
+            write_secret(&path, &format!("{}\n", key.seed_hex()))?;
+            Ok(key)
+        }
+        Err(source) => Err(ServerError::Read { path, source }),
+    }
+}
