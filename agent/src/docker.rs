@@ -161,6 +161,13 @@ pub fn container_events(docker: &Docker) -> impl Stream<Item = Result<EventMessa
     )
 }
 
+/// What [`Driver::moment`] reads.
+struct Moment {
+    state: ContainerState,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
 /// A resolved container: its full ID, its name and its state when resolved.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -351,32 +358,33 @@ impl Driver {
     }
 
     pub async fn start(&self, t: &Resolved) -> Result<bool, ErrorBody> {
+        let before = self.moment(&t.id).await?;
         if matches!(
-            t.state,
+            before.state,
             ContainerState::Running | ContainerState::Restarting
         ) {
             return Ok(false);
         }
-        if t.state == ContainerState::Paused {
+        if before.state == ContainerState::Paused {
             return Err(ErrorBody::conflict(format!(
                 "container {} on agent {} is paused: unpause it instead of starting it",
                 t.name, self.agent
             )));
         }
         let docker = self.docker()?;
-        not_modified(
-            self.call(
-                "start the container",
-                CALL_TIMEOUT,
-                docker.start_container(&t.id, None::<StartContainerOptions>),
-            )
-            .await,
+        self.call(
+            "start the container",
+            CALL_TIMEOUT,
+            docker.start_container(&t.id, None::<StartContainerOptions>),
         )
+        .await?;
+        Ok(self.moment(&t.id).await?.started_at != before.started_at)
     }
 
     pub async fn stop(&self, t: &Resolved, grace: u32) -> Result<bool, ErrorBody> {
+        let before = self.moment(&t.id).await?;
         if !matches!(
-            t.state,
+            before.state,
             ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
         ) {
             return Ok(false);
@@ -386,14 +394,39 @@ impl Driver {
             .t(grace as i32)
             .build();
         let limit = Duration::from_secs(grace.into()) + STOP_SLACK;
-        not_modified(
-            self.call(
-                "stop the container",
-                limit,
-                docker.stop_container(&t.id, Some(opts)),
-            )
-            .await,
+        self.call(
+            "stop the container",
+            limit,
+            docker.stop_container(&t.id, Some(opts)),
         )
+        .await?;
+        Ok(self.moment(&t.id).await?.finished_at != before.finished_at)
+    }
+
+    /// A container's state and its last start and finish, fresh from the engine. Start and stop
+    /// tell "changed" by these: Docker answers 304 when the container already was in that state,
+    /// and bollard 0.21 returns 304 as `Ok` (`docker.rs`: `s.is_success() || s == NOT_MODIFIED`),
+    /// so the answer alone cannot say (and a reference resolved a moment ago may be stale).
+    async fn moment(&self, id: &str) -> Result<Moment, ErrorBody> {
+        let docker = self.docker()?;
+        let ins = self
+            .call(
+                "inspect the container",
+                CALL_TIMEOUT,
+                docker.inspect_container(id, None::<InspectContainerOptions>),
+            )
+            .await?;
+        let state = ins.state.unwrap_or_default();
+        Ok(Moment {
+            state: state
+                .status
+                .as_ref()
+                .and_then(enum_str)
+                .map(|st| ContainerState::from_docker(&st))
+                .unwrap_or(ContainerState::Unknown),
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+        })
     }
 
     pub async fn restart(&self, t: &Resolved, grace: u32) -> Result<bool, ErrorBody> {
@@ -523,19 +556,6 @@ impl Driver {
             })
         };
         self.call("read the logs", CALL_TIMEOUT, collect).await
-    }
-}
-
-/// A 304 from the engine means "already in that state": not an error, just `changed: false`.
-fn not_modified(r: Result<(), ErrorBody>) -> Result<bool, ErrorBody> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(e)
-            if e.message.contains("status code 304") || e.message.contains("304 Not Modified") =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(e),
     }
 }
 

@@ -61,6 +61,27 @@ impl From<ErrorBody> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        let code = match e {
+            crate::store::StoreError::Invalid(_) => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        };
+        ErrorBody::new(code, e.to_string()).into()
+    }
+}
+
+impl From<crate::store::EnrollError> for ApiError {
+    fn from(e: crate::store::EnrollError) -> Self {
+        use crate::store::EnrollError;
+        match e {
+            EnrollError::Store(e) => e.into(),
+            EnrollError::BadRequest(m) => ErrorBody::bad_request(m).into(),
+            other => ErrorBody::new(ErrorCode::Unauthorized, other.to_string()).into(),
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The code that goes with an HTTP status, for errors poem raises itself.

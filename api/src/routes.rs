@@ -729,8 +729,7 @@ impl FleetApi {
         auth.0.require(Role::Admin)?;
         let store = self.store()?;
         let mut v: Vec<TokenInfo> = store
-            .tokens()
-            .map_err(|e| ErrorBody::internal(e.to_string()))?
+            .tokens()?
             .into_iter()
             .map(|t| TokenInfo {
                 name: t.name,
@@ -757,13 +756,14 @@ impl FleetApi {
         let r = store.create_token(&body.name, body.role);
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "token.create")
-                .outcome(if r.is_ok() { "ok" } else { "bad_request" })
+                .outcome(match &r {
+                    Ok(_) => "ok",
+                    Err(crate::store::StoreError::Invalid(_)) => "bad_request",
+                    Err(_) => "internal",
+                })
                 .message(Some(format!("{} ({})", body.name, body.role.as_str()))),
         );
-        let token = r.map_err(|e| match e {
-            crate::store::StoreError::Invalid(m) => ErrorBody::bad_request(m),
-            other => ErrorBody::internal(other.to_string()),
-        })?;
+        let token = r?;
         Ok(Json(CreatedToken {
             name: body.name.clone(),
             role: body.role,
@@ -783,9 +783,7 @@ impl FleetApi {
     async fn revoke_token(&self, auth: Caller, name: Path<String>) -> ApiResult<TokenInfoName> {
         auth.0.require(Role::Admin)?;
         let store = self.store()?;
-        let removed = store
-            .revoke_token(&name)
-            .map_err(|e| ErrorBody::internal(e.to_string()))?;
+        let removed = store.revoke_token(&name)?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "token.revoke")
                 .outcome(if removed { "ok" } else { "not_found" })
@@ -815,11 +813,7 @@ impl FleetApi {
         auth.0.require(Role::Admin)?;
         let limit = limit.0.unwrap_or(100).min(10_000) as usize;
         let store = self.store()?;
-        Ok(Json(
-            store
-                .audit_log(limit)
-                .map_err(|e| ErrorBody::internal(e.to_string()))?,
-        ))
+        Ok(Json(store.audit_log(limit)?))
     }
 
     /// Register an agent
@@ -845,13 +839,11 @@ impl FleetApi {
             .security
             .as_ref()
             .map(|s| s.key.public().fingerprint());
-        let (token, expires_at) = store
-            .register_agent(
-                &body.name,
-                chrono::Duration::seconds(ttl.into()),
-                fingerprint.as_deref(),
-            )
-            .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
+        let (token, expires_at) = store.register_agent(
+            &body.name,
+            chrono::Duration::seconds(ttl.into()),
+            fingerprint.as_deref(),
+        )?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "agent.register")
                 .agent(Some(body.name.clone()))
@@ -878,9 +870,7 @@ impl FleetApi {
         auth.0.require(Role::Admin)?;
         let name = agent_name(&agent)?;
         let store = self.store()?;
-        let removed = store
-            .remove_agent(name.as_str())
-            .map_err(|e| ErrorBody::internal(e.to_string()))?;
+        let removed = store.remove_agent(name.as_str())?;
         if let Some(sec) = &self.state.link.security {
             sec.forget(name.as_str());
         }
@@ -927,10 +917,7 @@ impl FleetApi {
             ),
             Err(e) => self.enroll_failed(&body.name, e),
         }
-        let creds = r.map_err(|e| match e {
-            crate::store::EnrollError::Store(m) => ErrorBody::bad_request(m),
-            other => ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, other.to_string()),
-        })?;
+        let creds = r?;
         sec.forget(&body.name);
         Ok(Json(EnrollResponse {
             name: body.name.clone(),
@@ -972,9 +959,7 @@ impl FleetApi {
     async fn create_mqtt_user(&self, auth: Caller, body: Json<NewMqttUser>) -> ApiResult<MqttUser> {
         auth.0.require(Role::Admin)?;
         let store = self.store()?;
-        let password = store
-            .create_mqtt_user(&body.name, body.ha_commands)
-            .map_err(|e| ErrorBody::bad_request(e.to_string()))?;
+        let password = store.create_mqtt_user(&body.name, body.ha_commands)?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "mqtt_user.create")
                 .outcome("ok")

@@ -51,25 +51,35 @@ pub struct MqttUserRecord {
 }
 
 /// Why an enrollment was refused (one sentence each; never says which part was wrong beyond that).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
     #[error("this enrollment token is not valid for agent {0} (mistyped, already used, or the agent is not registered: an admin runs `zedops agents add {0}`)")]
     Invalid(String),
     #[error("this enrollment token for agent {0} has expired: ask an admin for a new one (`zedops agents add {0}`)")]
     Expired(String),
+    /// The request itself is malformed (a bad name or key).
     #[error("{0}")]
-    Store(String),
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Most audit records kept; older ones are dropped first.
 pub const AUDIT_KEEP: u64 = 100_000;
 
+/// The store's one error type: a database that cannot be opened or failed (answered `500
+/// internal`), or a request the store refuses (`400 bad_request`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the server database {path} cannot be opened: {reason}")]
-    Open { path: String, reason: String },
+    #[error("the server database {path} cannot be opened: {source}")]
+    Open {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the server database failed: {0}")]
-    Db(String),
+    Db(#[from] redb::Error),
+    #[error("the server database holds a record it cannot read or write: {0}")]
+    Record(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
 }
@@ -96,8 +106,8 @@ fn consume_enrollment(
     Ok(rec)
 }
 
-fn db_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Db(e.to_string())
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Db(e.into())
 }
 
 /// A stored token (never the secret).
@@ -211,7 +221,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: dir.display().to_string(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         #[cfg(unix)]
         {
@@ -221,8 +231,20 @@ impl Store {
         let path = dir.join("zedops.redb");
         let db = Database::create(&path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
+        Self::on(db)
+    }
+
+    /// A store on any redb storage backend (the tests use one whose writes fail on demand).
+    pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(db_err)?;
+        Self::on(db)
+    }
+
+    fn on(db: Database) -> Result<Self, StoreError> {
         let s = Self { db };
         // Create the tables so that reads never fail on a fresh file.
         let w = s.db.begin_write().map_err(db_err)?;
@@ -258,7 +280,7 @@ impl Store {
                     "a token named {name} already exists: revoke it first or choose another name"
                 )));
             }
-            let bytes = serde_json::to_vec(&rec).map_err(db_err)?;
+            let bytes = serde_json::to_vec(&rec)?;
             t.insert(name, bytes.as_slice()).map_err(db_err)?;
         }
         w.commit().map_err(db_err)?;
@@ -302,7 +324,7 @@ impl Store {
         let w = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = w.open_table(table).map_err(db_err)?;
-            let bytes = serde_json::to_vec(v).map_err(db_err)?;
+            let bytes = serde_json::to_vec(v)?;
             t.insert(key, bytes.as_slice()).map_err(db_err)?;
         }
         w.commit().map_err(db_err)
@@ -388,16 +410,16 @@ impl Store {
     ) -> Result<Enrolled, EnrollError> {
         // Validate before touching the database.
         if !zedops_proto::names::is_valid_agent_name(name) {
-            return Err(EnrollError::Store(
+            return Err(EnrollError::BadRequest(
                 zedops_proto::NameError::Agent(name.to_owned()).to_string(),
             ));
         }
         if zedops_proto::sign::PublicKey::from_hex(public_key).is_none() {
-            return Err(EnrollError::Store(
+            return Err(EnrollError::BadRequest(
                 "the agent's public key is not a valid Ed25519 key".into(),
             ));
         }
-        let store = |e: redb::Error| EnrollError::Store(e.to_string());
+        let store = |e: redb::Error| EnrollError::Store(StoreError::Db(e));
         let w = self.db.begin_write().map_err(|e| store(e.into()))?;
         let password = {
             let mut t = w.open_table(AGENTS).map_err(|e| store(e.into()))?;
@@ -410,7 +432,7 @@ impl Store {
             rec.mqtt_password_hash = Some(hash_secret(&password));
             rec.public_key = Some(public_key.to_owned());
             rec.enrolled_at = Some(Utc::now());
-            let bytes = serde_json::to_vec(&rec).map_err(|e| EnrollError::Store(e.to_string()))?;
+            let bytes = serde_json::to_vec(&rec).map_err(StoreError::from)?;
             t.insert(name, bytes.as_slice())
                 .map_err(|e| store(e.into()))?;
             password
@@ -481,7 +503,7 @@ impl Store {
                 .map(|(k, _)| k.value() + 1)
                 .unwrap_or(1);
             rec.seq = next;
-            let bytes = serde_json::to_vec(&rec).map_err(db_err)?;
+            let bytes = serde_json::to_vec(&rec)?;
             t.insert(next, bytes.as_slice()).map_err(db_err)?;
             if next > AUDIT_KEEP {
                 t.remove(next - AUDIT_KEEP).map_err(db_err)?;

@@ -798,3 +798,37 @@ async fn a_reused_correlation_for_another_request_is_executed() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// Issue 15's second hidden bug: a start or stop of a container already in that state (Docker
+/// answers 304, which bollard 0.21 returns as `Ok`) says `changed: false` even when the state the
+/// reference was resolved with is stale — another client changed it in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_stop_of_a_stale_reference_report_no_change() -> anyhow::Result<()> {
+    use zedops_agent::docker::{driver, DockerTarget, Resolved};
+    use zedops_proto::ContainerState;
+    init_logs();
+    let run = unique("stale");
+    let web = TestContainer::run(&unique("zt-stale"), &run, &[])?;
+    let (drv, control) = driver("stale", DockerTarget::default());
+    control.connect().await.map_err(anyhow::Error::msg)?;
+    let stale = |state| Resolved {
+        id: web.id.clone(),
+        name: web.name.clone(),
+        state,
+    };
+    // Running, though resolved as exited: starting it changes nothing.
+    let changed = drv.start(&stale(ContainerState::Exited)).await?;
+    ensure!(!changed, "start of a running container reported a change");
+    ensure!(
+        drv.stop(&stale(ContainerState::Running), 1).await?,
+        "a real stop"
+    );
+    // Exited, though resolved as running: stopping it changes nothing.
+    let changed = drv.stop(&stale(ContainerState::Running), 1).await?;
+    ensure!(!changed, "stop of an exited container reported a change");
+    ensure!(
+        drv.start(&stale(ContainerState::Exited)).await?,
+        "a real start"
+    );
+    Ok(())
+}
