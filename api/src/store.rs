@@ -77,7 +77,7 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("the server database failed: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("the server database holds a record it cannot read or write: {0}")]
     Record(#[from] serde_json::Error),
     #[error("{0}")]
@@ -107,7 +107,7 @@ fn consume_enrollment(
 }
 
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Db(e.into())
+    StoreError::Db(Box::new(e.into()))
 }
 
 /// A stored token (never the secret).
@@ -419,7 +419,7 @@ impl Store {
                 "the agent's public key is not a valid Ed25519 key".into(),
             ));
         }
-        let store = |e: redb::Error| EnrollError::Store(StoreError::Db(e));
+        let store = |e: redb::Error| EnrollError::Store(db_err(e));
         let w = self.db.begin_write().map_err(|e| store(e.into()))?;
         let password = {
             let mut t = w.open_table(AGENTS).map_err(|e| store(e.into()))?;

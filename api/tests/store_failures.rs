@@ -2,6 +2,8 @@
 //! 15's first hidden bug. The store runs on a redb backend whose writes fail on demand — the
 //! fault a full or failing disk produces — under the real HTTP application.
 
+#![allow(clippy::expect_used)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
