@@ -181,10 +181,6 @@ impl Driver {
         self.status.borrow().clone()
     }
 
-    pub fn agent(&self) -> &str {
-        &self.agent
-    }
-
     fn docker(&self) -> Result<Docker, ErrorBody> {
         match self.client.borrow().clone() {
             Some(d) => Ok(d),

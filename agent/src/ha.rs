@@ -1,4 +1,4 @@
-//! Home Assistant integration through MQTT discovery (DESIGN §7, issue 6). Opt-in per agent
+//! Home Assistant integration through MQTT discovery (`docs/home-assistant.md`). Opt-in per agent
 //! (`--ha`).
 //!
 //! Per container not labelled `zedops.ha=false`, three entities, each with its own retained

@@ -103,7 +103,7 @@ impl Registry {
         }
     }
 
-    /// Every v1 op of DESIGN §3.
+    /// Every v1 op (`docs/protocol.md` § Ops).
     pub fn v1() -> Self {
         let mut r = Registry::default();
         r.register::<Ping, _, _>(|ctx, _| async move {

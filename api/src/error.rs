@@ -1,4 +1,4 @@
-//! The API's one error type: every error body is `{code, message}`, with the status of DESIGN §3–4.
+//! The API's one error type: every error body is `{code, message}`, with the status of `docs/protocol.md` § Error codes.
 //! Errors raised by poem itself (a malformed query, an unknown route) are turned into the same
 //! shape in [`json_errors`].
 

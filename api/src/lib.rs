@@ -1,4 +1,4 @@
-//! The zedops HTTP API (DESIGN §4): poem-openapi endpoints over a fleet cache and an MQTT 5
+//! The zedops HTTP API (`docs/protocol.md` § HTTP API): poem-openapi endpoints over a fleet cache and an MQTT 5
 //! requester, Server-Sent Events, health, metrics, the OpenAPI document and interactive docs.
 //!
 //! # Layout

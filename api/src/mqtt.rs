@@ -118,13 +118,6 @@ impl Link {
             let _ = pending.tx.send(payload);
         }
     }
-
-    pub fn in_flight(&self) -> usize {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
 }
 
 /// A request waiting for its reply.

@@ -1,4 +1,4 @@
-//! The endpoints of DESIGN §4, with typed schemas. Reads of the fleet come from the cache;
+//! The endpoints (`docs/protocol.md` § HTTP API), with typed schemas. Reads of the fleet come from the cache;
 //! inspect, logs, live lists and actions go to the agent through the requester.
 
 use std::sync::Arc;

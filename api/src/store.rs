@@ -478,14 +478,6 @@ impl Store {
         Ok(password)
     }
 
-    pub fn remove_mqtt_user(&self, name: &str) -> Result<bool, StoreError> {
-        self.remove(MQTT_USERS, name)
-    }
-
-    pub fn mqtt_users(&self) -> Result<Vec<MqttUserRecord>, StoreError> {
-        self.list_json(MQTT_USERS)
-    }
-
     /// The MQTT user `name` when `password` is its password.
     pub fn check_mqtt_user(&self, name: &str, password: &str) -> Option<MqttUserRecord> {
         self.get_json::<MqttUserRecord>(MQTT_USERS, name)

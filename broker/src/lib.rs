@@ -22,7 +22,6 @@ mod tls;
 
 pub use acl::Identity;
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,11 +142,6 @@ impl BrokerHandle {
     /// The address of the MQTT 3.1.1 listener, with the real port.
     pub fn v4_addr(&self) -> Option<SocketAddr> {
         self.v4_addr
-    }
-
-    /// With TLS: the plain loopback MQTT 5 listener for in-process clients.
-    pub fn internal_addr(&self) -> Option<SocketAddr> {
-        self.internal_addr
     }
 
     /// Where a client on this host reaches the broker without TLS, if anywhere.
@@ -431,15 +425,6 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
         });
     }
     a
-}
-
-/// Listener addresses by protocol, for logs and the start-up banner.
-pub fn describe(handle: &BrokerHandle) -> HashMap<&'static str, SocketAddr> {
-    let mut m = HashMap::from([("mqtt5", handle.v5_addr())]);
-    if let Some(a) = handle.v4_addr() {
-        m.insert("mqtt311", a);
-    }
-    m
 }
 
 #[cfg(test)]

@@ -413,6 +413,11 @@ pub struct HaArgs {
     /// Home Assistant's MQTT discovery prefix.
     #[arg(long, env = "ZEDOPS_HA_PREFIX", default_value = zedops_agent::ha::DEFAULT_DISCOVERY_PREFIX, value_name = "PREFIX")]
     pub ha_prefix: String,
+
+    /// The agent's own container (name or ID prefix of at least 12 hex digits), when it runs in
+    /// one that detection cannot find; Home Assistant gets no switch to stop it.
+    #[arg(long, env = "ZEDOPS_HA_OWN_CONTAINER", value_name = "CONTAINER")]
+    pub ha_own_container: Option<String>,
 }
 
 impl HaArgs {
@@ -421,7 +426,9 @@ impl HaArgs {
         if !self.ha {
             return Ok(None);
         }
-        zedops_agent::HaConfig::new(self.ha_prefix.clone()).map(Some)
+        let mut cfg = zedops_agent::HaConfig::new(self.ha_prefix.clone())?;
+        cfg.own_container = self.ha_own_container.clone();
+        Ok(Some(cfg))
     }
 }
 

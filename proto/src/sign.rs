@@ -1,4 +1,4 @@
-//! End-to-end signatures (DESIGN §8). The broker is not trusted (rumqttd has no topic ACLs), so:
+//! End-to-end signatures (`docs/protocol.md` § Signatures, `docs/security.md`). The broker is not trusted, so:
 //! commands from the server are signed with the server's key and verified by agents; what agents
 //! publish (status, snapshots, events, replies) is signed with the agent's key and verified by the
 //! API. Signatures travel as MQTT 5 user properties, so payloads stay plain JSON.

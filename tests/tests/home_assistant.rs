@@ -1,4 +1,4 @@
-//! Home Assistant through MQTT discovery (DESIGN §7, issue 6), as Home Assistant would see it:
+//! Home Assistant through MQTT discovery (`docs/home-assistant.md`), as Home Assistant would see it:
 //! clients we did not write (`mosquitto_sub`/`mosquitto_pub` over MQTT 3.1.1, the protocol Home
 //! Assistant speaks to the embedded broker's compatibility listener), the discovery configs
 //! checked against what each platform requires, and their templates rendered by Jinja2 (the

@@ -1,4 +1,4 @@
-//! API tokens and roles, and the audit log (DESIGN §8).
+//! API tokens and roles, and the audit log (`docs/security.md`).
 
 use std::time::Duration;
 

@@ -139,8 +139,9 @@ async fn https_and_mqtts_end_to_end() -> anyhow::Result<()> {
 
     // The CLI trusts the CA when told, and refuses the server otherwise.
     let home = TempDir::new("tls-cli")?;
+    let bin = zedops_bin()?;
     let cli = |extra: &[&str]| {
-        Command::new(zedops_bin().expect("binary"))
+        Command::new(&bin)
             .args(["--server", &serve.http, "--token", &serve.admin_token])
             .args(extra)
             .env("XDG_CONFIG_HOME", home.path.join("config"))
