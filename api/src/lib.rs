@@ -5,7 +5,7 @@
 //! - [`admission`]: per-token bounds on requests to agents and event streams (`429 busy`).
 //! - [`cache`]: the fleet view built from retained status and snapshot topics.
 //! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
-//! - [`routes`]: the endpoints and their schemas.
+//! - [`routes`]: the endpoints, one module per OpenAPI tag, and their schemas.
 //! - [`error`]: `{code, message}` errors with their HTTP status.
 //! - [`metrics`]: Prometheus text.
 //!
@@ -177,7 +177,7 @@ impl Drop for Api {
 
 /// The OpenAPI service (shared by the server and the spec generator).
 fn service(state: Arc<State>) -> OpenApiService<FleetApi, ()> {
-    OpenApiService::new(FleetApi { state }, "zedops", zedops_proto::VERSION)
+    OpenApiService::new(routes::api(state), "zedops", zedops_proto::VERSION)
         .description(
             "Control Docker containers across a fleet of hosts. zedops agents publish their containers over MQTT 5 and execute commands sent with \
              MQTT request/response. This API reads the fleet from a cache of the agents' retained \

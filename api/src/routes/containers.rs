@@ -1,0 +1,319 @@
+//! Containers: lists (cached and live), search, inspect, actions, logs.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::OpenApi;
+use zedops_proto::ops::{
+    ActionResult, ContainerArgs, ContainerInspect, ContainerKill, ContainerLogs, ContainerPause,
+    ContainerRestart, ContainerStart, ContainerStop, ContainerUnpause, ContainersList, KillArgs,
+    ListArgs, Logs, LogsArgs, StopArgs,
+};
+use zedops_proto::{Action, Container, ContainerDetail};
+
+use crate::auth::{Caller, Role};
+use crate::error::ApiResult;
+use crate::store::AuditRecord;
+use crate::State;
+
+use super::schemas::*;
+use super::*;
+
+pub struct ContainersApi {
+    pub state: Arc<State>,
+}
+
+// Operations take their parameters as arguments (that is how poem-openapi documents them).
+#[allow(clippy::too_many_arguments)]
+#[OpenApi]
+impl ContainersApi {
+    /// List an agent's containers
+    ///
+    /// From the cache (the agent's latest snapshot) unless `live=true`, which asks the agent.
+    /// `all=false` leaves out containers that are not running.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "list_containers"
+    )]
+    async fn list_containers(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        agent: Path<String>,
+        /// Ask the agent now instead of using the cache.
+        live: Query<Option<bool>>,
+        /// Include stopped containers (default true).
+        all: Query<Option<bool>>,
+        /// Deadline of a live request in seconds (default 10, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<ContainerListing> {
+        auth.0.require(Role::Viewer)?;
+        let name = agent_name(&agent)?;
+        let all = all.0.unwrap_or(true);
+        let entry = known(&self.state, &name)?;
+        let keep = |c: &Container| {
+            all || matches!(
+                c.state,
+                zedops_proto::ContainerState::Running
+                    | zedops_proto::ContainerState::Paused
+                    | zedops_proto::ContainerState::Restarting
+            )
+        };
+        if !live.0.unwrap_or(false) {
+            if let Some(snap) = &entry.snapshot {
+                return Ok(Json(ContainerListing {
+                    agent: name.to_string(),
+                    agent_online: entry.online(),
+                    live: false,
+                    taken_at: Some(snap.taken_at),
+                    containers: snap
+                        .containers
+                        .iter()
+                        .filter(|c| keep(c))
+                        .cloned()
+                        .collect(),
+                }));
+            }
+        }
+        let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
+        let list = self
+            .state
+            .ask::<ContainersList>(&auth.0, name.as_str(), &ListArgs { all }, d)
+            .await?;
+        Ok(Json(ContainerListing {
+            agent: name.to_string(),
+            agent_online: true,
+            live: true,
+            taken_at: None,
+            containers: list.containers,
+        }))
+    }
+    /// Search containers across the fleet
+    ///
+    /// Containers from every agent's cached snapshot whose name contains `name` (case-insensitive),
+    /// or equals it with `exact=true`. Each row names its agent.
+    #[oai(
+        path = "/api/v1/containers",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "search_containers"
+    )]
+    async fn search_containers(
+        &self,
+        auth: Caller,
+        /// Part of a container name; empty or absent lists every container.
+        name: Query<Option<String>>,
+        /// Match the whole name exactly.
+        exact: Query<Option<bool>>,
+    ) -> ApiResult<Vec<FleetContainer>> {
+        auth.0.require(Role::Viewer)?;
+        let needle = name.0.unwrap_or_default();
+        let exact = exact.0.unwrap_or(false);
+        let lower = needle.to_lowercase();
+        let rows = self.state.fleet.find(|c| {
+            if exact {
+                c.name == needle
+            } else {
+                lower.is_empty() || c.name.to_lowercase().contains(&lower)
+            }
+        });
+        Ok(Json(
+            rows.into_iter()
+                .map(|(agent, agent_online, container)| FleetContainer {
+                    agent,
+                    agent_online,
+                    container,
+                })
+                .collect(),
+        ))
+    }
+    /// Inspect a container
+    ///
+    /// Asks the agent now. Environment variable names only, never their values.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers/:container",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "inspect_container"
+    )]
+    async fn inspect_container(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        agent: Path<String>,
+        /// Container name or unique ID prefix (at least 4 hex digits).
+        container: Path<String>,
+        /// Deadline in seconds (default 10, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<ContainerDetail> {
+        auth.0.require(Role::Viewer)?;
+        let name = agent_name(&agent)?;
+        let c = container_ref(&container)?;
+        let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
+        let r = self
+            .state
+            .ask::<ContainerInspect>(&auth.0, name.as_str(), &ContainerArgs { container: c }, d)
+            .await?;
+        Ok(Json(r))
+    }
+    /// Act on a container
+    ///
+    /// `{action}` is one of `start`, `stop`, `restart`, `kill`, `pause` or `unpause`. The result
+    /// says whether anything changed: starting a running container is `changed: false`, not an error.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers/:container/:action",
+        method = "post",
+        tag = "Tag::Containers",
+        operation_id = "container_action"
+    )]
+    async fn container_action(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        agent: Path<String>,
+        /// Container name or unique ID prefix (at least 4 hex digits).
+        container: Path<String>,
+        /// One of `start`, `stop`, `restart`, `kill`, `pause`, `unpause`.
+        action: Path<String>,
+        /// Seconds between SIGTERM and SIGKILL for stop and restart (default 10, at most 300).
+        grace_s: Query<Option<u32>>,
+        /// Signal for kill (default SIGKILL).
+        signal: Query<Option<String>>,
+        /// Deadline in seconds (default 30, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<ActionResult> {
+        auth.0.require(Role::Operator)?;
+        let name = agent_name(&agent)?;
+        let c = container_ref(&container)?;
+        let action = Action::parse(&action)?;
+        let d = deadline(timeout_s.0, ACTION_TIMEOUT_S)?;
+        let stop = StopArgs {
+            container: c.clone(),
+            grace_s: grace_s.0,
+        };
+        stop.grace()?;
+        let _slot = self.state.requests.take(&auth.0)?;
+        let r = self.state.requester.clone();
+        let a = name.as_str();
+        let result = match action {
+            Action::Start => {
+                r.call::<ContainerStart>(
+                    a,
+                    &ContainerArgs {
+                        container: c.clone(),
+                    },
+                    d,
+                )
+                .await
+            }
+            Action::Stop => r.call::<ContainerStop>(a, &stop, d).await,
+            Action::Restart => r.call::<ContainerRestart>(a, &stop, d).await,
+            Action::Kill => {
+                let k = KillArgs {
+                    container: c.clone(),
+                    signal: signal.0,
+                };
+                k.signal()?;
+                r.call::<ContainerKill>(a, &k, d).await
+            }
+            Action::Pause => {
+                r.call::<ContainerPause>(
+                    a,
+                    &ContainerArgs {
+                        container: c.clone(),
+                    },
+                    d,
+                )
+                .await
+            }
+            Action::Unpause => {
+                r.call::<ContainerUnpause>(
+                    a,
+                    &ContainerArgs {
+                        container: c.clone(),
+                    },
+                    d,
+                )
+                .await
+            }
+        };
+        let _ = self.state.events.send(FleetEvent {
+            kind: EventKind::Action,
+            agent: name.to_string(),
+            time: Utc::now(),
+            state: result
+                .as_ref()
+                .ok()
+                .map(|r| r.container.state.as_str().to_owned()),
+            container: Some(
+                result
+                    .as_ref()
+                    .map(|r| r.container.name.clone())
+                    .unwrap_or_else(|_| c.to_string()),
+            ),
+            container_id: result.as_ref().ok().map(|r| r.container.id.clone()),
+            action: Some(action.as_str().to_owned()),
+            ok: Some(result.is_ok()),
+            error: result.as_ref().err().cloned(),
+        });
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), action.op_name().to_owned())
+                .agent(Some(name.to_string()))
+                .container(Some(c.to_string()))
+                .outcome(
+                    result
+                        .as_ref()
+                        .map(|_| "ok".to_owned())
+                        .unwrap_or_else(|e| e.code.as_str().to_owned()),
+                )
+                .message(result.as_ref().err().map(|e| e.message.clone())),
+        );
+        Ok(Json(result?))
+    }
+    /// Read a container's logs
+    ///
+    /// The last `tail` lines (default 100, at most 10 000), stdout and stderr. Needs the
+    /// `operator` role: logs often hold secrets.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers/:container/logs",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "container_logs"
+    )]
+    async fn container_logs(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        agent: Path<String>,
+        /// Container name or unique ID prefix (at least 4 hex digits).
+        container: Path<String>,
+        /// Number of lines from the end (default 100, at most 10 000).
+        tail: Query<Option<u32>>,
+        /// Prefix each line with Docker's timestamp.
+        timestamps: Query<Option<bool>>,
+        /// Deadline in seconds (default 10, at most 300).
+        timeout_s: Query<Option<u32>>,
+    ) -> ApiResult<Logs> {
+        // Logs often hold secrets (tokens printed at start-up, connection strings): an
+        // operator's right, not a viewer's (issue 14, item 13).
+        auth.0.require(Role::Operator)?;
+        let name = agent_name(&agent)?;
+        let c = container_ref(&container)?;
+        let d = deadline(timeout_s.0, READ_TIMEOUT_S)?;
+        let args = LogsArgs {
+            container: c,
+            tail: tail.0,
+            timestamps: timestamps.0.unwrap_or(false),
+        };
+        args.tail()?;
+        let r = self
+            .state
+            .ask::<ContainerLogs>(&auth.0, name.as_str(), &args, d)
+            .await?;
+        Ok(Json(r))
+    }
+}

@@ -1,0 +1,103 @@
+//! The endpoints (`docs/protocol.md` § HTTP API), with typed schemas, one module per tag. Reads of
+//! the fleet come from the cache; inspect, logs, live lists and actions go to the agent through
+//! the requester.
+//!
+//! - [`agents`], [`containers`], [`events`], [`admin`], [`operations`]: the endpoints of each tag.
+//! - [`schemas`]: the request and response bodies.
+
+pub mod admin;
+pub mod agents;
+pub mod containers;
+pub mod events;
+pub mod operations;
+pub mod schemas;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem_openapi::Tags;
+use zedops_proto::{AgentName, ContainerRef, ErrorBody};
+
+use crate::cache::AgentEntry;
+use crate::error::ApiError;
+use crate::State;
+
+pub use schemas::*;
+
+/// Default deadline of reads (inspect, logs, live list) and actions, and the largest allowed.
+pub const READ_TIMEOUT_S: u32 = 10;
+pub const ACTION_TIMEOUT_S: u32 = 30;
+pub const MAX_TIMEOUT_S: u32 = 300;
+
+#[derive(Tags)]
+pub(crate) enum Tag {
+    /// Agents of the fleet.
+    Agents,
+    /// Containers and actions on them.
+    Containers,
+    /// Live updates.
+    Events,
+    /// Health and metrics of this server.
+    Operations,
+    /// Tokens and the audit log (admin).
+    Admin,
+}
+
+/// Every endpoint, as poem-openapi serves a tuple of APIs.
+pub type FleetApi = (
+    agents::AgentsApi,
+    containers::ContainersApi,
+    events::EventsApi,
+    admin::AdminApi,
+    operations::OperationsApi,
+);
+
+/// The endpoints over `state`.
+pub fn api(state: Arc<State>) -> FleetApi {
+    (
+        agents::AgentsApi {
+            state: state.clone(),
+        },
+        containers::ContainersApi {
+            state: state.clone(),
+        },
+        events::EventsApi {
+            state: state.clone(),
+        },
+        admin::AdminApi {
+            state: state.clone(),
+        },
+        operations::OperationsApi { state },
+    )
+}
+
+pub(crate) fn agent_name(s: &str) -> Result<AgentName, ApiError> {
+    AgentName::new(s).map_err(|e| ApiError::from(ErrorBody::bad_request(e.to_string())))
+}
+
+pub(crate) fn container_ref(s: &str) -> Result<ContainerRef, ApiError> {
+    ContainerRef::new(s).map_err(|e| ApiError::from(ErrorBody::bad_request(e.to_string())))
+}
+
+pub(crate) fn deadline(timeout_s: Option<u32>, default: u32) -> Result<Duration, ApiError> {
+    let t = timeout_s.unwrap_or(default);
+    if t == 0 || t > MAX_TIMEOUT_S {
+        return Err(ErrorBody::bad_request(format!(
+            "timeout_s {t} is out of range: use 1 to {MAX_TIMEOUT_S} seconds"
+        ))
+        .into());
+    }
+    Ok(Duration::from_secs(t.into()))
+}
+
+pub(crate) fn store(state: &State) -> Result<&crate::store::Store, ApiError> {
+    state.store.as_deref().ok_or_else(|| {
+            ErrorBody::bad_request("this server runs without authentication (no data dir), so it has no tokens or audit log").into()
+        })
+}
+
+pub(crate) fn known(state: &State, name: &AgentName) -> Result<AgentEntry, ApiError> {
+    state.fleet.get(name.as_str()).ok_or_else(|| {
+        ErrorBody::not_found(format!("no agent named {name} is known to this server")).into()
+    })
+}
