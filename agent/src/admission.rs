@@ -23,7 +23,7 @@ impl Admission {
 
     /// A slot for op `op`, waiting at most `wait` (forever with `None`); `None` when none came.
     pub async fn enter(&self, op: &str, wait: Option<Duration>) -> Option<OwnedSemaphorePermit> {
-        let pool = if zedops_proto::ops::changes_state(op) {
+        let pool = if zedops_proto::actions::changes_state(op) {
             &self.actions
         } else {
             &self.reads

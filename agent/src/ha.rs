@@ -33,10 +33,12 @@ use rumqttc::v5::AsyncClient;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
-use zedops_proto::ops::{self, ActionResult};
-use zedops_proto::{topics, Action, Container, ContainerRef, ErrorBody, ErrorCode, Reply};
+use zedops_proto::ops::ActionResult;
+use zedops_proto::{
+    topics, Action, ActionRequest, Container, ContainerRef, ErrorBody, ErrorCode, Reply,
+};
 
-use crate::handlers::{act, Act, Ctx};
+use crate::handlers::{Ctx, Registry};
 
 /// Home Assistant's default discovery prefix.
 pub const DEFAULT_DISCOVERY_PREFIX: &str = "homeassistant";
@@ -135,28 +137,9 @@ impl Entity {
     }
 }
 
-/// A command Home Assistant (or any MQTT client) sends on `…/containers/{name}/set`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Start,
-    Stop,
-    Restart,
-}
-
-impl Command {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Restart => "restart",
-        }
-    }
-
-    /// True for the commands the agent's own container refuses.
-    pub fn stops(self) -> bool {
-        !matches!(self, Self::Start)
-    }
-}
+/// The actions Home Assistant (or any MQTT client) may send on `…/containers/{name}/set`: rows
+/// of the action table (`zedops_proto::ACTIONS`).
+pub const COMMANDS: [Action; 3] = [Action::Start, Action::Stop, Action::Restart];
 
 /// Why a `/set` payload was ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +163,7 @@ impl fmt::Display for Ignored {
 }
 
 /// Parses a `/set` payload: `start`, `stop` or `restart`, trimmed, case-insensitive.
-pub fn parse_command(payload: &[u8]) -> Result<Command, Ignored> {
+pub fn parse_command(payload: &[u8]) -> Result<Action, Ignored> {
     if payload.len() > MAX_COMMAND_BYTES {
         return Err(Ignored::TooLarge(payload.len()));
     }
@@ -189,12 +172,11 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, Ignored> {
     if word.chars().any(char::is_control) {
         return Err(Ignored::NotText);
     }
-    match word.to_ascii_lowercase().as_str() {
-        "start" => Ok(Command::Start),
-        "stop" => Ok(Command::Stop),
-        "restart" => Ok(Command::Restart),
-        _ => Err(Ignored::Unknown(word.chars().take(32).collect())),
-    }
+    let lower = word.to_ascii_lowercase();
+    COMMANDS
+        .into_iter()
+        .find(|a| a.as_str() == lower)
+        .ok_or_else(|| Ignored::Unknown(word.chars().take(32).collect()))
 }
 
 fn label_is(c: &Container, label: &str, values: &[&str]) -> bool {
@@ -316,8 +298,8 @@ pub fn discovery_config(agent: &str, container: &str, e: Entity) -> Value {
             "name": container,
             "icon": "mdi:docker",
             "command_topic": command_topic,
-            "payload_on": Command::Start.as_str(),
-            "payload_off": Command::Stop.as_str(),
+            "payload_on": Action::Start.as_str(),
+            "payload_off": Action::Stop.as_str(),
             "state_topic": state_topic,
             "value_template": SWITCH_TEMPLATE,
             "state_on": "ON",
@@ -327,7 +309,7 @@ pub fn discovery_config(agent: &str, container: &str, e: Entity) -> Value {
             "name": format!("{container} restart"),
             "device_class": "restart",
             "command_topic": command_topic,
-            "payload_press": Command::Restart.as_str(),
+            "payload_press": Action::Restart.as_str(),
         }),
         Entity::State => json!({
             "name": format!("{container} state"),
@@ -657,7 +639,7 @@ impl Ha {
 
     /// A message on `…/containers/{name}/set`. Valid commands run in a task; the outcome goes to
     /// `…/set/result` and to the log. Anything else is ignored (logged) and changes nothing.
-    pub fn command(&self, name: &str, p: &Publish, ctx: &Arc<Ctx>) {
+    pub fn command(&self, name: &str, p: &Publish, ctx: &Arc<Ctx>, registry: &Arc<Registry>) {
         let agent = self.agent.as_str();
         // The topic segment is validated before anything logs it (no log injection).
         if ContainerRef::new(name).is_err() {
@@ -687,11 +669,12 @@ impl Ha {
             return;
         };
         let (ctx, own, client) = (ctx.clone(), self.own.clone(), self.client.clone());
+        let registry = registry.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
             let _permit = permit;
             let agent = ctx.agent.clone();
-            let outcome = execute(ctx, &own, &name, cmd).await;
+            let outcome = execute(ctx, &registry, &own, &name, cmd).await;
             audit(&agent, &name, cmd, &outcome);
             publish_result(&client, result_topic, Reply::from_result(outcome));
         });
@@ -706,12 +689,13 @@ fn exposed_names(list: &[Container]) -> BTreeSet<String> {
 }
 
 /// Looks the container up by exact name (never by ID prefix: the topic names it), applies the
-/// Home Assistant rules, then acts through the same code as API requests.
+/// Home Assistant rules, then runs the action's op through the registry, as a request would.
 async fn execute(
     ctx: Arc<Ctx>,
+    registry: &Registry,
     own: &OwnContainer,
     name: &str,
-    cmd: Command,
+    cmd: Action,
 ) -> Result<ActionResult, ErrorBody> {
     let agent = ctx.agent.clone();
     let all = ctx.driver.list(true).await?;
@@ -730,23 +714,22 @@ async fn execute(
             cmd.as_str()
         ));
     }
-    if cmd.stops() && own.matches(c) {
+    if cmd.spec().stops && own.matches(c) {
         return forbidden(format!(
             "container {name} runs agent {agent} itself: Home Assistant may not {} it; use the zedops CLI or docker on the host",
             cmd.as_str()
         ));
     }
     let by_id = ContainerRef::new(c.id.clone()).map_err(|e| ErrorBody::internal(e.to_string()))?;
-    let what = match cmd {
-        Command::Start => Act::Plain(Action::Start),
-        Command::Stop => Act::Stop(ops::DEFAULT_GRACE_S),
-        Command::Restart => Act::Restart(ops::DEFAULT_GRACE_S),
-    };
-    act(ctx, by_id, what).await
+    let payload = ActionRequest::new(cmd, by_id).to_payload()?;
+    registry
+        .dispatch(ctx, cmd.op_name(), &payload)
+        .await
+        .into_result()
 }
 
 /// The audit record of a command from MQTT (there is no audit store yet).
-fn audit(agent: &str, container: &str, cmd: Command, outcome: &Result<ActionResult, ErrorBody>) {
+fn audit(agent: &str, container: &str, cmd: Action, outcome: &Result<ActionResult, ErrorBody>) {
     match outcome {
         Ok(r) => info!(
             source = "mqtt",
@@ -781,9 +764,9 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(parse_command(b"start"), Ok(Command::Start));
-        assert_eq!(parse_command(b" STOP\n"), Ok(Command::Stop));
-        assert_eq!(parse_command(b"Restart"), Ok(Command::Restart));
+        assert_eq!(parse_command(b"start"), Ok(Action::Start));
+        assert_eq!(parse_command(b" STOP\n"), Ok(Action::Stop));
+        assert_eq!(parse_command(b"Restart"), Ok(Action::Restart));
         assert!(matches!(parse_command(b"kill"), Err(Ignored::Unknown(_))));
         assert!(matches!(parse_command(b""), Err(Ignored::Unknown(_))));
         assert!(matches!(parse_command(b"ON"), Err(Ignored::Unknown(_))));

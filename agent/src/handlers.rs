@@ -1,5 +1,8 @@
-//! The op registry: one handler per op, keyed by the op's name. Adding an op (such as an
-//! operator-defined action) means registering a handler; the dispatcher does not change.
+//! The op registry: one handler per op, keyed by the op's name. The v1 set comes from
+//! `zedops_proto::ops` and, for container actions, from the action table
+//! (`zedops_proto::ACTIONS`); more ops (such as operator-defined actions) are registered over it
+//! at run time ([`Registry::extend`]). MQTT requests and Home Assistant commands both run through
+//! [`Registry::dispatch`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,11 +12,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use zedops_proto::ops::{
-    self, ActionResult, ContainerInspect, ContainerKill, ContainerList, ContainerLogs,
-    ContainerPause, ContainerRestart, ContainerStart, ContainerStop, ContainerUnpause,
-    ContainersList, Op, Ping, Pong,
+    self, ActionResult, ContainerInspect, ContainerList, ContainerLogs, ContainersList, Op, Ping,
+    Pong,
 };
-use zedops_proto::{Action, Container, ContainerRef, ErrorBody, Reply};
+use zedops_proto::{Action, ActionRequest, Container, ErrorBody, Reply, ACTIONS};
 
 use crate::docker::Driver;
 
@@ -56,12 +58,13 @@ impl Ctx {
 }
 
 type BoxReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
-type HandlerFn = Arc<dyn Fn(Arc<Ctx>, &[u8]) -> BoxReply + Send + Sync>;
+/// A handler: the request's raw arguments in, a reply out.
+pub type HandlerFn = Arc<dyn Fn(Arc<Ctx>, &[u8]) -> BoxReply + Send + Sync>;
 
 /// Handlers by op name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    map: HashMap<&'static str, HandlerFn>,
+    map: HashMap<String, HandlerFn>,
 }
 
 impl Registry {
@@ -73,7 +76,7 @@ impl Registry {
         Fut: Future<Output = Result<O::Output, ErrorBody>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.map.insert(
+        self.register_raw(
             O::NAME,
             Arc::new(move |ctx, payload| match ops::parse_args::<O>(payload) {
                 Ok(args) => {
@@ -85,9 +88,19 @@ impl Registry {
         );
     }
 
+    /// Registers a handler of raw arguments under `op` (replacing one of that name).
+    pub fn register_raw(&mut self, op: impl Into<String>, handler: HandlerFn) {
+        self.map.insert(op.into(), handler);
+    }
+
+    /// Adds every op of `other`, over the ones of the same name.
+    pub fn extend(&mut self, other: Registry) {
+        self.map.extend(other.map);
+    }
+
     /// The op names served, sorted.
-    pub fn ops(&self) -> Vec<&'static str> {
-        let mut v: Vec<_> = self.map.keys().copied().collect();
+    pub fn ops(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.map.keys().map(String::as_str).collect();
         v.sort_unstable();
         v
     }
@@ -121,27 +134,9 @@ impl Registry {
         r.register::<ContainerInspect, _, _>(|ctx, args| async move {
             ctx.driver.inspect(&args.container).await
         });
-        r.register::<ContainerStart, _, _>(|ctx, a| {
-            act(ctx, a.container, Act::Plain(Action::Start))
-        });
-        r.register::<ContainerStop, _, _>(|ctx, a| async move {
-            let grace = a.grace()?;
-            act(ctx, a.container, Act::Stop(grace)).await
-        });
-        r.register::<ContainerRestart, _, _>(|ctx, a| async move {
-            let grace = a.grace()?;
-            act(ctx, a.container, Act::Restart(grace)).await
-        });
-        r.register::<ContainerKill, _, _>(|ctx, a| async move {
-            let signal = a.signal()?;
-            act(ctx, a.container, Act::Kill(signal)).await
-        });
-        r.register::<ContainerPause, _, _>(|ctx, a| {
-            act(ctx, a.container, Act::Plain(Action::Pause))
-        });
-        r.register::<ContainerUnpause, _, _>(|ctx, a| {
-            act(ctx, a.container, Act::Plain(Action::Unpause))
-        });
+        for spec in &ACTIONS {
+            r.register_action(spec.action);
+        }
         r.register::<ContainerLogs, _, _>(|ctx, a| async move {
             let tail = a.tail()?;
             let t = ctx.driver.resolve(&a.container).await?;
@@ -153,46 +148,33 @@ impl Registry {
     }
 }
 
-/// An action with its parameters.
-#[derive(Debug, Clone)]
-pub enum Act {
-    Plain(Action),
-    Stop(u32),
-    Restart(u32),
-    Kill(String),
+impl Registry {
+    /// Registers container action `action` under its op (`zedops_proto::ACTIONS`).
+    fn register_action(&mut self, action: Action) {
+        self.register_raw(
+            action.op_name(),
+            Arc::new(
+                move |ctx, payload| match ActionRequest::from_payload(action, payload) {
+                    Ok(req) => Box::pin(async move { Reply::from_result(act(ctx, req).await) }),
+                    Err(e) => Box::pin(async move { Reply::failure(e) }),
+                },
+            ),
+        );
+    }
 }
 
 /// Resolves the container, performs the action and returns its new row with `changed`.
-/// Shared by the request handlers and the Home Assistant `/set` commands.
-pub async fn act(
-    ctx: Arc<Ctx>,
-    container: ContainerRef,
-    what: Act,
-) -> Result<ActionResult, ErrorBody> {
+pub async fn act(ctx: Arc<Ctx>, req: ActionRequest) -> Result<ActionResult, ErrorBody> {
+    req.check()?;
     let d = &ctx.driver;
-    let t = d.resolve(&container).await?;
-    let changed = match what {
-        Act::Plain(Action::Start) => d.start(&t).await?,
-        Act::Plain(Action::Pause) => d.pause(&t).await?,
-        Act::Plain(Action::Unpause) => d.unpause(&t).await?,
-        Act::Plain(Action::Stop) | Act::Stop(_) => {
-            let grace = if let Act::Stop(g) = what {
-                g
-            } else {
-                ops::DEFAULT_GRACE_S
-            };
-            d.stop(&t, grace).await?
-        }
-        Act::Plain(Action::Restart) | Act::Restart(_) => {
-            let grace = if let Act::Restart(g) = what {
-                g
-            } else {
-                ops::DEFAULT_GRACE_S
-            };
-            d.restart(&t, grace).await?
-        }
-        Act::Plain(Action::Kill) => d.kill(&t, "SIGKILL").await?,
-        Act::Kill(ref sig) => d.kill(&t, sig).await?,
+    let t = d.resolve(&req.container).await?;
+    let changed = match req.action {
+        Action::Start => d.start(&t).await?,
+        Action::Pause => d.pause(&t).await?,
+        Action::Unpause => d.unpause(&t).await?,
+        Action::Stop => d.stop(&t, req.grace()?).await?,
+        Action::Restart => d.restart(&t, req.grace()?).await?,
+        Action::Kill => d.kill(&t, &req.signal()?).await?,
     };
     let published = if changed {
         ctx.published_row(&t.id).await

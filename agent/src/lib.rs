@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`docker`]: the bollard driver (connect, negotiate, resolve references, actions, conversion).
-//! - [`handlers`]: the op registry; one handler per op of `zedops_proto::ops`.
+//! - [`handlers`]: the op registry; one handler per op of `zedops_proto::ops`, container actions
+//!   from the action table, extensible at run time.
 //! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe), the main loop
 //!   (event-driven republish, periodic resync) and request execution (expiry, duplicates).
 //! - [`publisher`]: retained status, snapshot and per-container topics; events.
@@ -55,7 +56,7 @@ pub struct AgentConfig {
     pub max_concurrent_requests: usize,
     /// Container actions executed at once, in slots of their own: actions never wait behind reads.
     pub max_concurrent_actions: usize,
-    /// Handlers to serve instead of the v1 set.
+    /// More handlers, registered over the v1 set (same name: replaces that op).
     pub registry: Option<Registry>,
     /// End-to-end signatures (set after enrollment): the agent signs what it publishes and
     /// refuses requests not signed by the server, unless `accept_unsigned`.

@@ -178,7 +178,11 @@ pub(crate) async fn run(
         driver: driver.clone(),
         publish: publish_tx,
     });
-    let registry = Arc::new(cfg.registry.clone().unwrap_or_else(Registry::v1));
+    let mut registry = Registry::v1();
+    if let Some(extra) = cfg.registry.clone() {
+        registry.extend(extra);
+    }
+    let registry = Arc::new(registry);
     let dedup = Arc::new(Mutex::new(Dedup::new(4096)));
     let permits = Arc::new(crate::admission::Admission::new(
         cfg.max_concurrent_requests,
@@ -270,7 +274,7 @@ pub(crate) async fn run(
                             // Home Assistant (issue 6, ha.rs): commands on `…/containers/{name}/set`.
                             Some(Topic::ContainerSet { agent: a, name }) if a == agent && ha.is_some() => {
                                 if let Some(h) = &ha {
-                                    h.command(name, &p, &ctx);
+                                    h.command(name, &p, &ctx, &registry);
                                 }
                             }
                             // Home Assistant: its birth message (discovery again, then the states)

@@ -12,17 +12,29 @@ import { follow } from './sse.js';
 
 const API = '/api/v1';
 const TOKEN_KEY = 'zedops.token';
-/** Which actions fit which state, in button order. */
-const ACTIONS = {
-  running: ['stop', 'restart', 'pause', 'kill'],
-  restarting: ['stop', 'kill'],
-  paused: ['unpause', 'stop'],
-  exited: ['start'],
-  created: ['start'],
-};
-const LABELS = {
-  start: 'Start', stop: 'Stop', restart: 'Restart', kill: 'Kill', pause: 'Pause', unpause: 'Unpause',
-};
+/** Which actions fit which state, in button order; their labels, and which ask first. All from
+ *  the server's action table (GET /api/v1/actions), see setActions. */
+let ACTIONS = {};
+let LABELS = {};
+let DANGER = new Set();
+
+function setActions(list) {
+  ACTIONS = {};
+  LABELS = {};
+  DANGER = new Set();
+  for (const a of list) {
+    LABELS[a.name] = a.name[0].toUpperCase() + a.name.slice(1);
+    if (a.danger) DANGER.add(a.name);
+    for (const state of a.applies_to) (ACTIONS[state] ??= []).push(a.name);
+  }
+}
+
+/** Who the token is, after the action table is loaded. */
+async function whoami() {
+  const [me, actions] = await Promise.all([api('/whoami'), api('/actions')]);
+  setActions(actions);
+  return me;
+}
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -108,7 +120,7 @@ async function boot() {
   $('#view').addEventListener('click', onViewClick);
   window.addEventListener('hashchange', () => onRoute(true));
   try {
-    start(await api('/whoami'));
+    start(await whoami());
   } catch (e) {
     if (e.status === 401) showSignIn(S.token ? e.message : '');
     else showUnreachable(e.message);
@@ -151,7 +163,7 @@ async function onSignIn(ev) {
   $('#signin-error').textContent = '';
   S.token = token;
   try {
-    const me = await api('/whoami');
+    const me = await whoami();
     sessionStorage.setItem(TOKEN_KEY, token);
     input.value = '';
     start(me);
@@ -385,7 +397,7 @@ function onViewClick(ev) {
 async function runAction(agent, name, action) {
   const key = `${agent}/${name}`;
   if (S.pending.has(key)) return;
-  if (action === 'kill' && !confirm(`Kill ${name} on ${agent}? It gets SIGKILL and stops at once.`)) return;
+  if (DANGER.has(action) && !confirm(`${LABELS[action]} ${name} on ${agent}? This cannot be undone gracefully.`)) return;
   S.pending.set(key, action);
   render();
   const what = `${LABELS[action]} ${name} on ${agent}`;
@@ -601,7 +613,7 @@ function containerTable(rows, showAgent, actionsOk, takenAt) {
       const can = actions ?? actionsOk;
       const buttons = can ? (ACTIONS[c.state] ?? []).map((act) => h('button', {
         type: 'button',
-        class: act === 'kill' ? 'danger' : null,
+        class: DANGER.has(act) ? 'danger' : null,
         'data-action': act,
         'data-agent': agent,
         'data-container': c.name,

@@ -381,13 +381,27 @@ impl Requester {
         args: &O::Args,
         deadline: Duration,
     ) -> Result<O::Output, ErrorBody> {
+        let payload = serde_json::to_vec(args)
+            .map_err(|e| ErrorBody::internal(format!("cannot encode the request: {e}")))?;
+        self.call_op(agent, O::NAME, payload, deadline).await
+    }
+
+    /// Runs the op named `op` with encoded arguments on `agent` with a deadline; its result
+    /// decodes as `T`.
+    pub async fn call_op<T: serde::de::DeserializeOwned>(
+        &self,
+        agent: &str,
+        op: &str,
+        payload: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<T, ErrorBody> {
         let started = Instant::now();
-        let result = self.call_inner::<O>(agent, args, deadline).await;
+        let result = self.call_inner::<T>(agent, op, payload, deadline).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        self.metrics.record(O::NAME, outcome, started.elapsed());
+        self.metrics.record(op, outcome, started.elapsed());
         result
     }
 
@@ -421,17 +435,16 @@ impl Requester {
         (props, sig)
     }
 
-    async fn call_inner<O: Op>(
+    async fn call_inner<T: serde::de::DeserializeOwned>(
         &self,
         agent: &str,
-        args: &O::Args,
+        op: &str,
+        payload: Vec<u8>,
         deadline: Duration,
-    ) -> Result<O::Output, ErrorBody> {
+    ) -> Result<T, ErrorBody> {
         self.reachable(agent)?;
-        let payload = serde_json::to_vec(args)
-            .map_err(|e| ErrorBody::internal(format!("cannot encode the request: {e}")))?;
         let id = self.link.next_id.fetch_add(1, Ordering::Relaxed);
-        let topic = topics::request(agent, O::NAME);
+        let topic = topics::request(agent, op);
         let correlation = Bytes::from(id.to_string());
         let (user_properties, request_sig) =
             self.request_properties(&topic, &correlation, deadline, &payload);
@@ -466,8 +479,7 @@ impl Requester {
             ErrorBody::new(
                 ErrorCode::Timeout,
                 format!(
-                    "agent {agent} did not answer {} within {}s",
-                    O::NAME,
+                    "agent {agent} did not answer {op} within {}s",
                     deadline.as_secs_f32()
                 ),
             )
@@ -486,7 +498,7 @@ impl Requester {
             Ok(Err(_)) | Err(_) => return Err(timeout_err()),
         };
         drop(guard);
-        Reply::decode::<O::Output>(&reply)
+        Reply::decode::<T>(&reply)
     }
 }
 

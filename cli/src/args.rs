@@ -432,6 +432,38 @@ impl HaArgs {
     }
 }
 
+/// The clap command, with each container action's verb described by its row of the action table
+/// (`zedops_proto::ACTIONS`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    zedops_proto::ACTIONS
+        .iter()
+        .fold(Cli::command(), |cmd, spec| {
+            cmd.mut_subcommand(spec.action.as_str(), |sc| sc.about(spec.summary))
+        })
+}
+
+/// Parses the process's arguments with [`command`].
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let matches = command().try_get_matches()?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// The action a client command names, if it is one.
+pub fn action_of(cmd: &Command) -> Option<(zedops_proto::Action, &ActionArgs)> {
+    use zedops_proto::Action;
+    Some(match cmd {
+        Command::Start(a) => (Action::Start, a),
+        Command::Stop(a) => (Action::Stop, a),
+        Command::Restart(a) => (Action::Restart, a),
+        Command::Kill(a) => (Action::Kill, a),
+        Command::Pause(a) => (Action::Pause, a),
+        Command::Unpause(a) => (Action::Unpause, a),
+        _ => return None,
+    })
+}
+
 /// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -458,6 +490,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_action_of_the_table_is_a_verb() {
+        let cmd = command();
+        for spec in &zedops_proto::ACTIONS {
+            let verb = spec.action.as_str();
+            let sc = cmd
+                .find_subcommand(verb)
+                .unwrap_or_else(|| panic!("no verb {verb}"));
+            assert_eq!(
+                sc.get_about().map(|a| a.to_string()),
+                Some(spec.summary.to_owned())
+            );
+            let cli = Cli::try_parse_from(["zedops", verb, "web-1"]).unwrap();
+            assert_eq!(action_of(&cli.command).map(|(a, _)| a), Some(spec.action));
+        }
+    }
 
     #[test]
     fn durations() {

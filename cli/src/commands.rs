@@ -287,7 +287,11 @@ pub async fn inspect(o: &ClientOpts, a: &OneContainer) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn action(o: &ClientOpts, action: &str, a: &ActionArgs) -> anyhow::Result<()> {
+pub async fn action(
+    o: &ClientOpts,
+    action: zedops_proto::Action,
+    a: &ActionArgs,
+) -> anyhow::Result<()> {
     let c = client(o)?;
     let timeout = a.timeout.unwrap_or(Duration::from_secs(30));
     if timeout.as_secs() == 0 || timeout.as_secs() > 300 {

@@ -26,11 +26,9 @@ pub mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Entry point of the `zedops` binary.
 pub fn main() -> ExitCode {
-    let cli = match args::Cli::try_parse() {
+    let cli = match args::parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {

@@ -11,6 +11,9 @@ use crate::exit::Exit;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     use crate::commands as c;
     let o = &cli.client;
+    if let Some((action, a)) = crate::args::action_of(&cli.command) {
+        return c::action(o, action, a).await;
+    }
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Agent(a) => agent(a, o).await,
@@ -23,12 +26,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ps(a) => c::ps(o, &a).await,
         Command::Ping(a) => c::ping(o, &a).await,
         Command::Inspect(a) => c::inspect(o, &a).await,
-        Command::Start(a) => c::action(o, "start", &a).await,
-        Command::Stop(a) => c::action(o, "stop", &a).await,
-        Command::Restart(a) => c::action(o, "restart", &a).await,
-        Command::Kill(a) => c::action(o, "kill", &a).await,
-        Command::Pause(a) => c::action(o, "pause", &a).await,
-        Command::Unpause(a) => c::action(o, "unpause", &a).await,
+        Command::Start(_)
+        | Command::Stop(_)
+        | Command::Restart(_)
+        | Command::Kill(_)
+        | Command::Pause(_)
+        | Command::Unpause(_) => Err(anyhow::anyhow!(
+            "internal error: a container action was not dispatched"
+        )),
         Command::Logs(a) => c::logs(o, &a).await,
         Command::Events => c::events(o).await,
         Command::Login(a) => c::login(o, &a).await,

@@ -6,6 +6,7 @@
 //! - [`topics`]: builders and a parser for every MQTT topic under `zedops/v1/`.
 //! - [`model`]: the payloads agents publish (`AgentStatus`, `Snapshot`, `Container`, `ContainerEvent`).
 //! - [`ops`]: the request/response operations; each op type names its argument and result types.
+//! - [`actions`]: the table of container actions that every surface is driven by.
 //! - [`reply`]: the reply envelope and the error codes, with their HTTP status.
 //! - [`identity`]: the MQTT client ids and internal username the broker's authentication relies on.
 //! - [`enrollment`]: enrollment tokens (agent name, secret, server-key fingerprint).
@@ -18,6 +19,7 @@
 //! Nothing in this crate does I/O, except [`client`]'s reading of the CA bundle and host name.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod actions;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod enrollment;
@@ -31,9 +33,9 @@ pub mod sse;
 pub mod topics;
 pub mod url;
 
+pub use actions::{Action, ActionRequest, ActionSpec, ACTIONS};
 pub use model::*;
 pub use names::{AgentName, ContainerRef, NameError};
-pub use ops::Action;
 pub use reply::{ErrorBody, ErrorCode, Reply};
 pub use url::BrokerUrl;
 

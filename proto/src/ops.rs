@@ -266,80 +266,6 @@ pub const ALL: [&str; 10] = [
     ContainerLogs::NAME,
 ];
 
-/// Whether op `name` changes state (a container action) rather than reads it. Agents run actions
-/// in request slots of their own, so actions never wait behind reads.
-pub fn changes_state(name: &str) -> bool {
-    Action::ALL.iter().any(|a| a.op_name() == name)
-}
-
-/// The container actions exposed by the API, CLI and Home Assistant.
-#[cfg_attr(
-    feature = "openapi",
-    derive(poem_openapi::Enum),
-    oai(rename_all = "lowercase")
-)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Start,
-    Stop,
-    Restart,
-    Kill,
-    Pause,
-    Unpause,
-}
-
-impl Action {
-    pub const ALL: [Action; 6] = [
-        Self::Start,
-        Self::Stop,
-        Self::Restart,
-        Self::Kill,
-        Self::Pause,
-        Self::Unpause,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Restart => "restart",
-            Self::Kill => "kill",
-            Self::Pause => "pause",
-            Self::Unpause => "unpause",
-        }
-    }
-
-    /// The op that carries this action.
-    pub fn op_name(self) -> &'static str {
-        match self {
-            Self::Start => ContainerStart::NAME,
-            Self::Stop => ContainerStop::NAME,
-            Self::Restart => ContainerRestart::NAME,
-            Self::Kill => ContainerKill::NAME,
-            Self::Pause => ContainerPause::NAME,
-            Self::Unpause => ContainerUnpause::NAME,
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, ErrorBody> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                ErrorBody::bad_request(format!(
-                    "unknown action {s:?}: use one of start, stop, restart, kill, pause, unpause"
-                ))
-            })
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,18 +319,6 @@ mod tests {
             };
             assert_eq!(k.signal().is_ok(), ok, "{sig}");
         }
-    }
-
-    #[test]
-    fn actions() {
-        for a in Action::ALL {
-            assert_eq!(Action::parse(a.as_str()).unwrap(), a);
-            assert!(ALL.contains(&a.op_name()));
-        }
-        assert_eq!(
-            Action::parse("explode").unwrap_err().code,
-            ErrorCode::BadRequest
-        );
     }
 
     #[test]

@@ -7,11 +7,10 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 use zedops_proto::ops::{
-    ActionResult, ContainerArgs, ContainerInspect, ContainerKill, ContainerLogs, ContainerPause,
-    ContainerRestart, ContainerStart, ContainerStop, ContainerUnpause, ContainersList, KillArgs,
-    ListArgs, Logs, LogsArgs, StopArgs,
+    ActionResult, ContainerArgs, ContainerInspect, ContainerLogs, ContainersList, ListArgs, Logs,
+    LogsArgs,
 };
-use zedops_proto::{Action, Container, ContainerDetail};
+use zedops_proto::{Action, ActionRequest, Container, ContainerDetail};
 
 use crate::auth::{Caller, Role};
 use crate::error::ApiResult;
@@ -92,6 +91,7 @@ impl ContainersApi {
             containers: list.containers,
         }))
     }
+
     /// Search containers across the fleet
     ///
     /// Containers from every agent's cached snapshot whose name contains `name` (case-insensitive),
@@ -131,6 +131,7 @@ impl ContainersApi {
                 .collect(),
         ))
     }
+
     /// Inspect a container
     ///
     /// Asks the agent now. Environment variable names only, never their values.
@@ -160,6 +161,7 @@ impl ContainersApi {
             .await?;
         Ok(Json(r))
     }
+
     /// Act on a container
     ///
     /// `{action}` is one of `start`, `stop`, `restart`, `kill`, `pause` or `unpause`. The result
@@ -191,56 +193,19 @@ impl ContainersApi {
         let c = container_ref(&container)?;
         let action = Action::parse(&action)?;
         let d = deadline(timeout_s.0, ACTION_TIMEOUT_S)?;
-        let stop = StopArgs {
+        let req = ActionRequest {
+            action,
             container: c.clone(),
             grace_s: grace_s.0,
+            signal: signal.0,
         };
-        stop.grace()?;
+        let payload = req.to_payload()?;
         let _slot = self.state.requests.take(&auth.0)?;
-        let r = self.state.requester.clone();
-        let a = name.as_str();
-        let result = match action {
-            Action::Start => {
-                r.call::<ContainerStart>(
-                    a,
-                    &ContainerArgs {
-                        container: c.clone(),
-                    },
-                    d,
-                )
-                .await
-            }
-            Action::Stop => r.call::<ContainerStop>(a, &stop, d).await,
-            Action::Restart => r.call::<ContainerRestart>(a, &stop, d).await,
-            Action::Kill => {
-                let k = KillArgs {
-                    container: c.clone(),
-                    signal: signal.0,
-                };
-                k.signal()?;
-                r.call::<ContainerKill>(a, &k, d).await
-            }
-            Action::Pause => {
-                r.call::<ContainerPause>(
-                    a,
-                    &ContainerArgs {
-                        container: c.clone(),
-                    },
-                    d,
-                )
-                .await
-            }
-            Action::Unpause => {
-                r.call::<ContainerUnpause>(
-                    a,
-                    &ContainerArgs {
-                        container: c.clone(),
-                    },
-                    d,
-                )
-                .await
-            }
-        };
+        let result = self
+            .state
+            .requester
+            .call_op::<ActionResult>(name.as_str(), action.op_name(), payload, d)
+            .await;
         let _ = self.state.events.send(FleetEvent {
             kind: EventKind::Action,
             agent: name.to_string(),
@@ -274,6 +239,7 @@ impl ContainersApi {
         );
         Ok(Json(result?))
     }
+
     /// Read a container's logs
     ///
     /// The last `tail` lines (default 100, at most 10 000), stdout and stderr. Needs the
@@ -315,5 +281,24 @@ impl ContainersApi {
             .ask::<ContainerLogs>(&auth.0, name.as_str(), &args, d)
             .await?;
         Ok(Json(r))
+    }
+
+    /// List the container actions
+    ///
+    /// Every action `POST /api/v1/agents/{agent}/containers/{container}/{action}` takes: its
+    /// name, the op that carries it to the agent, a summary, its parameter, the container states
+    /// it is offered in, and whether it can stop a container. The dashboard draws its buttons
+    /// from this list.
+    #[oai(
+        path = "/api/v1/actions",
+        method = "get",
+        tag = "Tag::Containers",
+        operation_id = "list_actions"
+    )]
+    async fn list_actions(&self, auth: Caller) -> ApiResult<Vec<ActionInfo>> {
+        auth.0.require(Role::Viewer)?;
+        Ok(Json(
+            zedops_proto::ACTIONS.iter().map(ActionInfo::from).collect(),
+        ))
     }
 }

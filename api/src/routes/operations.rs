@@ -47,6 +47,7 @@ impl OperationsApi {
             token_name: auth.0.authenticated.then(|| auth.0.name.clone()),
         }))
     }
+
     /// Liveness
     ///
     /// 200 while the process serves HTTP.
@@ -59,6 +60,7 @@ impl OperationsApi {
     async fn healthz(&self) -> PlainText<&'static str> {
         PlainText("ok\n")
     }
+
     /// Readiness
     ///
     /// 200 once connected to the broker and the fleet cache is warm (retained state received and
@@ -75,6 +77,7 @@ impl OperationsApi {
             Err(why) => Health::NotReady(PlainText(format!("{why}\n"))),
         }
     }
+
     /// Prometheus metrics
     ///
     /// Agents online, requests by op and outcome, request latency histogram.

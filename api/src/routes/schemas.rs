@@ -246,3 +246,34 @@ pub struct WhoAmI {
     pub auth_required: bool,
     pub token_name: Option<String>,
 }
+
+/// A container action (a row of the action table, `zedops_proto::ACTIONS`).
+#[derive(Debug, Object)]
+pub struct ActionInfo {
+    pub name: zedops_proto::Action,
+    /// The op on the wire.
+    pub op: String,
+    pub summary: String,
+    /// Its parameter besides the container: `none`, `grace` (`grace_s`) or `signal`.
+    pub param: zedops_proto::actions::Param,
+    /// Whether it can stop a container.
+    pub stops: bool,
+    /// The container states it is offered in.
+    pub applies_to: Vec<zedops_proto::ContainerState>,
+    /// Whether a user interface asks before sending it.
+    pub danger: bool,
+}
+
+impl From<&zedops_proto::ActionSpec> for ActionInfo {
+    fn from(s: &zedops_proto::ActionSpec) -> Self {
+        Self {
+            name: s.action,
+            op: s.op.to_owned(),
+            summary: s.summary.to_owned(),
+            param: s.param,
+            stops: s.stops,
+            applies_to: s.applies_to.to_vec(),
+            danger: s.danger,
+        }
+    }
+}
