@@ -114,6 +114,26 @@ pub fn spawn_agent_process(name: &str, broker: SocketAddr, extra: &[&str]) -> an
     })
 }
 
+/// Starts `zedops agent --enroll TOKEN --server <serve's URL>` on `serve`'s broker, keeping its
+/// credentials in `state_dir`: the secured default's first start of an agent.
+pub fn spawn_enrolled_agent(
+    serve: &Serve,
+    name: &str,
+    token: &str,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Proc> {
+    let dir = state_dir.to_string_lossy();
+    let extra = [
+        "--enroll",
+        token,
+        "--server",
+        &serve.http,
+        "--state-dir",
+        &dir,
+    ];
+    spawn_agent_process(name, serve.mqtt, &extra)
+}
+
 /// An agent running in this process; stops (publishing `offline`) on [`InProcAgent::stop`] or drop.
 pub struct InProcAgent {
     pub name: String,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use zedops_tests::procs::{agent_command, Proc, Serve, TempDir};
+use zedops_tests::procs::{spawn_enrolled_agent, Proc, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique};
 
 struct Api {
@@ -79,22 +79,7 @@ async fn enrolled_agent(serve: &Serve, api: &Api) -> anyhow::Result<(String, Pro
         .await?;
     let token = v["token"].as_str().context("enrollment token")?.to_owned();
     let state = TempDir::new("fair-agent")?;
-    let state_dir = state.path.to_string_lossy().into_owned();
-    let extra = [
-        "--enroll",
-        &token,
-        "--server",
-        &serve.http,
-        "--state-dir",
-        &state_dir,
-    ];
-    let child = agent_command(&name, serve.mqtt, &extra, "ZEDOPS_TEST_AGENT_LOG")?
-        .spawn()
-        .context("starting zedops agent")?;
-    let proc = Proc {
-        child,
-        what: format!("agent {name}"),
-    };
+    let proc = spawn_enrolled_agent(serve, &name, &token, &state.path)?;
     let ping = format!("/api/v1/agents/{name}/ping");
     eventually(
         "the enrolled agent answers",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use zedops_tests::procs::{agent_command, Proc, Serve, TempDir};
+use zedops_tests::procs::{agent_command, spawn_enrolled_agent, Proc, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique};
 
 /// The admin's side of `zedops serve` that these tests use.
@@ -89,22 +89,7 @@ async fn an_enrolled_agent_stopped_with_sigterm_is_offline_at_once() -> anyhow::
     let name = unique("sigterm");
     let token = admin.register(&name).await?;
     let state = TempDir::new("sigterm-agent")?;
-    let state_dir = state.path.to_string_lossy().into_owned();
-    let extra = [
-        "--enroll",
-        &token,
-        "--server",
-        &serve.http,
-        "--state-dir",
-        &state_dir,
-    ];
-    let child = agent_command(&name, serve.mqtt, &extra, "ZEDOPS_TEST_AGENT_LOG")?
-        .spawn()
-        .context("starting zedops agent")?;
-    let mut agent = Proc {
-        child,
-        what: format!("agent {name}"),
-    };
+    let mut agent = spawn_enrolled_agent(&serve, &name, &token, &state.path)?;
     let agent_path = format!("/api/v1/agents/{name}");
     let online_within = Duration::from_secs(20);
     admin
