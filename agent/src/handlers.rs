@@ -132,7 +132,7 @@ impl Registry {
             })
         });
         r.register::<ContainerInspect, _, _>(|ctx, args| async move {
-            ctx.driver.inspect(&args.container).await
+            Ok(ctx.driver.inspect(&args.container).await?)
         });
         for spec in &ACTIONS {
             r.register_action(spec.action);
@@ -140,9 +140,8 @@ impl Registry {
         r.register::<ContainerLogs, _, _>(|ctx, a| async move {
             let tail = a.tail()?;
             let t = ctx.driver.resolve(&a.container).await?;
-            ctx.driver
-                .logs(&t, tail, a.timestamps, zedops_proto::MAX_REPLY_BYTES / 2)
-                .await
+            let budget = zedops_proto::MAX_REPLY_BYTES / 2;
+            Ok(ctx.driver.logs(&t, tail, a.timestamps, budget).await?)
         });
         r
     }

@@ -1,7 +1,8 @@
 //! The zedops agent: controls the local Docker engine and serves it over MQTT 5.
 //!
 //! # Layout
-//! - [`docker`]: the bollard driver (connect, negotiate, resolve references, actions, conversion).
+//! - [`docker`]: the bollard driver: connect and negotiate, resolve references, reads, actions,
+//!   conversion, one error type (`DriverError`); a module each.
 //! - [`handlers`]: the op registry; one handler per op of `zedops_proto::ops`, container actions
 //!   from the action table, extensible at run time.
 //! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe), the main loop
