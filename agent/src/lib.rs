@@ -5,8 +5,10 @@
 //!   conversion, one error type (`DriverError`); a module each.
 //! - [`handlers`]: the op registry; one handler per op of `zedops_proto::ops`, container actions
 //!   from the action table, extensible at run time.
-//! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe), the main loop
-//!   (event-driven republish, periodic resync) and request execution (expiry, duplicates).
+//! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe) and the main
+//!   loop (event-driven republish, periodic resync); `requests` runs each request (expiry, size,
+//!   trust, duplicates, slots, reply), `trust` says whether a request is signed by the server,
+//!   `events` interprets Docker's events.
 //! - [`publisher`]: retained status, snapshot and per-container topics; events.
 //! - [`admission`]: request slots, reads and actions apart (actions never wait behind reads).
 //! - [`dedup`]: the bounded cache that answers a repeated correlation id without running it twice.
@@ -18,11 +20,14 @@
 pub mod admission;
 pub mod dedup;
 pub mod docker;
+mod events;
 pub mod ha;
 pub mod handlers;
 pub mod publisher;
+mod requests;
 pub mod retained;
 pub mod session;
+mod trust;
 
 use std::time::Duration;
 

@@ -10,23 +10,20 @@
 //!   periodically and on `fleet/resync`, and spawns a task per request.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use futures_util::StreamExt;
 use rand::Rng;
-use rumqttc::v5::mqttbytes::v5::{
-    LastWill, LastWillProperties, Packet, Publish, PublishProperties,
-};
+use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use zedops_proto::topics::{self, Topic};
-use zedops_proto::{AgentState, ContainerEvent, ContainerState, DockerStatus, ErrorBody, Reply};
+use zedops_proto::{AgentState, DockerStatus};
 
-use crate::dedup::{Dedup, Seen};
+use crate::dedup::Dedup;
 use crate::docker::{self, Driver, DriverControl};
 use crate::ha::Ha;
 use crate::handlers::{Ctx, PublishRow, Registry};
@@ -34,72 +31,14 @@ use crate::publisher::{json, status_payload, Publisher, Republish};
 use crate::{AgentConfig, AgentError};
 use zedops_proto::client::Backoff;
 
+use crate::events::{container_event, is_lifecycle, lags_behind, MAX_RECHECKS, RECHECK};
+use crate::requests::{spawn_request, Serving};
+use crate::trust::Trust;
 /// User property carrying the requester's absolute deadline (Unix milliseconds). Brokers that do
 /// not count Message Expiry down while a message waits (rumqttd) still let the agent tell that a
 /// request's deadline has passed.
 pub use zedops_proto::sign::DEADLINE_PROPERTY;
 
-/// How the agent decides whether to trust a request.
-struct Trust {
-    signing: Option<crate::Signing>,
-    accept_unsigned: bool,
-    /// Signed requests older than the agent's start are refused (replays across restarts).
-    started_ms: u64,
-}
-
-impl Trust {
-    /// `Err(message)` when the request must be refused as unauthorized.
-    fn check(&self, topic: &str, p: &Publish, deadline_ms: Option<u64>) -> Result<(), String> {
-        let Some(signing) = &self.signing else {
-            return Ok(());
-        };
-        if self.accept_unsigned {
-            return Ok(());
-        }
-        let props = p.properties.as_ref();
-        let prop = |name: &str| {
-            props.and_then(|pr| zedops_proto::sign::user_property(&pr.user_properties, name))
-        };
-        let (Some(sig), Some(ts)) = (
-            prop(zedops_proto::sign::SIG_PROPERTY),
-            prop(zedops_proto::sign::TS_PROPERTY),
-        ) else {
-            return Err("this agent only executes requests signed by its zedops server; this one is unsigned".into());
-        };
-        let Some(deadline_ms) = deadline_ms else {
-            return Err("a signed request must carry its deadline".into());
-        };
-        let ts_ms: u64 = ts
-            .parse()
-            .map_err(|_| "the request's signing time is malformed".to_owned())?;
-        let ok = signing.server.verify(
-            &zedops_proto::sign::Signed {
-                topic,
-                response_topic: props.and_then(|pr| pr.response_topic.as_deref()),
-                correlation: props.and_then(|pr| pr.correlation_data.as_deref()),
-                deadline_ms: Some(deadline_ms),
-                ts_ms,
-                payload: &p.payload,
-                request_sig: None,
-            },
-            sig,
-        );
-        if !ok {
-            return Err("the request's signature does not match this agent's zedops server".into());
-        }
-        if ts_ms + 2_000 < self.started_ms {
-            return Err(
-                "the request was signed before this agent started (a replay); refused".into(),
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Largest request payload accepted.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Window in which a repeated correlation id is answered from cache when the request has no expiry.
-const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 /// Time to gather a burst of Docker events before republishing.
 const COALESCE: Duration = Duration::from_millis(25);
 
@@ -398,103 +337,6 @@ async fn refresh(driver: &Driver, publisher: &mut Publisher, again: Republish) -
     }
 }
 
-/// A list taken right after an event that still shows a state the event says is over.
-const RECHECK: Duration = Duration::from_millis(30);
-const MAX_RECHECKS: u32 = 3;
-
-/// True when the last event of some container says it stopped running, started or paused, but
-/// `current` still shows it the old way.
-fn lags_behind(
-    events: &[bollard::models::EventMessage],
-    current: Option<&[zedops_proto::Container]>,
-) -> bool {
-    let Some(list) = current else { return false };
-    let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-    for ev in events {
-        if let (Some(id), Some(action)) = (
-            ev.actor.as_ref().and_then(|a| a.id.as_deref()),
-            ev.action.as_deref(),
-        ) {
-            last.insert(id, action);
-        }
-    }
-    last.iter().any(|(id, action)| {
-        let Some(c) = list.iter().find(|c| c.id == *id) else {
-            return false;
-        };
-        match state_after(action) {
-            Some(ContainerState::Running) => c.state != ContainerState::Running,
-            Some(ContainerState::Paused) => c.state != ContainerState::Paused,
-            Some(ContainerState::Exited) => c.state == ContainerState::Running,
-            _ => false,
-        }
-    })
-}
-
-/// The state a Docker lifecycle action leaves a container in, when it says.
-fn state_after(action: &str) -> Option<ContainerState> {
-    match action {
-        "start" | "unpause" | "restart" => Some(ContainerState::Running),
-        "pause" => Some(ContainerState::Paused),
-        "die" | "stop" => Some(ContainerState::Exited),
-        "create" => Some(ContainerState::Created),
-        _ => None,
-    }
-}
-
-fn container_event(
-    agent: &str,
-    ev: &bollard::models::EventMessage,
-    current: Option<&[zedops_proto::Container]>,
-) -> Option<ContainerEvent> {
-    let action = ev.action.clone()?;
-    let actor = ev.actor.as_ref()?;
-    let id = actor.id.clone()?;
-    let name = actor
-        .attributes
-        .as_ref()
-        .and_then(|a| a.get("name").cloned())
-        .unwrap_or_else(|| id.chars().take(12).collect());
-    let state = if action == "destroy" {
-        None
-    } else {
-        current
-            .and_then(|list| list.iter().find(|c| c.id == id))
-            .map(|c| c.state)
-            .or_else(|| state_after(&action))
-    };
-    let time = ev
-        .time_nano
-        .map(|n| Utc.timestamp_nanos(n))
-        .or_else(|| ev.time.and_then(|t| Utc.timestamp_opt(t, 0).single()))
-        .unwrap_or_else(Utc::now);
-    Some(ContainerEvent {
-        agent: agent.to_owned(),
-        id,
-        name,
-        action,
-        state,
-        time,
-    })
-}
-
-/// Docker events that change what `docker ps -a` shows. `exec_*`, `attach`, `top`… do not.
-fn is_lifecycle(action: &str) -> bool {
-    !(action.starts_with("exec_")
-        || matches!(
-            action,
-            "attach"
-                | "detach"
-                | "resize"
-                | "top"
-                | "copy"
-                | "archive-path"
-                | "extract-to-dir"
-                | "export"
-                | "commit"
-        ))
-}
-
 /// The Last Will: a signed `offline` status. It is signed afresh for every connection, so that
 /// the API takes each fired will once and a replay of an old one is no news
 /// (`api/src/freshness.rs`).
@@ -647,239 +489,5 @@ async fn docker_monitor(control: DriverControl, tx: mpsc::Sender<DockerSignal>) 
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
-    }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
-}
-
-/// What request tasks share.
-struct Serving {
-    client: AsyncClient,
-    ctx: Arc<Ctx>,
-    registry: Arc<Registry>,
-    dedup: Arc<Mutex<Dedup>>,
-    permits: Arc<crate::admission::Admission>,
-    trust: Arc<Trust>,
-}
-
-fn spawn_request(p: Publish, op: String, serving: &Serving) {
-    let Serving {
-        client,
-        ctx,
-        registry,
-        dedup,
-        permits,
-        trust,
-    } = serving;
-    let received = Instant::now();
-    let props = p.properties.clone().unwrap_or_default();
-    let reply_to = ReplyTo::of(&props);
-    let correlation = props.correlation_data.clone();
-    let expiry = props
-        .message_expiry_interval
-        .map(|s| Duration::from_secs(s.into()));
-    let abs_deadline = zedops_proto::sign::user_property(&props.user_properties, DEADLINE_PROPERTY)
-        .and_then(|v| v.parse::<u64>().ok());
-    let deadline = expiry.map(|e| received + e);
-    let corr_str = correlation
-        .as_ref()
-        .map(|c| {
-            String::from_utf8_lossy(c)
-                .chars()
-                .take(64)
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    let span = info_span!("request", agent = %ctx.agent, %op, correlation = %corr_str);
-
-    let client = client.clone();
-    let ctx = ctx.clone();
-    let registry = registry.clone();
-    let dedup = dedup.clone();
-    let permits = permits.clone();
-    let trust = trust.clone();
-    tokio::spawn(
-        async move {
-            let expired = |now: Instant| {
-                deadline.is_some_and(|d| now >= d) || abs_deadline.is_some_and(|d| now_ms() >= d)
-            };
-            if expiry == Some(Duration::ZERO) || expired(Instant::now()) {
-                info!("request expired before it could run; not executed");
-                return;
-            }
-            let topic = String::from_utf8_lossy(&p.topic).into_owned();
-            // Size first: verifying a signature over megabytes costs more than refusing them.
-            if p.payload.len() > MAX_REQUEST_BYTES {
-                let reply = Reply::failure(ErrorBody::bad_request(format!(
-                    "the request is {} bytes; the limit is {MAX_REQUEST_BYTES}",
-                    p.payload.len()
-                )));
-                let bytes = Bytes::from(reply.to_bytes());
-                reply_to.send(&client, bytes, &trust).await;
-                return;
-            }
-            if let Err(why) = trust.check(&topic, &p, abs_deadline) {
-                warn!(%why, "refusing an unauthorized request");
-                let reply =
-                    Reply::failure(ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, why));
-                reply_to
-                    .send(&client, Bytes::from(reply.to_bytes()), &trust)
-                    .await;
-                return;
-            }
-            let key = correlation.clone().map(|c| {
-                let rt = reply_to.topic.as_deref().unwrap_or_default();
-                crate::dedup::key(rt, c, &topic, &p.payload)
-            });
-            if let Some(key) = &key {
-                let window = expiry
-                    .unwrap_or(DEFAULT_DEDUP_WINDOW)
-                    .max(Duration::from_secs(1));
-                let seen = match dedup.lock() {
-                    Ok(mut d) => d.check(key, window, received),
-                    Err(_) => Seen::New,
-                };
-                match seen {
-                    Seen::New => {}
-                    Seen::Running => {
-                        info!("duplicate of a request still running; its reply will answer both");
-                        return;
-                    }
-                    Seen::Done(reply) => {
-                        info!("duplicate of an executed request; answering from cache");
-                        reply_to.send(&client, reply, &trust).await;
-                        return;
-                    }
-                }
-            }
-            let reply = {
-                // Waiting for a free slot counts against the deadline.
-                let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let Some(_permit) = permits.enter(&op, wait).await else {
-                    info!("no free slot before the deadline; not executed");
-                    return;
-                };
-                if expired(Instant::now()) {
-                    info!("request expired while waiting; not executed");
-                    return;
-                }
-                registry.dispatch(ctx, &op, &p.payload).await
-            };
-            match &reply.error {
-                None => info!(elapsed = ?received.elapsed(), "ok"),
-                Some(e) => info!(code = %e.code, message = %e.message, "failed"),
-            }
-            let bytes = Bytes::from(reply.to_bytes());
-            if let Some(key) = &key {
-                if let Ok(mut d) = dedup.lock() {
-                    d.finish(key, bytes.clone());
-                }
-            }
-            reply_to.send(&client, bytes, &trust).await;
-        }
-        .instrument(span),
-    );
-}
-
-/// Where a request's reply goes: its response topic, its correlation data, and the request's
-/// signature, which the reply's signature covers (so the requester accepts only the reply to
-/// the request it signed).
-struct ReplyTo {
-    topic: Option<String>,
-    correlation: Option<Bytes>,
-    request_sig: Option<String>,
-}
-
-impl ReplyTo {
-    fn of(props: &PublishProperties) -> Self {
-        Self {
-            topic: props
-                .response_topic
-                .clone()
-                .filter(|t| !t.is_empty() && !t.contains(['+', '#'])),
-            correlation: props.correlation_data.clone(),
-            request_sig: zedops_proto::sign::user_property(
-                &props.user_properties,
-                zedops_proto::sign::SIG_PROPERTY,
-            )
-            .map(str::to_owned),
-        }
-    }
-
-    async fn send(&self, client: &AsyncClient, reply: Bytes, trust: &Trust) {
-        let Some(topic) = self.topic.as_deref() else {
-            return;
-        };
-        let user_properties = match &trust.signing {
-            Some(s) => crate::publisher::reply_signature_properties(
-                &s.key,
-                topic,
-                self.correlation.as_deref(),
-                &reply,
-                self.request_sig.as_deref(),
-            ),
-            None => Vec::new(),
-        };
-        let props = PublishProperties {
-            user_properties,
-            correlation_data: self.correlation.clone(),
-            content_type: Some("application/json".into()),
-            ..Default::default()
-        };
-        let publish =
-            client.publish_with_properties(topic.to_owned(), QoS::AtMostOnce, false, reply, props);
-        match tokio::time::timeout(Duration::from_secs(5), publish).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "could not send the reply"),
-            Err(_) => warn!("could not queue the reply within 5 s"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_list_that_lags_an_event_is_noticed() {
-        let row = |id: &str, state: &str| -> zedops_proto::Container {
-            serde_json::from_value(serde_json::json!({
-                "id": id, "short_id": id, "name": id, "image": "i", "image_id": "sha256:1",
-                "command": "sh", "state": state, "status": "", "health": null,
-                "created_at": "2026-01-10T02:25:00Z", "ports": [], "labels": {}
-            }))
-            .unwrap()
-        };
-        let ev = |id: &str, action: &str| bollard::models::EventMessage {
-            action: Some(action.into()),
-            actor: Some(bollard::models::EventActor {
-                id: Some(id.into()),
-                attributes: None,
-            }),
-            ..Default::default()
-        };
-        let running = [row("a", "running")];
-        let exited = [row("a", "exited")];
-        assert!(lags_behind(&[ev("a", "die")], Some(&running)));
-        assert!(!lags_behind(&[ev("a", "die")], Some(&exited)));
-        // Only the last event of a container counts: die then start is a restart.
-        assert!(!lags_behind(
-            &[ev("a", "die"), ev("a", "start")],
-            Some(&running)
-        ));
-        assert!(lags_behind(&[ev("a", "start")], Some(&exited)));
-        // Unknown containers and no list are not a lag.
-        assert!(!lags_behind(&[ev("b", "die")], Some(&running)));
-        assert!(!lags_behind(&[ev("a", "die")], None));
-    }
-
-    #[test]
-    fn lifecycle_filter() {
-        assert!(is_lifecycle("start"));
-        assert!(is_lifecycle("health_status: healthy"));
-        assert!(!is_lifecycle("exec_start: sh"));
-        assert!(!is_lifecycle("attach"));
     }
 }
