@@ -65,24 +65,7 @@ pub(crate) async fn run(
     let started_at = Utc::now();
     let host = zedops_proto::client::hostname().unwrap_or_else(|| "unknown".to_owned());
 
-    // Generous connect timeout: a broker busy with a connection storm (a fleet restarting)
-    // answers late, and a client that gives up reconnects with the same client id, which makes
-    // the storm worse (docs/benchmarks.md).
-    let mut opts = zedops_proto::client::mqtt_options(zedops_proto::client::Connect {
-        client_id: cfg.client_id(),
-        broker: &cfg.broker,
-        credentials: cfg.credentials.clone(),
-        tls_ca: cfg.tls_ca.as_deref(),
-        keep_alive: cfg.keep_alive,
-        connect_timeout_s: 30,
-    })
-    .map_err(AgentError::Config)?;
-    let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
-    let will = {
-        let (agent, host) = (agent.clone(), host.clone());
-        move || last_will(&agent, &host, started_at, signing_key.as_ref())
-    };
-    opts.set_last_will(will());
+    let (opts, will) = mqtt_options(&cfg, &agent, &host, started_at)?;
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
 
     let (driver, control) = docker::driver(&agent, cfg.docker.clone());
@@ -105,7 +88,7 @@ pub(crate) async fn run(
             in_tx,
             stop_poll_rx,
             Backoff::new(Duration::from_millis(100), cfg.reconnect_max),
-            Box::new(will),
+            will,
         )
         .instrument(info_span!("mqtt", agent = %agent)),
     );
@@ -117,17 +100,7 @@ pub(crate) async fn run(
         driver: driver.clone(),
         publish: publish_tx,
     });
-    let mut registry = Registry::v1();
-    if let Some(extra) = cfg.registry.clone() {
-        registry.extend(extra);
-    }
-    let registry = Arc::new(registry);
-    let dedup = Arc::new(Mutex::new(Dedup::new(4096)));
-    let permits = Arc::new(crate::admission::Admission::new(
-        cfg.max_concurrent_requests,
-        cfg.max_concurrent_actions,
-    ));
-    let mut publisher = Publisher::new(
+    let publisher = Publisher::new(
         client.clone(),
         &agent,
         &host,
@@ -141,157 +114,56 @@ pub(crate) async fn run(
     // Requests and the fleet resync arrive through shared-subscription groups of this process
     // (topics::agent_subscriptions): random, so no other client joins them by guessing.
     let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
-    let serving = Serving {
-        client: client.clone(),
-        ctx: ctx.clone(),
-        registry: registry.clone(),
-        dedup: dedup.clone(),
-        permits: permits.clone(),
-        trust: Arc::new(Trust {
-            signing: cfg.signing.clone(),
-            accept_unsigned: cfg.accept_unsigned,
-            started_ms: u64::try_from(started_at.timestamp_millis()).unwrap_or(0),
-        }),
-    };
-    // Home Assistant discovery and `/set` commands (issue 6, ha.rs): only with --ha.
-    let mut ha = cfg.ha.as_ref().map(|h| Ha::new(client.clone(), &agent, h));
-
-    let mut connected = false;
-    let mut pending_events: Vec<bollard::models::EventMessage> = Vec::new();
-    let mut flush_at: Option<tokio::time::Instant> = None;
-    let mut rechecks = 0u32;
-    let mut resync_at: Option<tokio::time::Instant> = None;
+    let serving = serving(&cfg, client.clone(), ctx, started_at);
+    // Home Assistant discovery and `/set` commands (ha/): only with --ha.
+    let ha = cfg.ha.as_ref().map(|h| Ha::new(client.clone(), &agent, h));
     let mut periodic = tokio::time::interval(cfg.resync_interval);
     periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     periodic.tick().await;
+    let mut m = MainLoop {
+        agent,
+        group,
+        driver,
+        publisher,
+        ha,
+        serving,
+        connected: false,
+        pending_events: Vec::new(),
+        flush_at: None,
+        rechecks: 0,
+        resync_at: None,
+    };
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
 
     tokio::pin!(shutdown);
-    info!(agent = %agent, broker = %cfg.broker, docker = %cfg.docker.describe(), "agent starting");
+    info!(agent = %m.agent, broker = %cfg.broker, docker = %cfg.docker.describe(), "agent starting");
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             msg = in_rx.recv() => {
                 let Some(msg) = msg else { break };
-                match msg {
-                    Inbound::Connected => {
-                        connected = true;
-                        publisher.set_connected(true);
-                        info!("connected to the broker; subscribing and publishing state");
-                        let subs = topics::agent_subscriptions(&group, &agent);
-                        // With --ha, also HA's topics (ha.rs: `/set`, `{prefix}/status`, our configs).
-                        let ha_subs = ha.iter().flat_map(|h| h.subscriptions(&group));
-                        for s in subs.into_iter().chain(ha_subs) {
-                            if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
-                                warn!(filter = %s, error = %e, "subscribe dropped");
-                            }
-                        }
-                        refresh(&driver, &mut publisher, Republish::Everything).await;
-                        // Home Assistant: every discovery config after every CONNACK.
-                        if let Some(h) = &mut ha {
-                            h.publish_all(publisher.current());
-                        }
-                    }
-                    Inbound::Disconnected(reason) => {
-                        if connected {
-                            warn!(%reason, "lost the broker; reconnecting");
-                        }
-                        connected = false;
-                        publisher.set_connected(false);
-                    }
-                    Inbound::Publish(p) => {
-                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        match topics::parse(&topic) {
-                            Some(Topic::Request { agent: a, op }) if a == agent => {
-                                let op = op.to_owned();
-                                spawn_request(p, op, &serving);
-                            }
-                            Some(Topic::Resync) => {
-                                let delay = Duration::from_millis(rand::rng().random_range(0..1000));
-                                resync_at.get_or_insert(tokio::time::Instant::now() + delay);
-                            }
-                            // Home Assistant (issue 6, ha.rs): commands on `…/containers/{name}/set`.
-                            Some(Topic::ContainerSet { agent: a, name }) if a == agent && ha.is_some() => {
-                                if let Some(h) = &ha {
-                                    h.command(name, &p, &ctx, &registry);
-                                }
-                            }
-                            // Home Assistant: its birth message (discovery again, then the states)
-                            // and leftover discovery configs.
-                            None if ha.is_some() => {
-                                if ha.as_mut().is_some_and(|h| h.on_publish(&topic, &p, publisher.current())) {
-                                    refresh(&driver, &mut publisher, Republish::Everything).await;
-                                }
-                            }
-                            _ => debug!(%topic, "ignoring message"),
-                        }
-                    }
-                }
+                m.on_inbound(msg).await;
             }
             sig = dock_rx.recv() => {
                 let Some(sig) = sig else { break };
-                match sig {
-                    DockerSignal::Changed => {
-                        let status = driver.status();
-                        info!(docker = ?status.state, error = ?status.error, "Docker availability changed");
-                        if !refresh(&driver, &mut publisher, Republish::Changes).await || status.state == zedops_proto::DockerAvailability::Available {
-                            // The status changed even when the container list did not.
-                            publisher.publish_status(AgentState::Online, status);
-                        }
-                    }
-                    DockerSignal::Event(ev) => {
-                        pending_events.push(ev);
-                        flush_at.get_or_insert(tokio::time::Instant::now() + COALESCE);
-                    }
-                    DockerSignal::Resync => {
-                        refresh(&driver, &mut publisher, Republish::Changes).await;
-                    }
-                }
+                m.on_docker(sig).await;
             }
-            _ = tokio::time::sleep_until(flush_at.unwrap_or_else(far)), if flush_at.is_some() => {
-                flush_at = None;
-                refresh(&driver, &mut publisher, Republish::Changes).await;
-                let behind = lags_behind(&pending_events, publisher.current());
-                for ev in pending_events.drain(..) {
-                    if let Some(e) = container_event(&agent, &ev, publisher.current()) {
-                        publisher.publish_event(&e);
-                    }
-                }
-                // Docker can report an event a moment before its list shows the new state: look
-                // again shortly rather than leave the old state published until the next event.
-                if behind && rechecks < MAX_RECHECKS {
-                    rechecks += 1;
-                    flush_at = Some(tokio::time::Instant::now() + RECHECK);
-                } else {
-                    rechecks = 0;
-                }
+            _ = tokio::time::sleep_until(m.flush_at.unwrap_or_else(far)), if m.flush_at.is_some() => {
+                m.flush_events().await;
             }
-            Some(first) = publish_rx.recv() => {
-                // One list answers every action waiting by now.
-                let mut waiting = vec![first];
-                while let Ok(more) = publish_rx.try_recv() {
-                    waiting.push(more);
-                }
-                let listed = refresh(&driver, &mut publisher, Republish::Changes).await;
-                for w in waiting {
-                    let row = listed
-                        .then(|| publisher.current()?.iter().find(|c| c.id == w.id).cloned())
-                        .flatten();
-                    let _ = w.reply.send(row);
-                }
-            }
-            _ = tokio::time::sleep_until(resync_at.unwrap_or_else(far)), if resync_at.is_some() => {
-                resync_at = None;
-                refresh(&driver, &mut publisher, Republish::Snapshot).await;
+            Some(first) = publish_rx.recv() => m.answer_rows(first, &mut publish_rx).await,
+            _ = tokio::time::sleep_until(m.resync_at.unwrap_or_else(far)), if m.resync_at.is_some() => {
+                m.resync_at = None;
+                m.refresh(Republish::Snapshot).await;
             }
             _ = periodic.tick() => {
-                refresh(&driver, &mut publisher, Republish::Snapshot).await;
+                m.refresh(Republish::Snapshot).await;
             }
         }
-        // Home Assistant (issue 6): discovery follows the container list, whichever branch above
+        // Home Assistant: discovery follows the container list, whichever branch above
         // refreshed it (new containers appear, destroyed ones are removed). Cheap when unchanged.
-        if let Some(h) = &mut ha {
-            h.sync(publisher.current());
+        if let Some(h) = &mut m.ha {
+            h.sync(m.publisher.current());
         }
     }
 
@@ -299,7 +171,7 @@ pub(crate) async fn run(
     monitor.abort();
     // Signed like every status: an enrolled agent's unsigned "offline" was dropped by the API,
     // and a clean DISCONNECT fires no Last Will, so the agent stayed "online" (issue 14, item 6).
-    publisher.publish_status(
+    m.publisher.publish_status(
         AgentState::Offline,
         DockerStatus::unavailable("the agent stopped, so Docker's state is unknown"),
     );
@@ -313,6 +185,222 @@ pub(crate) async fn run(
         warn!("the broker did not take the offline status within 3 s");
     }
     Ok(())
+}
+
+/// Signs the Last Will afresh (for each connection).
+type WillFn = Box<dyn Fn() -> LastWill + Send>;
+
+/// The MQTT options of the agent, and how to sign its Last Will afresh for each connection.
+fn mqtt_options(
+    cfg: &AgentConfig,
+    agent: &str,
+    host: &str,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<(rumqttc::v5::MqttOptions, WillFn), AgentError> {
+    // Generous connect timeout: a broker busy with a connection storm (a fleet restarting)
+    // answers late, and a client that gives up reconnects with the same client id, which makes
+    // the storm worse (docs/benchmarks.md).
+    let mut opts = zedops_proto::client::mqtt_options(zedops_proto::client::Connect {
+        client_id: cfg.client_id(),
+        broker: &cfg.broker,
+        credentials: cfg.credentials.clone(),
+        tls_ca: cfg.tls_ca.as_deref(),
+        keep_alive: cfg.keep_alive,
+        connect_timeout_s: 30,
+    })
+    .map_err(AgentError::Config)?;
+    let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
+    let (agent, host) = (agent.to_owned(), host.to_owned());
+    let will = move || last_will(&agent, &host, started_at, signing_key.as_ref());
+    opts.set_last_will(will());
+    Ok((opts, Box::new(will)))
+}
+
+/// What request tasks share: the op registry (v1 and `cfg.registry` over it), the duplicate
+/// cache, the request slots and the trust rules.
+fn serving(
+    cfg: &AgentConfig,
+    client: AsyncClient,
+    ctx: Arc<Ctx>,
+    started_at: chrono::DateTime<Utc>,
+) -> Serving {
+    let mut registry = Registry::v1();
+    if let Some(extra) = cfg.registry.clone() {
+        registry.extend(extra);
+    }
+    Serving {
+        client,
+        ctx,
+        registry: Arc::new(registry),
+        dedup: Arc::new(Mutex::new(Dedup::new(4096))),
+        permits: Arc::new(crate::admission::Admission::new(
+            cfg.max_concurrent_requests,
+            cfg.max_concurrent_actions,
+        )),
+        trust: Arc::new(Trust {
+            signing: cfg.signing.clone(),
+            accept_unsigned: cfg.accept_unsigned,
+            started_ms: u64::try_from(started_at.timestamp_millis()).unwrap_or(0),
+        }),
+    }
+}
+
+/// The main loop's state; one method per kind of thing that wakes it.
+struct MainLoop {
+    agent: String,
+    /// This process's shared-subscription group name.
+    group: String,
+    driver: Driver,
+    publisher: Publisher,
+    ha: Option<Ha>,
+    serving: Serving,
+    connected: bool,
+    /// Docker events gathered for the next republish, due at `flush_at`.
+    pending_events: Vec<bollard::models::EventMessage>,
+    flush_at: Option<tokio::time::Instant>,
+    /// Lists taken again because the last still lagged an event.
+    rechecks: u32,
+    /// A `fleet/resync` answer due (after a random delay, so a fleet does not answer at once).
+    resync_at: Option<tokio::time::Instant>,
+}
+
+impl MainLoop {
+    async fn refresh(&mut self, again: Republish) -> bool {
+        refresh(&self.driver, &mut self.publisher, again).await
+    }
+
+    async fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Connected => self.on_connected().await,
+            Inbound::Disconnected(reason) => {
+                if self.connected {
+                    warn!(%reason, "lost the broker; reconnecting");
+                }
+                self.connected = false;
+                self.publisher.set_connected(false);
+            }
+            Inbound::Publish(p) => self.on_publish(p).await,
+        }
+    }
+
+    /// After every CONNACK: subscribe again (rumqttc does not) and republish everything.
+    async fn on_connected(&mut self) {
+        self.connected = true;
+        self.publisher.set_connected(true);
+        info!("connected to the broker; subscribing and publishing state");
+        let subs = topics::agent_subscriptions(&self.group, &self.agent);
+        // With --ha, also HA's topics (ha/: `/set`, `{prefix}/status`, our configs).
+        let ha_subs = self.ha.iter().flat_map(|h| h.subscriptions(&self.group));
+        let client = &self.serving.client;
+        for s in subs.into_iter().chain(ha_subs) {
+            if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
+                warn!(filter = %s, error = %e, "subscribe dropped");
+            }
+        }
+        self.refresh(Republish::Everything).await;
+        // Home Assistant: every discovery config after every CONNACK.
+        if let Some(h) = &mut self.ha {
+            h.publish_all(self.publisher.current());
+        }
+    }
+
+    async fn on_publish(&mut self, p: Publish) {
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        match topics::parse(&topic) {
+            Some(Topic::Request { agent, op }) if agent == self.agent => {
+                let op = op.to_owned();
+                spawn_request(p, op, &self.serving);
+            }
+            Some(Topic::Resync) => {
+                let delay = Duration::from_millis(rand::rng().random_range(0..1000));
+                self.resync_at
+                    .get_or_insert(tokio::time::Instant::now() + delay);
+            }
+            // Home Assistant: commands on `…/containers/{name}/set`.
+            Some(Topic::ContainerSet { agent, name }) if agent == self.agent => {
+                if let Some(h) = &self.ha {
+                    h.command(name, &p, &self.serving.ctx, &self.serving.registry);
+                }
+            }
+            // Home Assistant: its birth message (discovery again, then the states) and leftover
+            // discovery configs.
+            None if self.ha.is_some() => {
+                let current = self.publisher.current();
+                if self
+                    .ha
+                    .as_mut()
+                    .is_some_and(|h| h.on_publish(&topic, &p, current))
+                {
+                    self.refresh(Republish::Everything).await;
+                }
+            }
+            _ => debug!(%topic, "ignoring message"),
+        }
+    }
+
+    async fn on_docker(&mut self, sig: DockerSignal) {
+        match sig {
+            DockerSignal::Changed => {
+                let status = self.driver.status();
+                info!(docker = ?status.state, error = ?status.error, "Docker availability changed");
+                let available = status.state == zedops_proto::DockerAvailability::Available;
+                if !self.refresh(Republish::Changes).await || available {
+                    // The status changed even when the container list did not.
+                    self.publisher.publish_status(AgentState::Online, status);
+                }
+            }
+            DockerSignal::Event(ev) => {
+                self.pending_events.push(ev);
+                self.flush_at
+                    .get_or_insert(tokio::time::Instant::now() + COALESCE);
+            }
+            DockerSignal::Resync => {
+                self.refresh(Republish::Changes).await;
+            }
+        }
+    }
+
+    /// Republishes after a burst of Docker events, and publishes the events themselves.
+    async fn flush_events(&mut self) {
+        self.flush_at = None;
+        self.refresh(Republish::Changes).await;
+        let behind = lags_behind(&self.pending_events, self.publisher.current());
+        for ev in std::mem::take(&mut self.pending_events) {
+            if let Some(e) = container_event(&self.agent, &ev, self.publisher.current()) {
+                self.publisher.publish_event(&e);
+            }
+        }
+        // Docker can report an event a moment before its list shows the new state: look again
+        // shortly rather than leave the old state published until the next event.
+        if behind && self.rechecks < MAX_RECHECKS {
+            self.rechecks += 1;
+            self.flush_at = Some(tokio::time::Instant::now() + RECHECK);
+        } else {
+            self.rechecks = 0;
+        }
+    }
+
+    /// Actions waiting for their outcome to be published (`Ctx::published_row`): one list
+    /// answers every one waiting by now.
+    async fn answer_rows(&mut self, first: PublishRow, rx: &mut mpsc::Receiver<PublishRow>) {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let listed = self.refresh(Republish::Changes).await;
+        for w in waiting {
+            let row = listed
+                .then(|| {
+                    self.publisher
+                        .current()?
+                        .iter()
+                        .find(|c| c.id == w.id)
+                        .cloned()
+                })
+                .flatten();
+            let _ = w.reply.send(row);
+        }
+    }
 }
 
 /// Lists containers and publishes what changed, plus the status. Returns false when Docker could
@@ -383,7 +471,7 @@ async fn poll_loop(
     tx: mpsc::Sender<Inbound>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     mut backoff: Backoff,
-    will: Box<dyn Fn() -> LastWill + Send>,
+    will: WillFn,
 ) {
     let mut stopping = false;
     loop {
