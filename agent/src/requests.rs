@@ -28,6 +28,7 @@ fn now_ms() -> u64 {
 }
 
 /// What request tasks share.
+#[derive(Clone)]
 pub(crate) struct Serving {
     pub(crate) client: AsyncClient,
     pub(crate) ctx: Arc<Ctx>,
@@ -37,123 +38,169 @@ pub(crate) struct Serving {
     pub(crate) trust: Arc<Trust>,
 }
 
-pub(crate) fn spawn_request(p: Publish, op: String, serving: &Serving) {
-    let Serving {
-        client,
-        ctx,
-        registry,
-        dedup,
-        permits,
-        trust,
-    } = serving;
-    let received = Instant::now();
-    let props = p.properties.clone().unwrap_or_default();
-    let reply_to = ReplyTo::of(&props);
-    let correlation = props.correlation_data.clone();
-    let expiry = props
-        .message_expiry_interval
-        .map(|s| Duration::from_secs(s.into()));
-    let abs_deadline = zedops_proto::sign::user_property(&props.user_properties, DEADLINE_PROPERTY)
-        .and_then(|v| v.parse::<u64>().ok());
-    let deadline = expiry.map(|e| received + e);
-    let corr_str = correlation
-        .as_ref()
-        .map(|c| {
-            String::from_utf8_lossy(c)
-                .chars()
-                .take(64)
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    let span = info_span!("request", agent = %ctx.agent, %op, correlation = %corr_str);
+/// A request as received: what it asks, its deadlines, where its reply goes.
+struct Request {
+    p: Publish,
+    op: String,
+    topic: String,
+    received: Instant,
+    /// MQTT 5 Message Expiry, and the instant it ends.
+    expiry: Option<Duration>,
+    deadline: Option<Instant>,
+    /// The requester's absolute deadline (Unix ms), for brokers that do not count expiry down.
+    abs_deadline: Option<u64>,
+    reply_to: ReplyTo,
+}
 
-    let client = client.clone();
-    let ctx = ctx.clone();
-    let registry = registry.clone();
-    let dedup = dedup.clone();
-    let permits = permits.clone();
-    let trust = trust.clone();
-    tokio::spawn(
-        async move {
-            let expired = |now: Instant| {
-                deadline.is_some_and(|d| now >= d) || abs_deadline.is_some_and(|d| now_ms() >= d)
-            };
-            if expiry == Some(Duration::ZERO) || expired(Instant::now()) {
-                info!("request expired before it could run; not executed");
-                return;
-            }
-            let topic = String::from_utf8_lossy(&p.topic).into_owned();
-            // Size first: verifying a signature over megabytes costs more than refusing them.
-            if p.payload.len() > MAX_REQUEST_BYTES {
-                let reply = Reply::failure(ErrorBody::bad_request(format!(
-                    "the request is {} bytes; the limit is {MAX_REQUEST_BYTES}",
-                    p.payload.len()
-                )));
-                let bytes = Bytes::from(reply.to_bytes());
-                reply_to.send(&client, bytes, &trust).await;
-                return;
-            }
-            if let Err(why) = trust.check(&topic, &p, abs_deadline) {
-                warn!(%why, "refusing an unauthorized request");
-                let reply =
-                    Reply::failure(ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, why));
-                reply_to
-                    .send(&client, Bytes::from(reply.to_bytes()), &trust)
-                    .await;
-                return;
-            }
-            let key = correlation.clone().map(|c| {
-                let rt = reply_to.topic.as_deref().unwrap_or_default();
-                crate::dedup::key(rt, c, &topic, &p.payload)
-            });
-            if let Some(key) = &key {
-                let window = expiry
-                    .unwrap_or(DEFAULT_DEDUP_WINDOW)
-                    .max(Duration::from_secs(1));
-                let seen = match dedup.lock() {
-                    Ok(mut d) => d.check(key, window, received),
-                    Err(_) => Seen::New,
-                };
-                match seen {
-                    Seen::New => {}
-                    Seen::Running => {
-                        info!("duplicate of a request still running; its reply will answer both");
-                        return;
-                    }
-                    Seen::Done(reply) => {
-                        info!("duplicate of an executed request; answering from cache");
-                        reply_to.send(&client, reply, &trust).await;
-                        return;
-                    }
-                }
-            }
-            let reply = {
-                // Waiting for a free slot counts against the deadline.
-                let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let Some(_permit) = permits.enter(&op, wait).await else {
-                    info!("no free slot before the deadline; not executed");
-                    return;
-                };
-                if expired(Instant::now()) {
-                    info!("request expired while waiting; not executed");
-                    return;
-                }
-                registry.dispatch(ctx, &op, &p.payload).await
-            };
-            match &reply.error {
-                None => info!(elapsed = ?received.elapsed(), "ok"),
-                Some(e) => info!(code = %e.code, message = %e.message, "failed"),
-            }
-            let bytes = Bytes::from(reply.to_bytes());
-            if let Some(key) = &key {
-                if let Ok(mut d) = dedup.lock() {
-                    d.finish(key, bytes.clone());
-                }
-            }
-            reply_to.send(&client, bytes, &trust).await;
+impl Request {
+    fn of(p: Publish, op: String) -> Self {
+        let received = Instant::now();
+        let props = p.properties.clone().unwrap_or_default();
+        let expiry = props
+            .message_expiry_interval
+            .map(|s| Duration::from_secs(s.into()));
+        let abs_deadline =
+            zedops_proto::sign::user_property(&props.user_properties, DEADLINE_PROPERTY)
+                .and_then(|v| v.parse::<u64>().ok());
+        Self {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            reply_to: ReplyTo::of(&props),
+            deadline: expiry.map(|e| received + e),
+            p,
+            op,
+            received,
+            expiry,
+            abs_deadline,
         }
-        .instrument(span),
-    );
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d) || self.abs_deadline.is_some_and(|d| now_ms() >= d)
+    }
+
+    fn span(&self, agent: &str) -> tracing::Span {
+        let correlation = self
+            .reply_to
+            .correlation
+            .as_ref()
+            .map(|c| {
+                String::from_utf8_lossy(c)
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        info_span!("request", %agent, op = %self.op, %correlation)
+    }
+
+    /// The duplicate cache's key, when the request has correlation data.
+    fn dedup_key(&self) -> Option<crate::dedup::Key> {
+        self.reply_to.correlation.clone().map(|c| {
+            let rt = self.reply_to.topic.as_deref().unwrap_or_default();
+            crate::dedup::key(rt, c, &self.topic, &self.p.payload)
+        })
+    }
+
+    async fn answer(&self, s: &Serving, reply: Bytes) {
+        self.reply_to.send(&s.client, reply, &s.trust).await;
+    }
+}
+
+/// Runs one request on a task of its own.
+pub(crate) fn spawn_request(p: Publish, op: String, serving: &Serving) {
+    let req = Request::of(p, op);
+    let span = req.span(&serving.ctx.agent);
+    let serving = serving.clone();
+    tokio::spawn(async move { serve(serving, req).await }.instrument(span));
+}
+
+async fn serve(s: Serving, req: Request) {
+    if req.expiry == Some(Duration::ZERO) || req.expired(Instant::now()) {
+        info!("request expired before it could run; not executed");
+        return;
+    }
+    if let Err(e) = check(&s, &req) {
+        req.answer(&s, Bytes::from(Reply::failure(e).to_bytes()))
+            .await;
+        return;
+    }
+    let key = req.dedup_key();
+    if let Some(key) = &key {
+        if answered_before(&s, &req, key).await {
+            return;
+        }
+    }
+    let Some(reply) = execute(&s, &req).await else {
+        return;
+    };
+    match &reply.error {
+        None => info!(elapsed = ?req.received.elapsed(), "ok"),
+        Some(e) => info!(code = %e.code, message = %e.message, "failed"),
+    }
+    let bytes = Bytes::from(reply.to_bytes());
+    if let Some(key) = &key {
+        if let Ok(mut d) = s.dedup.lock() {
+            d.finish(key, bytes.clone());
+        }
+    }
+    req.answer(&s, bytes).await;
+}
+
+/// Size first (verifying a signature over megabytes costs more than refusing them), then trust.
+fn check(s: &Serving, req: &Request) -> Result<(), ErrorBody> {
+    let len = req.p.payload.len();
+    if len > MAX_REQUEST_BYTES {
+        return Err(ErrorBody::bad_request(format!(
+            "the request is {len} bytes; the limit is {MAX_REQUEST_BYTES}"
+        )));
+    }
+    s.trust
+        .check(&req.topic, &req.p, req.abs_deadline)
+        .map_err(|why| {
+            warn!(%why, "refusing an unauthorized request");
+            ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, why)
+        })
+}
+
+/// Whether a duplicate was answered (from the cache) or is already running.
+async fn answered_before(s: &Serving, req: &Request, key: &crate::dedup::Key) -> bool {
+    let window = req
+        .expiry
+        .unwrap_or(DEFAULT_DEDUP_WINDOW)
+        .max(Duration::from_secs(1));
+    let seen = match s.dedup.lock() {
+        Ok(mut d) => d.check(key, window, req.received),
+        Err(_) => Seen::New,
+    };
+    match seen {
+        Seen::New => false,
+        Seen::Running => {
+            info!("duplicate of a request still running; its reply will answer both");
+            true
+        }
+        Seen::Done(reply) => {
+            info!("duplicate of an executed request; answering from cache");
+            req.answer(s, reply).await;
+            true
+        }
+    }
+}
+
+/// Waits for a slot (against the deadline) and runs the handler; `None` when the deadline passed.
+async fn execute(s: &Serving, req: &Request) -> Option<Reply> {
+    let wait = req
+        .deadline
+        .map(|d| d.saturating_duration_since(Instant::now()));
+    let Some(_permit) = s.permits.enter(&req.op, wait).await else {
+        info!("no free slot before the deadline; not executed");
+        return None;
+    };
+    if req.expired(Instant::now()) {
+        info!("request expired while waiting; not executed");
+        return None;
+    }
+    let ctx = s.ctx.clone();
+    Some(s.registry.dispatch(ctx, &req.op, &req.p.payload).await)
 }
 
 /// Where a request's reply goes: its response topic, its correlation data, and the request's
