@@ -247,14 +247,14 @@ pub struct WhoAmI {
     pub token_name: Option<String>,
 }
 
-/// A container action (a row of the action table, `zedops_proto::ACTIONS`).
+/// A container action (a row of the action table, `zedops_proto::ACTIONS`). `param` is what it
+/// takes besides the container: `none`, `grace` (the `grace_s` query parameter) or `signal`.
 #[derive(Debug, Object)]
 pub struct ActionInfo {
     pub name: zedops_proto::Action,
     /// The op on the wire.
     pub op: String,
     pub summary: String,
-    /// Its parameter besides the container: `none`, `grace` (`grace_s`) or `signal`.
     pub param: zedops_proto::actions::Param,
     /// Whether it can stop a container.
     pub stops: bool,
