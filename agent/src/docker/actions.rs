@@ -58,8 +58,9 @@ impl Driver {
 
     /// A container's state and its last start and finish, fresh from the engine. Start and stop
     /// tell "changed" by these: Docker answers 304 when the container already was in that state,
-    /// and bollard 0.21 returns 304 as `Ok` (bollard's `src/docker.rs`: `s.is_success() || s == NOT_MODIFIED`),
-    /// so the answer alone cannot say (and a reference resolved a moment ago may be stale).
+    /// and bollard 0.21 returns 304 as `Ok` (bollard's `src/docker.rs`:
+    /// `s.is_success() || s == NOT_MODIFIED`), so the answer alone cannot say (and a reference
+    /// resolved a moment ago may be stale).
     async fn moment(&self, id: &str) -> Result<Moment, DriverError> {
         let docker = self.docker()?;
         let ins = self
