@@ -72,12 +72,7 @@ impl Driver {
             .await?;
         let state = ins.state.unwrap_or_default();
         Ok(Moment {
-            state: state
-                .status
-                .as_ref()
-                .and_then(enum_str)
-                .map(|st| ContainerState::from_docker(&st))
-                .unwrap_or(ContainerState::Unknown),
+            state: state_of(state.status.as_ref()),
             started_at: state.started_at,
             finished_at: state.finished_at,
         })

@@ -3,11 +3,18 @@
 use super::*;
 
 /// Serde's name for an enum value (bollard's enums serialize to Docker's spelling).
-pub(super) fn enum_str<T: Serialize>(v: &T) -> Option<String> {
+fn enum_str<T: Serialize>(v: &T) -> Option<String> {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     }
+}
+
+/// Our state of a bollard state enum (a list row's or an inspect's); `unknown` when absent.
+pub(super) fn state_of<T: Serialize>(v: Option<&T>) -> ContainerState {
+    v.and_then(enum_str)
+        .map(|st| ContainerState::from_docker(&st))
+        .unwrap_or(ContainerState::Unknown)
 }
 
 pub(super) fn from_summary(s: ContainerSummary) -> Option<Container> {
@@ -18,12 +25,7 @@ pub(super) fn from_summary(s: ContainerSummary) -> Option<Container> {
         .and_then(|n| n.first())
         .map(|n| n.trim_start_matches('/').to_owned())
         .unwrap_or_else(|| id.chars().take(12).collect());
-    let state = s
-        .state
-        .as_ref()
-        .and_then(enum_str)
-        .map(|st| ContainerState::from_docker(&st))
-        .unwrap_or(ContainerState::Unknown);
+    let state = state_of(s.state.as_ref());
     let status = s.status.unwrap_or_default();
     let health = s
         .health

@@ -38,7 +38,7 @@ use zedops_proto::{
     ErrorBody, ErrorCode, Mount, NetworkAttachment, Port,
 };
 
-use convert::{detail, enum_str, from_summary};
+use convert::{detail, from_summary, state_of};
 pub use error::DriverError;
 pub use resolve::{resolve_in, Resolved};
 

@@ -100,13 +100,7 @@ fn resolved_by_inspect(ins: &ContainerInspectResponse, r: &ContainerRef) -> Opti
     if !(name == r.as_str() || id == r.as_str() || by_prefix) {
         return None;
     }
-    let state = ins
-        .state
-        .as_ref()
-        .and_then(|s| s.status.as_ref())
-        .and_then(enum_str)
-        .map(|st| ContainerState::from_docker(&st))
-        .unwrap_or(ContainerState::Unknown);
+    let state = state_of(ins.state.as_ref().and_then(|s| s.status.as_ref()));
     Some(Resolved { id, name, state })
 }
 
