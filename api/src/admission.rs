@@ -36,9 +36,15 @@ pub struct Slots {
     what: &'static str,
     per_token: usize,
     total: usize,
-    /// Tokens holding at least one slot (entries go when their count reaches zero, so this holds
-    /// at most `total` entries).
-    held: Mutex<HashMap<String, usize>>,
+    held: Mutex<Held>,
+}
+
+/// Slots held now: per token (entries go when their count reaches zero, so there are at most
+/// `Slots::total` entries), and their sum.
+#[derive(Default)]
+struct Held {
+    by_token: HashMap<String, usize>,
+    sum: usize,
 }
 
 /// One slot, given back when dropped.
@@ -53,7 +59,7 @@ impl Slots {
             what,
             per_token: per_token.max(1),
             total: total.max(1),
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
         })
     }
 
@@ -61,21 +67,21 @@ impl Slots {
     /// principal, so only the total applies.
     pub fn take(self: &Arc<Self>, caller: &Principal) -> Result<Slot, ErrorBody> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = held.values().sum();
-        if total >= self.total {
+        if held.sum >= self.total {
             return Err(busy(format!(
                 "this server already holds {} {}; retry shortly",
                 self.total, self.what
             )));
         }
-        let mine = held.get(&caller.name).copied().unwrap_or(0);
+        let mine = held.by_token.get(&caller.name).copied().unwrap_or(0);
         if caller.authenticated && mine >= self.per_token {
             return Err(busy(format!(
                 "token {} already holds {} {} (the limit per token); wait for one to finish, or use another token",
                 caller.name, self.per_token, self.what
             )));
         }
-        held.insert(caller.name.clone(), mine + 1);
+        held.by_token.insert(caller.name.clone(), mine + 1);
+        held.sum += 1;
         Ok(Slot {
             slots: self.clone(),
             who: caller.name.clone(),
@@ -84,19 +90,19 @@ impl Slots {
 
     /// Slots held now, all tokens together.
     pub fn in_use(&self) -> usize {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.values().sum()
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).sum
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = held.get_mut(&self.who) {
-            *n = n.saturating_sub(1);
+        if let Some(n) = held.by_token.get_mut(&self.who) {
+            *n -= 1;
             if *n == 0 {
-                held.remove(&self.who);
+                held.by_token.remove(&self.who);
             }
+            held.sum -= 1;
         }
     }
 }
@@ -141,7 +147,7 @@ mod tests {
             let _s = slots.take(&who("a", true)).unwrap();
         }
         assert_eq!(slots.in_use(), 0);
-        assert!(slots.held.lock().unwrap().is_empty());
+        assert!(slots.held.lock().unwrap().by_token.is_empty());
     }
 
     #[test]
