@@ -42,7 +42,7 @@ pub struct Server {
     /// The broker URL the in-process clients use (or the external broker's).
     broker_url: BrokerUrl,
     http_addr: SocketAddr,
-    https: bool,
+    /// HTTPS and MQTT over TLS (`ServeConfig::tls`).
     tls: bool,
     admin_token_file: Option<PathBuf>,
     agent: Option<(String, tokio::task::JoinHandle<()>)>,
@@ -176,7 +176,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let http = tokio::spawn(zedops_api::serve_tls(
         api.app(),
         listener,
-        https.clone(),
+        https,
         async move {
             let _ = stop_http_rx.await;
         },
@@ -186,7 +186,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         broker,
         broker_url,
         http_addr,
-        https: https.is_some(),
         tls: cfg.tls.is_some(),
         admin_token_file: sec.map(|s| s.admin_token_file),
         agent,
@@ -210,7 +209,7 @@ pub async fn run(
 impl Server {
     /// The base URL of the HTTP API and dashboard.
     pub fn base_url(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
+        let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.http_addr)
     }
 
