@@ -204,11 +204,11 @@ fn mqtt_options(
         client_id: cfg.client_id(),
         broker: &cfg.broker,
         credentials: cfg.credentials.clone(),
-        tls_ca: cfg.tls_ca.as_deref(),
         keep_alive: cfg.keep_alive,
         connect_timeout_s: 30,
-    })
-    .map_err(AgentError::Config)?;
+    });
+    zedops_proto::client::set_tls(&mut opts, &cfg.broker, cfg.tls_ca.as_deref())
+        .map_err(AgentError::Config)?;
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
     let (agent, host) = (agent.to_owned(), host.to_owned());
     let will = move || last_will(&agent, &host, started_at, signing_key.as_ref());

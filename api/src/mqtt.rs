@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 use zedops_proto::ops::Op;
@@ -168,20 +168,13 @@ pub fn start(
         client_id: client_id.clone(),
         broker: &cfg.broker,
         credentials: cfg.credentials.clone(),
-        tls_ca: cfg.tls_ca.as_deref(),
         keep_alive: Duration::from_secs(15),
         connect_timeout_s: 5,
     };
-    let opts = match zedops_proto::client::mqtt_options(connect) {
-        Ok(o) => o,
-        Err(e) => {
-            warn!(error = %e, "cannot set up TLS to the broker; connecting without it fails");
-            let mut o =
-                MqttOptions::new(client_id.clone(), cfg.broker.host.clone(), cfg.broker.port);
-            o.set_clean_start(true);
-            o
-        }
-    };
+    let mut opts = zedops_proto::client::mqtt_options(connect);
+    if let Err(e) = zedops_proto::client::set_tls(&mut opts, &cfg.broker, cfg.tls_ca.as_deref()) {
+        warn!(error = %e, "cannot set up TLS to the broker");
+    }
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
     let link = Arc::new(Link {
         client,

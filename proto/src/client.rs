@@ -25,8 +25,6 @@ pub struct Connect<'a> {
     pub client_id: String,
     pub broker: &'a crate::BrokerUrl,
     pub credentials: Option<(String, String)>,
-    /// PEM CA for `mqtts://` (else the system's roots).
-    pub tls_ca: Option<&'a [u8]>,
     pub keep_alive: std::time::Duration,
     /// Seconds for the TCP connect and the CONNACK.
     pub connect_timeout_s: u64,
@@ -34,8 +32,9 @@ pub struct Connect<'a> {
 
 /// The MQTT 5 options every zedops client uses: clean start, the zedops packet limit, a bounded
 /// outgoing in-flight table, `TCP_NODELAY` (requests and replies are QoS 0 and small: Nagle and
-/// delayed ACK would cost ~40 ms each, `docs/protocol.md`), credentials and TLS.
-pub fn mqtt_options(c: Connect<'_>) -> Result<rumqttc::v5::MqttOptions, String> {
+/// delayed ACK would cost ~40 ms each, `docs/protocol.md`) and credentials. TLS is
+/// [`set_tls`].
+pub fn mqtt_options(c: Connect<'_>) -> rumqttc::v5::MqttOptions {
     let mut opts = rumqttc::v5::MqttOptions::new(c.client_id, c.broker.host.clone(), c.broker.port);
     opts.set_keep_alive(c.keep_alive);
     opts.set_clean_start(true);
@@ -44,14 +43,23 @@ pub fn mqtt_options(c: Connect<'_>) -> Result<rumqttc::v5::MqttOptions, String> 
     if let Some((u, p)) = c.credentials {
         opts.set_credentials(u, p);
     }
-    if c.broker.tls {
-        opts.set_transport(tls_transport(c.tls_ca)?);
-    }
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(c.connect_timeout_s);
     opts.set_network_options(net);
-    Ok(opts)
+    opts
+}
+
+/// For an `mqtts://` broker, TLS with `ca` (PEM), else the system's roots; nothing otherwise.
+pub fn set_tls(
+    opts: &mut rumqttc::v5::MqttOptions,
+    broker: &crate::BrokerUrl,
+    ca: Option<&[u8]>,
+) -> Result<(), String> {
+    if broker.tls {
+        opts.set_transport(tls_transport(ca)?);
+    }
+    Ok(())
 }
 
 /// Capped exponential backoff with ±25 % jitter, for reconnecting.
