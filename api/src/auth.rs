@@ -12,43 +12,12 @@ use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::SecurityScheme;
-use serde::{Deserialize, Serialize};
 use zedops_proto::{ErrorBody, ErrorCode};
 
 use crate::error::ApiError;
 use crate::State;
 
-/// Roles, ordered by what they allow.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    poem_openapi::Enum,
-)]
-#[serde(rename_all = "lowercase")]
-#[oai(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use zedops_proto::http::Role;
 
 /// Who is calling.
 #[derive(Debug, Clone)]

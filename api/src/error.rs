@@ -2,7 +2,6 @@
 //! Errors raised by poem itself (a malformed query, an unknown route) are turned into the same
 //! shape in [`json_errors`].
 
-use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::ApiResponse;
@@ -44,19 +43,21 @@ pub enum ApiError {
 }
 
 impl From<ErrorBody> for ApiError {
+    /// The variant of the code's status: the one mapping of codes to statuses is
+    /// [`ErrorCode::http_status`].
     fn from(e: ErrorBody) -> Self {
-        let j = Json(e.clone());
-        match e.code {
-            ErrorCode::BadRequest => Self::BadRequest(j),
-            ErrorCode::Unauthorized => Self::Unauthorized(j),
-            ErrorCode::Forbidden => Self::Forbidden(j),
-            ErrorCode::NotFound => Self::NotFound(j),
-            ErrorCode::Conflict => Self::Conflict(j),
-            ErrorCode::Internal => Self::Internal(j),
-            ErrorCode::DockerError => Self::BadGateway(j),
-            ErrorCode::DockerUnavailable | ErrorCode::AgentOffline => Self::Unavailable(j),
-            ErrorCode::Timeout => Self::Timeout(j),
-            ErrorCode::Busy => Self::Busy(j),
+        let j = Json(e);
+        match j.0.code.http_status() {
+            400 => Self::BadRequest(j),
+            401 => Self::Unauthorized(j),
+            403 => Self::Forbidden(j),
+            404 => Self::NotFound(j),
+            409 => Self::Conflict(j),
+            429 => Self::Busy(j),
+            502 => Self::BadGateway(j),
+            503 => Self::Unavailable(j),
+            504 => Self::Timeout(j),
+            _ => Self::Internal(j),
         }
     }
 }
@@ -84,22 +85,6 @@ impl From<crate::store::EnrollError> for ApiError {
 
 pub type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// The code that goes with an HTTP status, for errors poem raises itself.
-fn code_for(status: StatusCode) -> ErrorCode {
-    match status.as_u16() {
-        401 => ErrorCode::Unauthorized,
-        403 => ErrorCode::Forbidden,
-        404 | 405 => ErrorCode::NotFound,
-        409 => ErrorCode::Conflict,
-        429 => ErrorCode::Busy,
-        502 => ErrorCode::DockerError,
-        503 => ErrorCode::AgentOffline,
-        504 => ErrorCode::Timeout,
-        s if (400..500).contains(&s) => ErrorCode::BadRequest,
-        _ => ErrorCode::Internal,
-    }
-}
-
 /// Turns any poem error without a JSON body into `{code, message}` with the same status.
 pub async fn json_errors(err: poem::Error) -> Response {
     let resp = err.into_response();
@@ -124,6 +109,19 @@ pub async fn json_errors(err: poem::Error) -> Response {
 
 /// A `{code, message}` error response with `status`.
 pub fn error_response(status: poem::http::StatusCode, message: &str) -> Response {
-    let body = ErrorBody::new(code_for(status), message);
+    let body = ErrorBody::new(ErrorCode::for_status(status.as_u16()), message);
     Json(body).with_status(status).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_answers_its_status() {
+        for code in ErrorCode::ALL {
+            let r = ApiError::from(ErrorBody::new(code, "x")).into_response();
+            assert_eq!(r.status().as_u16(), code.http_status(), "{code}");
+        }
+    }
 }

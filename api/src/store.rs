@@ -120,66 +120,7 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// One audited action.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, poem_openapi::Object)]
-pub struct AuditRecord {
-    pub seq: u64,
-    pub time: DateTime<Utc>,
-    /// Token name, or `mqtt` for commands that arrived over MQTT.
-    pub who: String,
-    /// `http` or `mqtt`.
-    pub source: String,
-    /// `container.restart`, `token.create`, …
-    pub action: String,
-    pub agent: Option<String>,
-    pub container: Option<String>,
-    /// `ok` or an error code.
-    pub outcome: String,
-    pub message: Option<String>,
-}
-
-impl AuditRecord {
-    /// A record of `action` by `who` over HTTP, outcome `ok`; refine with the methods below.
-    pub fn http(who: impl Into<String>, action: impl Into<String>) -> Self {
-        Self {
-            seq: 0,
-            time: Utc::now(),
-            who: who.into(),
-            source: "http".into(),
-            action: action.into(),
-            agent: None,
-            container: None,
-            outcome: "ok".into(),
-            message: None,
-        }
-    }
-
-    pub fn source(mut self, source: impl Into<String>) -> Self {
-        self.source = source.into();
-        self
-    }
-
-    /// The agent concerned (`Option`s are taken as they are).
-    pub fn agent(mut self, agent: impl Into<Option<String>>) -> Self {
-        self.agent = agent.into();
-        self
-    }
-
-    pub fn container(mut self, container: impl Into<Option<String>>) -> Self {
-        self.container = container.into();
-        self
-    }
-
-    pub fn outcome(mut self, outcome: impl Into<String>) -> Self {
-        self.outcome = outcome.into();
-        self
-    }
-
-    pub fn message(mut self, message: impl Into<Option<String>>) -> Self {
-        self.message = message.into();
-        self
-    }
-}
+pub use zedops_proto::http::AuditRecord;
 
 pub struct Store {
     db: Database,

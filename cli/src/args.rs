@@ -56,21 +56,10 @@ pub enum Command {
     Ping(PingArgs),
     /// Show a container in detail (asks its agent now).
     Inspect(OneContainer),
-    /// Start one or more containers.
-    Start(ActionArgs),
-    /// Stop one or more containers (SIGTERM, then SIGKILL after the grace period).
-    Stop(ActionArgs),
-    /// Restart one or more containers.
-    #[command(
-        after_long_help = "Examples:\n  zedops restart web-1 --agent maestro\n  zedops restart web-1 web-2 -t 5      (names unique in the fleet need no --agent)"
-    )]
-    Restart(ActionArgs),
-    /// Send a signal to one or more containers (default SIGKILL).
-    Kill(ActionArgs),
-    /// Pause one or more containers.
-    Pause(ActionArgs),
-    /// Unpause one or more containers.
-    Unpause(ActionArgs),
+    /// A container action (start, stop, restart, …): one verb per row of the action table,
+    /// `zedops_proto::ACTIONS`, added by [`command`].
+    #[command(skip)]
+    Act(zedops_proto::Action, ActionArgs),
     /// Print a container's logs.
     Logs(LogsArgs),
     /// Follow live events: agents online/offline, container changes, action results.
@@ -245,8 +234,8 @@ pub enum TokenCommand {
         /// A name for the token (1-63 of a-z, 0-9, '-', '_').
         name: String,
         /// viewer (read), operator (act on containers) or admin (also tokens and agents).
-        #[arg(long, value_parser = ["viewer", "operator", "admin"], default_value = "viewer")]
-        role: String,
+        #[arg(long, default_value = "viewer")]
+        role: zedops_proto::http::Role,
     },
     /// List tokens (names and roles, never secrets).
     List,
@@ -436,32 +425,46 @@ impl HaArgs {
 /// (`zedops_proto::ACTIONS`).
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
-    zedops_proto::ACTIONS
-        .iter()
-        .fold(Cli::command(), |cmd, spec| {
-            cmd.mut_subcommand(spec.action.as_str(), |sc| sc.about(spec.summary))
-        })
+    let verbs = zedops_proto::ACTIONS.iter().map(|spec| {
+        let verb = spec.action.as_str();
+        let examples = format!(
+            "Examples:\n  zedops {verb} web-1 --agent maestro\n  zedops {verb} web-1 web-2      (names unique in the fleet need no --agent)"
+        );
+        ActionArgs::augment_args(clap::Command::new(verb))
+            .about(spec.summary)
+            .after_long_help(examples)
+    });
+    Cli::command().subcommands(verbs)
 }
 
 /// Parses the process's arguments with [`command`].
 pub fn parse() -> Result<Cli, clap::Error> {
-    use clap::FromArgMatches;
-    let matches = command().try_get_matches()?;
-    Cli::from_arg_matches(&matches)
+    parse_from(std::env::args_os())
 }
 
-/// The action a client command names, if it is one.
-pub fn action_of(cmd: &Command) -> Option<(zedops_proto::Action, &ActionArgs)> {
-    use zedops_proto::Action;
-    Some(match cmd {
-        Command::Start(a) => (Action::Start, a),
-        Command::Stop(a) => (Action::Stop, a),
-        Command::Restart(a) => (Action::Restart, a),
-        Command::Kill(a) => (Action::Kill, a),
-        Command::Pause(a) => (Action::Pause, a),
-        Command::Unpause(a) => (Action::Unpause, a),
-        _ => return None,
-    })
+/// Parses `args` (the first is the program's name) with [`command`]: an action verb becomes
+/// [`Command::Act`], everything else is the derived parser's.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    let m = command().try_get_matches_from(args)?;
+    let action = m.subcommand().and_then(|(verb, sub)| {
+        let spec = zedops_proto::ACTIONS
+            .iter()
+            .find(|s| s.action.as_str() == verb)?;
+        Some((spec.action, sub))
+    });
+    match action {
+        Some((action, sub)) => Ok(Cli {
+            verbose: m.get_count("verbose"),
+            client: ClientOpts::from_arg_matches(&m)?,
+            command: Command::Act(action, ActionArgs::from_arg_matches(sub)?),
+        }),
+        None => Cli::from_arg_matches(&m),
+    }
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
@@ -503,8 +506,14 @@ mod tests {
                 sc.get_about().map(|a| a.to_string()),
                 Some(spec.summary.to_owned())
             );
-            let cli = Cli::try_parse_from(["zedops", verb, "web-1"]).unwrap();
-            assert_eq!(action_of(&cli.command).map(|(a, _)| a), Some(spec.action));
+            let cli = parse_from(["zedops", verb, "web-1", "-v", "--agent", "m"]).unwrap();
+            assert_eq!(cli.verbose, 1);
+            let Command::Act(action, args) = cli.command else {
+                panic!("{verb} is not an action");
+            };
+            assert_eq!(action, spec.action);
+            assert_eq!(args.containers, ["web-1"]);
+            assert_eq!(args.agent.map(|a| a.to_string()).as_deref(), Some("m"));
         }
     }
 

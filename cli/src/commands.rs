@@ -1,162 +1,123 @@
-//! The client commands: each calls the HTTP API and prints a table or JSON.
+//! The client commands: each calls the HTTP API through the typed client (`zedops-client`) and
+//! prints a table or JSON.
 
 use std::io::Write;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::StreamExt;
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde::Serialize;
+use zedops_client::{
+    ActionOptions, Client, ClientError, Container, EventKind, FleetEvent, ListOptions, LogsOptions,
+    NewAgent, NewMqttUser, NewToken,
+};
+use zedops_proto::http::MAX_TIMEOUT_S;
+use zedops_proto::DockerAvailability;
 
 use crate::args::{
     ActionArgs, AgentsCommand, ClientOpts, LoginArgs, LogsArgs, MqttUserCommand, OneContainer,
     Output, PingArgs, PsArgs, TokenCommand,
 };
-use crate::client::{Client, ClientConfig};
+use crate::client::{connect, ClientConfig};
 use crate::exit::{self, Exit};
-use crate::output::{ago, color, paint_state, parse_time, table};
+use crate::output::{ago, color, paint_state, table};
 
-fn client(o: &ClientOpts) -> anyhow::Result<Client> {
-    Client::new(o.server.clone(), o.token.clone(), o.ca_file.as_deref())
+fn client(o: &ClientOpts) -> Result<Client, ClientError> {
+    connect(o.server.clone(), o.token.clone(), o.ca_file.as_deref())
 }
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-/// Percent-encodes a path segment or query value (names are already restricted; be safe anyway).
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// A row of the fleet: a value with the agent it is on.
+#[derive(Serialize)]
+struct OnAgent<'a, T: Serialize> {
+    agent: &'a str,
+    #[serde(flatten)]
+    value: &'a T,
 }
 
 pub async fn agents(o: &ClientOpts) -> anyhow::Result<()> {
-    let c = client(o)?;
-    let v: Value = c.get("/api/v1/agents").await?;
+    let list = client(o)?.agents().await?;
     if o.output == Output::Json {
-        print_json(&v);
+        print_json(&list);
         return Ok(());
     }
     let now = Utc::now();
     let col = color();
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = list
+        .iter()
         .map(|a| {
-            let state = if a["online"] == true {
-                "online"
-            } else {
-                "offline"
-            };
-            let docker = match a["docker"]["state"].as_str() {
-                Some("available") => a["docker"]["version"]
-                    .as_str()
-                    .unwrap_or("available")
-                    .to_owned(),
-                Some(s) => s.to_owned(),
+            let state = if a.online { "online" } else { "offline" };
+            let docker = match &a.docker {
+                Some(d) if d.state == DockerAvailability::Available => {
+                    d.version.clone().unwrap_or_else(|| "available".into())
+                }
+                Some(_) => "unavailable".into(),
                 None => "-".into(),
             };
             vec![
-                a["name"].as_str().unwrap_or_default().to_owned(),
+                a.name.clone(),
                 paint_state(state, col),
-                a["hostname"].as_str().unwrap_or("-").to_owned(),
+                a.hostname.clone().unwrap_or_else(|| "-".into()),
                 docker,
-                format!("{}/{}", a["counts"]["running"], a["counts"]["total"]),
-                parse_time(&a["last_seen"])
-                    .map(|t| ago(t, now))
-                    .unwrap_or_default(),
+                format!("{}/{}", a.counts.running, a.counts.total),
+                ago(a.last_seen, now),
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &["AGENT", "STATE", "HOST", "DOCKER", "RUNNING", "LAST SEEN"],
-            &rows
-        )
-    );
+    let headers = ["AGENT", "STATE", "HOST", "DOCKER", "RUNNING", "LAST SEEN"];
+    print!("{}", table(&headers, &rows));
     Ok(())
 }
 
-fn is_active(c: &Value) -> bool {
-    matches!(
-        c["state"].as_str(),
-        Some("running" | "paused" | "restarting")
-    )
+fn is_active(c: &Container) -> bool {
+    use zedops_proto::ContainerState::*;
+    matches!(c.state, Running | Paused | Restarting)
 }
 
-fn ports(c: &Value) -> String {
-    c["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| match p["public_port"].as_u64() {
-            Some(pub_port) => format!(
-                "{}->{}/{}",
-                pub_port,
-                p["private_port"],
-                p["protocol"].as_str().unwrap_or("tcp")
-            ),
-            None => format!(
-                "{}/{}",
-                p["private_port"],
-                p["protocol"].as_str().unwrap_or("tcp")
-            ),
+fn ports(c: &Container) -> String {
+    c.ports
+        .iter()
+        .map(|p| match p.public_port {
+            Some(public) => format!("{public}->{}/{}", p.private_port, p.protocol),
+            None => format!("{}/{}", p.private_port, p.protocol),
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-pub async fn ps(o: &ClientOpts, a: &PsArgs) -> anyhow::Result<()> {
-    let c = client(o)?;
-    // Rows of (agent, container).
-    let rows: Vec<(String, Value)> = match &a.agent {
-        Some(agent) => {
-            let v: Value = c
-                .get(&format!(
-                    "/api/v1/agents/{}/containers",
-                    enc(agent.as_str())
-                ))
-                .await?;
-            v["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|x| (agent.to_string(), x.clone()))
-                .collect()
-        }
-        None => {
-            let v: Value = c.get("/api/v1/containers").await?;
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    (
-                        r["agent"].as_str().unwrap_or_default().to_owned(),
-                        r["container"].clone(),
-                    )
-                })
-                .collect()
-        }
+/// The containers `ps` shows, with their agents.
+async fn ps_rows(c: &Client, a: &PsArgs) -> Result<Vec<(String, Container)>, ClientError> {
+    let rows: Vec<(String, Container)> = match &a.agent {
+        Some(agent) => c
+            .containers(agent.as_str(), &ListOptions::default())
+            .await?
+            .containers
+            .into_iter()
+            .map(|x| (agent.to_string(), x))
+            .collect(),
+        None => c
+            .search(None, false)
+            .await?
+            .into_iter()
+            .map(|r| (r.agent, r.container))
+            .collect(),
     };
-    let rows: Vec<(String, Value)> = rows
+    Ok(rows
         .into_iter()
         .filter(|(_, c)| a.all || is_active(c))
-        .collect();
+        .collect())
+}
+
+pub async fn ps(o: &ClientOpts, a: &PsArgs) -> anyhow::Result<()> {
+    let rows = ps_rows(&client(o)?, a).await?;
     if o.output == Output::Json {
-        let arr: Vec<Value> = rows
-            .into_iter()
-            .map(|(agent, mut c)| {
-                c["agent"] = json!(agent);
-                c
-            })
+        let out: Vec<OnAgent<Container>> = rows
+            .iter()
+            .map(|(agent, value)| OnAgent { agent, value })
             .collect();
-        print_json(&Value::Array(arr));
+        print_json(&out);
         return Ok(());
     }
     let now = Utc::now();
@@ -175,14 +136,12 @@ pub async fn ps(o: &ClientOpts, a: &PsArgs) -> anyhow::Result<()> {
                 r.push(agent.clone());
             }
             r.extend([
-                c["name"].as_str().unwrap_or_default().to_owned(),
-                c["image"].as_str().unwrap_or_default().to_owned(),
-                paint_state(c["state"].as_str().unwrap_or_default(), col),
-                c["status"].as_str().unwrap_or_default().to_owned(),
+                c.name.clone(),
+                c.image.clone(),
+                paint_state(c.state.as_str(), col),
+                c.status.clone(),
                 ports(c),
-                parse_time(&c["created_at"])
-                    .map(|t| ago(t, now))
-                    .unwrap_or_default(),
+                ago(c.created_at, now),
             ]);
             r
         })
@@ -201,36 +160,7 @@ async fn resolve_agent(
     if let Some(a) = agent {
         return Ok(a.to_string());
     }
-    let v: Value = c
-        .get(&format!(
-            "/api/v1/containers?name={}&exact=true",
-            enc(container)
-        ))
-        .await?;
-    let mut agents: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["agent"].as_str().map(str::to_owned))
-        .collect();
-    if agents.is_empty() && container.len() >= 4 && container.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        let all: Value = c.get("/api/v1/containers").await?;
-        agents = all
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| {
-                r["container"]["id"]
-                    .as_str()
-                    .is_some_and(|id| id.starts_with(container))
-            })
-            .filter_map(|r| r["agent"].as_str().map(str::to_owned))
-            .collect();
-    }
-    agents.sort();
-    agents.dedup();
-    match agents.as_slice() {
+    match c.locate(container).await?.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(Exit::new(
             exit::NOT_FOUND,
@@ -246,29 +176,24 @@ async fn resolve_agent(
 }
 
 pub async fn ping(o: &ClientOpts, a: &PingArgs) -> anyhow::Result<()> {
-    let c = client(o)?;
-    let v: Value = c
-        .get(&format!("/api/v1/agents/{}/ping", enc(a.agent.as_str())))
-        .await?;
+    let p = client(o)?.ping(a.agent.as_str(), None).await?;
     if o.output == Output::Json {
-        print_json(&v);
+        print_json(&p);
         return Ok(());
     }
-    let docker = match v["docker"]["state"].as_str() {
-        Some("available") => format!(
-            "Docker {}",
-            v["docker"]["version"].as_str().unwrap_or("available")
-        ),
-        _ => format!(
+    let d = &p.pong.docker;
+    let docker = match d.state {
+        DockerAvailability::Available => {
+            format!("Docker {}", d.version.as_deref().unwrap_or("available"))
+        }
+        DockerAvailability::Unavailable => format!(
             "Docker unavailable: {}",
-            v["docker"]["error"].as_str().unwrap_or("unknown reason")
+            d.error.as_deref().unwrap_or("unknown reason")
         ),
     };
     println!(
         "{} answered in {:.1} ms (zedops {}, {docker})",
-        v["agent"].as_str().unwrap_or(a.agent.as_str()),
-        v["round_trip_ms"].as_f64().unwrap_or_default(),
-        v["version"].as_str().unwrap_or("?"),
+        p.pong.agent, p.round_trip_ms, p.pong.version,
     );
     Ok(())
 }
@@ -276,15 +201,28 @@ pub async fn ping(o: &ClientOpts, a: &PingArgs) -> anyhow::Result<()> {
 pub async fn inspect(o: &ClientOpts, a: &OneContainer) -> anyhow::Result<()> {
     let c = client(o)?;
     let agent = resolve_agent(&c, &a.container, a.agent.as_ref()).await?;
-    let v: Value = c
-        .get(&format!(
-            "/api/v1/agents/{}/containers/{}",
-            enc(&agent),
-            enc(&a.container)
-        ))
-        .await?;
-    print_json(&v);
+    print_json(&c.inspect(&agent, &a.container, None).await?);
     Ok(())
+}
+
+/// The options of an action from its flags; `--timeout` in whole seconds, within the API's bound.
+fn action_options(a: &ActionArgs) -> Result<ActionOptions, Exit> {
+    let timeout_s = match a.timeout {
+        None => None,
+        Some(t) if t >= Duration::from_secs(1) && t.as_secs() <= MAX_TIMEOUT_S.into() => {
+            Some(t.as_secs() as u32)
+        }
+        Some(_) => {
+            return Err(Exit::usage(format!(
+                "--timeout must be between 1s and {MAX_TIMEOUT_S}s"
+            )))
+        }
+    };
+    Ok(ActionOptions {
+        grace_s: a.grace,
+        signal: a.signal.clone(),
+        timeout_s,
+    })
 }
 
 pub async fn action(
@@ -292,67 +230,36 @@ pub async fn action(
     action: zedops_proto::Action,
     a: &ActionArgs,
 ) -> anyhow::Result<()> {
-    let c = client(o)?;
-    let timeout = a.timeout.unwrap_or(Duration::from_secs(30));
-    if timeout.as_secs() == 0 || timeout.as_secs() > 300 {
-        return Err(Exit::usage("--timeout must be between 1s and 300s").into());
-    }
-    let mut query = vec![format!("timeout_s={}", timeout.as_secs())];
-    if let Some(g) = a.grace {
-        query.push(format!("grace_s={g}"));
-    }
-    if let Some(s) = &a.signal {
-        query.push(format!("signal={}", enc(s)));
-    }
-    let query = query.join("&");
-    let c = &c;
+    let c = &client(o)?;
+    let opts = &action_options(a)?;
     // All containers at once; results printed in the order given.
-    let results = futures_util::future::join_all(a.containers.iter().map(|name| {
-        let query = query.clone();
-        async move {
-            let agent = resolve_agent(c, name, a.agent.as_ref()).await?;
-            let path = format!(
-                "/api/v1/agents/{}/containers/{}/{action}?{query}",
-                enc(&agent),
-                enc(name)
-            );
-            let v: Value = c
-                .request(Method::POST, &path, None, timeout + Duration::from_secs(5))
-                .await?;
-            Ok::<_, anyhow::Error>((agent, v))
-        }
+    let results = futures_util::future::join_all(a.containers.iter().map(|name| async move {
+        let agent = resolve_agent(c, name, a.agent.as_ref()).await?;
+        let r = c.act(&agent, name, action, opts).await?;
+        Ok::<_, anyhow::Error>((agent, r))
     }))
     .await;
     let mut worst: Option<anyhow::Error> = None;
     let mut out = Vec::new();
-    for (name, r) in a.containers.iter().zip(results) {
+    for (name, r) in a.containers.iter().zip(&results) {
         match r {
-            Ok((agent, v)) => {
-                if o.output == Output::Json {
-                    let mut v = v;
-                    v["agent"] = json!(agent);
-                    out.push(v);
-                } else {
-                    let note = if v["changed"] == false {
-                        " (no change)"
-                    } else {
-                        ""
-                    };
-                    println!("{name}{note}");
-                }
+            Ok((agent, value)) if o.output == Output::Json => out.push(OnAgent { agent, value }),
+            Ok((_, r)) => {
+                let note = if r.changed { "" } else { " (no change)" };
+                println!("{name}{note}");
             }
             Err(e) => {
-                eprintln!("zedops: {action} {name}: {e:#}");
-                worst = Some(e);
+                eprintln!("zedops: {action} {name}: {}", exit::message_of(e));
+                worst = Some(Exit::new(exit::code_of(e), String::new()).into());
             }
         }
     }
     if o.output == Output::Json {
-        print_json(&Value::Array(out));
+        print_json(&out);
     }
     match worst {
         // Already printed: carry only the exit code.
-        Some(e) => Err(Exit::new(exit::code_of(&e), String::new()).into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }
@@ -360,96 +267,79 @@ pub async fn action(
 pub async fn logs(o: &ClientOpts, a: &LogsArgs) -> anyhow::Result<()> {
     let c = client(o)?;
     let agent = resolve_agent(&c, &a.container, a.agent.as_ref()).await?;
-    let v: Value = c
-        .get(&format!(
-            "/api/v1/agents/{}/containers/{}/logs?tail={}&timestamps={}",
-            enc(&agent),
-            enc(&a.container),
-            a.tail,
-            a.timestamps
-        ))
-        .await?;
+    let opts = LogsOptions {
+        tail: Some(a.tail),
+        timestamps: a.timestamps,
+        timeout_s: None,
+    };
+    let logs = c.logs(&agent, &a.container, &opts).await?;
     if o.output == Output::Json {
-        print_json(&v);
+        print_json(&logs);
         return Ok(());
     }
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    for l in v["lines"].as_array().into_iter().flatten() {
-        let text = l["text"].as_str().unwrap_or_default();
-        if l["stream"] == "stderr" {
-            let _ = writeln!(stderr.lock(), "{text}");
+    for l in &logs.lines {
+        if l.stream == "stderr" {
+            let _ = writeln!(stderr.lock(), "{}", l.text);
         } else {
-            let _ = writeln!(stdout.lock(), "{text}");
+            let _ = writeln!(stdout.lock(), "{}", l.text);
         }
     }
     Ok(())
 }
 
+/// One event as `zedops events` prints it.
+fn event_line(v: &FleetEvent, col: bool) -> String {
+    let time = v.time.format("%Y-%m-%d %H:%M:%S");
+    let state = paint_state(v.state.as_deref().unwrap_or_default(), col);
+    let container = v.container.as_deref().unwrap_or_default();
+    let action = v.action.as_deref().unwrap_or_default();
+    let line = match v.kind {
+        EventKind::Agent => format!("agent {} {state}", v.agent),
+        EventKind::Container => {
+            format!("container {}/{container} {action} → {state}", v.agent)
+        }
+        EventKind::Action => {
+            let outcome = match (&v.ok, &v.error) {
+                (Some(true), _) => "ok".to_owned(),
+                (_, e) => format!(
+                    "failed: {}",
+                    e.as_ref().map(|e| e.message.as_str()).unwrap_or_default()
+                ),
+            };
+            format!("action {action} {}/{container} {outcome}", v.agent)
+        }
+    };
+    format!("{time}  {line}")
+}
+
 pub async fn events(o: &ClientOpts) -> anyhow::Result<()> {
     let c = client(o)?;
-    let resp = c.stream("/api/v1/events").await?;
-    let mut stream = resp.bytes_stream();
-    let mut buf = zedops_proto::sse::SseBuffer::new();
+    let mut stream = c.events().await?;
     let col = color();
     loop {
-        let chunk = tokio::select! {
-            c = stream.next() => c,
+        let ev = tokio::select! {
+            e = stream.next() => e,
             _ = crate::run::shutdown_signal() => return Ok(()),
         };
-        let Some(chunk) = chunk else {
-            return Err(
-                Exit::new(exit::ERROR, format!("{} closed the event stream", c.server)).into(),
-            );
-        };
-        let chunk =
-            chunk.map_err(|e| Exit::new(exit::ERROR, format!("event stream failed: {e}")))?;
-        buf.push(&chunk);
-        while let Some(ev) = buf.next_event() {
-            let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
-            if o.output == Output::Json {
-                println!("{}", serde_json::to_string(&v).unwrap_or_default());
-            } else {
-                let time = v["time"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(19)
-                    .collect::<String>()
-                    .replace('T', " ");
-                let line = match v["kind"].as_str() {
-                    Some("agent") => format!(
-                        "agent {} {}",
-                        v["agent"].as_str().unwrap_or_default(),
-                        paint_state(v["state"].as_str().unwrap_or_default(), col)
-                    ),
-                    Some("container") => format!(
-                        "container {}/{} {} → {}",
-                        v["agent"].as_str().unwrap_or_default(),
-                        v["container"].as_str().unwrap_or_default(),
-                        v["action"].as_str().unwrap_or_default(),
-                        paint_state(v["state"].as_str().unwrap_or_default(), col)
-                    ),
-                    Some("action") => format!(
-                        "action {} {}/{} {}",
-                        v["action"].as_str().unwrap_or_default(),
-                        v["agent"].as_str().unwrap_or_default(),
-                        v["container"].as_str().unwrap_or_default(),
-                        if v["ok"] == true {
-                            "ok".to_owned()
-                        } else {
-                            format!(
-                                "failed: {}",
-                                v["error"]["message"].as_str().unwrap_or_default()
-                            )
-                        }
-                    ),
-                    _ => ev.data.clone(),
-                };
-                println!("{time}  {line}");
+        let ev = match ev {
+            None => {
+                let closed = format!("{} closed the event stream", c.server());
+                return Err(Exit::new(exit::ERROR, closed).into());
             }
-            let _ = std::io::stdout().flush();
+            Some(Err(e @ ClientError::Decode { .. })) => {
+                eprintln!("zedops: skipped an event: {e}");
+                continue;
+            }
+            Some(e) => e?,
+        };
+        if o.output == Output::Json {
+            println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+        } else {
+            println!("{}", event_line(&ev, col));
         }
+        let _ = std::io::stdout().flush();
     }
 }
 
@@ -466,10 +356,10 @@ pub async fn login(o: &ClientOpts, a: &LoginArgs) -> anyhow::Result<()> {
             Exit::usage("give the token with --token, ZEDOPS_TOKEN or --token-stdin").into(),
         );
     };
-    let c = Client::new(o.server.clone(), Some(token.clone()), o.ca_file.as_deref())?;
-    let who: Value = c.get("/api/v1/whoami").await?;
+    let c = connect(o.server.clone(), Some(token.clone()), o.ca_file.as_deref())?;
+    let who = c.whoami().await?;
     let cfg = ClientConfig {
-        server: Some(c.server.clone()),
+        server: Some(c.server().to_owned()),
         token: Some(token),
     };
     let path = ClientConfig::path();
@@ -479,9 +369,9 @@ pub async fn login(o: &ClientOpts, a: &LoginArgs) -> anyhow::Result<()> {
     crate::paths::write_secret(&path, &cfg.render())?;
     println!(
         "Logged in to {} as {} ({}); saved in {}",
-        c.server,
-        who["token_name"].as_str().unwrap_or("anonymous"),
-        who["role"].as_str().unwrap_or("?"),
+        c.server(),
+        who.token_name.as_deref().unwrap_or("anonymous"),
+        who.role,
         path.display()
     );
     Ok(())
@@ -491,55 +381,35 @@ pub async fn token(o: &ClientOpts, t: &TokenCommand) -> anyhow::Result<()> {
     let c = client(o)?;
     match t {
         TokenCommand::Create { name, role } => {
-            let v: Value = c
-                .request(
-                    Method::POST,
-                    "/api/v1/tokens",
-                    Some(&json!({"name": name, "role": role})),
-                    Duration::from_secs(30),
-                )
-                .await?;
+            let new = NewToken {
+                name: name.clone(),
+                role: *role,
+            };
+            let created = c.create_token(&new).await?;
             if o.output == Output::Json {
-                print_json(&v);
+                print_json(&created);
             } else {
-                println!("{}", v["token"].as_str().unwrap_or_default());
+                println!("{}", created.token);
                 eprintln!(
                     "Token {name} ({role}) created. It is shown only this once: store it now."
                 );
             }
         }
         TokenCommand::List => {
-            let v: Value = c.get("/api/v1/tokens").await?;
+            let list = c.tokens().await?;
             if o.output == Output::Json {
-                print_json(&v);
+                print_json(&list);
             } else {
                 let now = Utc::now();
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|t| {
-                        vec![
-                            t["name"].as_str().unwrap_or_default().to_owned(),
-                            t["role"].as_str().unwrap_or_default().to_owned(),
-                            parse_time(&t["created_at"])
-                                .map(|x| ago(x, now))
-                                .unwrap_or_default(),
-                        ]
-                    })
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|t| vec![t.name.clone(), t.role.to_string(), ago(t.created_at, now)])
                     .collect();
                 print!("{}", table(&["NAME", "ROLE", "CREATED"], &rows));
             }
         }
         TokenCommand::Revoke { name } => {
-            let _: Value = c
-                .request(
-                    Method::DELETE,
-                    &format!("/api/v1/tokens/{}", enc(name)),
-                    None,
-                    Duration::from_secs(30),
-                )
-                .await?;
+            c.revoke_token(name).await?;
             println!("Token {name} revoked.");
         }
     }
@@ -550,35 +420,28 @@ pub async fn agents_admin(o: &ClientOpts, cmd: &AgentsCommand) -> anyhow::Result
     let c = client(o)?;
     match cmd {
         AgentsCommand::Add { name, ttl } => {
-            let v: Value = c
-                .request(
-                    Method::POST,
-                    "/api/v1/agents",
-                    Some(&json!({"name": name.as_str(), "ttl_s": ttl.as_secs()})),
-                    Duration::from_secs(30),
-                )
-                .await?;
+            let new = NewAgent {
+                name: name.to_string(),
+                ttl_s: Some(u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX)),
+            };
+            let e = c.register_agent(&new).await?;
             if o.output == Output::Json {
-                print_json(&v);
+                print_json(&e);
                 return Ok(());
             }
-            let token = v["token"].as_str().unwrap_or_default();
-            println!("Agent {name} registered. On its Docker host, run (the token works once, until {}):", v["expires_at"].as_str().unwrap_or("?"));
+            println!(
+                "Agent {name} registered. On its Docker host, run (the token works once, until {}):",
+                e.expires_at.to_rfc3339()
+            );
             println!();
             println!(
-                "  zedops agent --enroll {token} --server {} --name {name}",
-                c.server
+                "  zedops agent --enroll {} --server {} --name {name}",
+                e.token,
+                c.server()
             );
         }
         AgentsCommand::Remove { name } => {
-            let _: Value = c
-                .request(
-                    Method::DELETE,
-                    &format!("/api/v1/agents/{}", enc(name.as_str())),
-                    None,
-                    Duration::from_secs(30),
-                )
-                .await?;
+            c.remove_agent(name.as_str()).await?;
             println!("Agent {name} removed: its credentials no longer work.");
         }
     }
@@ -589,19 +452,16 @@ pub async fn mqtt_user(o: &ClientOpts, cmd: &MqttUserCommand) -> anyhow::Result<
     let c = client(o)?;
     match cmd {
         MqttUserCommand::Add { name, ha_commands } => {
-            let v: Value = c
-                .request(
-                    Method::POST,
-                    "/api/v1/mqtt-users",
-                    Some(&json!({"name": name, "ha_commands": ha_commands})),
-                    Duration::from_secs(30),
-                )
-                .await?;
+            let new = NewMqttUser {
+                name: name.clone(),
+                ha_commands: *ha_commands,
+            };
+            let u = c.create_mqtt_user(&new).await?;
             if o.output == Output::Json {
-                print_json(&v);
+                print_json(&u);
             } else {
-                println!("username: {}", v["username"].as_str().unwrap_or_default());
-                println!("password: {}", v["password"].as_str().unwrap_or_default());
+                println!("username: {}", u.username);
+                println!("password: {}", u.password);
                 eprintln!("The password is shown only this once.");
             }
         }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use zedops_agent::Signing;
 use zedops_proto::sign::{KeyPair, PublicKey};
 
@@ -79,40 +78,23 @@ pub async fn enroll(
     ca_file: Option<&Path>,
 ) -> anyhow::Result<Credentials> {
     let key = zedops_proto::client::new_keypair();
-    let url = format!("{}/api/v1/enroll", server.trim_end_matches('/'));
-    let http = crate::client::http_client(ca_file)?;
-    let resp = http
-        .post(&url)
-        .timeout(std::time::Duration::from_secs(30))
-        .json(&json!({"name": name, "token": token, "public_key": key.public_hex()}))
-        .send()
-        .await
-        .map_err(|e| {
-            Exit::new(
-                exit::ERROR,
-                format!("cannot reach the zedops server at {server} to enroll: {e}"),
-            )
-        })?;
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    if status != 200 {
-        return Err(crate::client::api_error(status, &body).into());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body)?;
-    let s = |k: &str| {
-        v[k].as_str()
-            .map(str::to_owned)
-            .context("the server's enrollment answer is incomplete")
+    let req = zedops_proto::http::EnrollRequest {
+        name: name.to_owned(),
+        token: token.to_owned(),
+        public_key: key.public_hex(),
     };
-    let server_public_key = s("server_public_key")?;
-    check_server_key(server, name, token, &server_public_key)?;
+    let answer = zedops_client::Client::new(server, None, ca_file)?
+        .enroll(&req)
+        .await
+        .context("enrolling")?;
+    check_server_key(server, name, token, &answer.server_public_key)?;
     let creds = Credentials {
         name: name.to_owned(),
         server: server.to_owned(),
-        mqtt_username: s("mqtt_username")?,
-        mqtt_password: s("mqtt_password")?,
+        mqtt_username: answer.mqtt_username,
+        mqtt_password: answer.mqtt_password,
         agent_key: key.seed_hex(),
-        server_public_key,
+        server_public_key: answer.server_public_key,
     };
     let file = creds.save(state_dir)?;
     println!(

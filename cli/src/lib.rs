@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run::run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = exit::message_of(&e);
             // An empty message means the details were already printed (several containers).
             if !msg.is_empty() {
                 eprintln!("zedops: {msg}");

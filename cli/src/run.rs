@@ -11,9 +11,6 @@ use crate::exit::Exit;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     use crate::commands as c;
     let o = &cli.client;
-    if let Some((action, a)) = crate::args::action_of(&cli.command) {
-        return c::action(o, action, a).await;
-    }
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Agent(a) => agent(a, o).await,
@@ -26,21 +23,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ps(a) => c::ps(o, &a).await,
         Command::Ping(a) => c::ping(o, &a).await,
         Command::Inspect(a) => c::inspect(o, &a).await,
-        Command::Start(_)
-        | Command::Stop(_)
-        | Command::Restart(_)
-        | Command::Kill(_)
-        | Command::Pause(_)
-        | Command::Unpause(_) => Err(anyhow::anyhow!(
-            "internal error: a container action was not dispatched"
-        )),
+        Command::Act(action, a) => c::action(o, action, &a).await,
         Command::Logs(a) => c::logs(o, &a).await,
         Command::Events => c::events(o).await,
         Command::Login(a) => c::login(o, &a).await,
         Command::Token(t) => c::token(o, &t).await,
         Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut cmd = Cli::command();
+            let mut cmd = crate::args::command();
             clap_complete::generate(shell, &mut cmd, "zedops", &mut std::io::stdout());
             Ok(())
         }

@@ -65,6 +65,24 @@ impl ErrorCode {
         }
     }
 
+    /// The code of an HTTP status that carries no `{code, message}` body (errors of the HTTP
+    /// layer itself, a proxy in between): the inverse of [`Self::http_status`], with 503 read as
+    /// `agent_offline` and any other status as `bad_request` (4xx) or `internal`.
+    pub fn for_status(status: u16) -> Self {
+        match status {
+            405 => Self::NotFound,
+            503 => Self::AgentOffline,
+            s => Self::ALL
+                .into_iter()
+                .find(|c| c.http_status() == s)
+                .unwrap_or(if (400..500).contains(&s) {
+                    Self::BadRequest
+                } else {
+                    Self::Internal
+                }),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
@@ -223,6 +241,13 @@ mod tests {
         }
         assert_eq!(ErrorCode::AgentOffline.http_status(), 503);
         assert_eq!(ErrorCode::Timeout.http_status(), 504);
+        for code in ErrorCode::ALL {
+            let back = ErrorCode::for_status(code.http_status());
+            assert_eq!(back.http_status(), code.http_status(), "{code}");
+        }
+        assert_eq!(ErrorCode::for_status(503), ErrorCode::AgentOffline);
+        assert_eq!(ErrorCode::for_status(418), ErrorCode::BadRequest);
+        assert_eq!(ErrorCode::for_status(599), ErrorCode::Internal);
     }
 
     #[test]

@@ -24,6 +24,12 @@ impl SseBuffer {
         self.buf.extend_from_slice(chunk);
     }
 
+    /// Bytes held that are not yet a complete event: a reader bounds this, so that a stream that
+    /// never ends an event cannot grow it without limit.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The next complete event that carries data; keep-alive comments and empty events are
     /// skipped. `None` until more bytes arrive.
     pub fn next_event(&mut self) -> Option<SseEvent> {

@@ -42,7 +42,7 @@ impl EventsApi {
         auth.0.require(Role::Viewer)?;
         let slot = self.state.streams.take(&auth.0)?;
         let changes = BroadcastStream::new(self.state.changes.subscribe())
-            .filter_map(|c| async move { c.ok().map(FleetEvent::from_change) });
+            .filter_map(|c| async move { c.ok().map(event_of) });
         let actions = BroadcastStream::new(self.state.events.subscribe())
             .filter_map(|e| async move { e.ok() });
         let stream = futures_util::stream::select(changes, actions)

@@ -24,10 +24,7 @@ use crate::State;
 
 pub use schemas::*;
 
-/// Default deadline of reads (inspect, logs, live list) and actions, and the largest allowed.
-pub const READ_TIMEOUT_S: u32 = 10;
-pub const ACTION_TIMEOUT_S: u32 = 30;
-pub const MAX_TIMEOUT_S: u32 = 300;
+pub use zedops_proto::http::{ACTION_TIMEOUT_S, MAX_TIMEOUT_S, READ_TIMEOUT_S};
 
 #[derive(Tags)]
 pub(crate) enum Tag {
