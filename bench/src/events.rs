@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use zedops_client::EventKind;
 use zedops_proto::topics;
 use zedops_tests::TestClient;
 
@@ -55,44 +56,24 @@ async fn docker_events(name: String, tx: mpsc::UnboundedSender<Seen>) -> anyhow:
 }
 
 async fn sse_events(
-    url: String,
+    client: zedops_client::Client,
     name: String,
     tx: mpsc::UnboundedSender<Seen>,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<()> {
-    let r = reqwest::Client::new()
-        .get(&url)
-        .header("accept", "text/event-stream")
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("GET {url}: {}", r.status());
-    }
+    let mut events = client.events().await?;
     let _ = ready.send(());
-    let mut stream = r.bytes_stream();
-    let mut buf = zedops_proto::sse::SseBuffer::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
+    while let Some(ev) = events.next().await {
         let arrived = Utc::now();
-        buf.push(&chunk);
-        while let Some(ev) = buf.next_event() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) else {
-                continue;
-            };
-            if v["kind"] != "container" || v["container"].as_str() != Some(name.as_str()) {
-                continue;
-            }
-            let time = v["time"]
-                .as_str()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or(arrived);
-            let _ = tx.send(Seen {
-                what: v["action"].as_str().unwrap_or_default().to_owned(),
-                time,
-                arrived,
-            });
+        let Ok(ev) = ev else { continue };
+        if ev.kind != EventKind::Container || ev.container.as_deref() != Some(name.as_str()) {
+            continue;
         }
+        let _ = tx.send(Seen {
+            what: ev.action.unwrap_or_default(),
+            time: ev.time,
+            arrived,
+        });
     }
     Ok(())
 }
@@ -125,12 +106,7 @@ pub async fn run(stack: &Stack, o: &Opts) -> anyhow::Result<Table> {
     let dtask = tokio::spawn(docker_events(name.clone(), dtx));
     let (stx, mut srx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let stask = tokio::spawn(sse_events(
-        format!("{}/api/v1/events", stack.base()),
-        name.clone(),
-        stx,
-        ready_tx,
-    ));
+    let stask = tokio::spawn(sse_events(stack.client()?, name.clone(), stx, ready_tx));
     tokio::time::timeout(Duration::from_secs(5), ready_rx)
         .await
         .context("the SSE stream did not open")??;

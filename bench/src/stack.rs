@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use zedops_tests::{Docker, TestContainer};
 
-use crate::http::{Conn, Target};
+use crate::http::Target;
 use crate::procs::{self, Banner, Proc};
 
 /// The run label of every container the benchmarks create (`zedops.test.run=zedops-bench`).
@@ -58,23 +58,22 @@ impl Stack {
         self.containers.iter().map(|c| c.name.clone()).collect()
     }
 
+    /// A typed client of the stack's API (it runs without tokens).
+    pub fn client(&self) -> anyhow::Result<zedops_client::Client> {
+        Ok(zedops_client::Client::new(&self.base(), None, None)?)
+    }
+
     /// Waits until the API's cached list of `agent` holds every benchmark container.
     pub async fn wait_agent_sees_all(&self, agent: &str, limit: Duration) -> anyhow::Result<()> {
         let want = self.container_names();
-        let path = format!("/api/v1/agents/{agent}/containers");
+        let client = self.client()?;
+        let opts = zedops_client::ListOptions::default();
         let start = std::time::Instant::now();
         loop {
-            if let Ok(mut c) = Conn::open(&self.api()).await {
-                if let Ok((200, body)) = c.send("GET", &path).await {
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let names: Vec<&str> = v["containers"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
-                        .unwrap_or_default();
-                    if v["agent_online"] == true && want.iter().all(|w| names.contains(&w.as_str()))
-                    {
-                        return Ok(());
-                    }
+            if let Ok(l) = client.containers(agent, &opts).await {
+                let has = |w: &String| l.containers.iter().any(|c| &c.name == w);
+                if l.agent_online && want.iter().all(has) {
+                    return Ok(());
                 }
             }
             if start.elapsed() > limit {

@@ -5,12 +5,13 @@
 //!   and the configurations they name (`ServeArgs::config`).
 //! - [`run`]: dispatches a parsed command: `serve` to `zedops_server`, `agent` to `zedops_agent`,
 //!   client commands to [`commands`].
-//! - [`commands`]: the client commands (`ps`, `restart`, `logs`, `token`, …) over the HTTP API.
-//! - [`client`]: the HTTP client set-up, client config file, API errors as exit codes.
+//! - [`commands`]: the client commands (`ps`, `restart`, `logs`, `token`, …), through the typed
+//!   client of `zedops-client`.
+//! - [`client`]: where the client connects: server and token resolution, the client config file.
 //! - [`enroll`]: an agent's enrollment and its saved credentials.
 //! - [`output`]: tables and JSON for the terminal.
 //! - [`paths`]: default XDG directories.
-//! - [`exit`]: documented exit codes.
+//! - [`exit`]: documented exit codes, and those of the client's errors.
 //!
 //! `main` is thin: parse, init tracing, run, map the error to an exit code.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

@@ -86,13 +86,6 @@ pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-/// Parses an RFC 3339 time from JSON, for relative display.
-pub fn parse_time(v: &serde_json::Value) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(v.as_str()?)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
