@@ -8,9 +8,9 @@
 #   * Debian packages: docker.io, mosquitto, mosquitto-clients, busybox-static, wrk, hyperfine,
 #     python3-paho-mqtt (for /usr/bin/python3); pip `paho-mqtt` for the python3 first on PATH when
 #     that is not Debian's (pyenv here).
-#   * pip `openapi-python-client`, `openapi-spec-validator` and `python-dateutil` for the python3 first
-#     on PATH (tests/python/: spec validation and a generated client), in the version ranges of
-#     PIP_TOOLS below.
+#   * pip `openapi-python-client`, `openapi-spec-validator`, `python-dateutil` and `schemathesis` for
+#     the python3 first on PATH (tests/python/: spec validation and a generated client;
+#     tests/tests/api_generated_client.rs: schemathesis), in the version ranges of PIP_TOOLS below.
 #   * No mosquitto left listening on 1883 (the tests start their own brokers on random ports).
 #   * A Docker engine answering (DOCKER_HOST respected). If none answers, dockerd is started in the
 #     background (log /var/log/zedops-dockerd.log, pidfile /var/run/docker.pid), trying flag sets
@@ -71,7 +71,7 @@ paho_version() {
 
 # Python tools of tests/python/ (pip, into $PY). Minor-pinned generator: its output layout changes
 # between 0.x minors. The generated client also needs httpx and attrs, which the generator requires.
-PIP_TOOLS=('openapi-python-client>=0.29,<0.30' 'openapi-spec-validator>=0.7,<0.10' 'python-dateutil>=2.8,<3')
+PIP_TOOLS=('openapi-python-client>=0.29,<0.30' 'openapi-spec-validator>=0.7,<0.10' 'python-dateutil>=2.8,<3' 'schemathesis>=4.3,<5')
 # Prints "name version" for each of PIP_TOOLS if $PY has all of them in range and can import what the
 # tests import; else prints what is missing or out of range and fails.
 pip_tools_status() {
@@ -93,7 +93,7 @@ for spec in sys.argv[1:]:
     if not req.specifier.contains(v, prereleases=True):
         bad.append(f"{req.name} {v} not in {req.specifier}"); continue
     good.append(f"{req.name} {v}")
-for mod in ("openapi_python_client", "openapi_spec_validator", "dateutil.parser", "httpx", "attrs"):
+for mod in ("openapi_python_client", "openapi_spec_validator", "dateutil.parser", "httpx", "attrs", "schemathesis"):
     try:
         importlib.import_module(mod)
     except Exception as e:

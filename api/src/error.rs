@@ -64,11 +64,7 @@ impl From<ErrorBody> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        let code = match e {
-            crate::store::StoreError::Invalid(_) => ErrorCode::BadRequest,
-            _ => ErrorCode::Internal,
-        };
-        ErrorBody::new(code, e.to_string()).into()
+        ErrorBody::new(e.code(), e.to_string()).into()
     }
 }
 

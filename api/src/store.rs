@@ -82,6 +82,21 @@ pub enum StoreError {
     Record(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A record of that name exists already (`409 conflict`).
+    #[error("{0}")]
+    Exists(String),
+}
+
+impl StoreError {
+    /// The wire code of this error: the caller's fault (`bad_request`, `conflict`) or ours.
+    pub fn code(&self) -> zedops_proto::ErrorCode {
+        use zedops_proto::ErrorCode;
+        match self {
+            Self::Invalid(_) => ErrorCode::BadRequest,
+            Self::Exists(_) => ErrorCode::Conflict,
+            _ => ErrorCode::Internal,
+        }
+    }
 }
 
 /// Checks a presented enrollment token against the agent's record and consumes it. An unknown
@@ -217,7 +232,7 @@ impl Store {
         {
             let mut t = w.open_table(TOKENS).map_err(db_err)?;
             if t.get(name).map_err(db_err)?.is_some() {
-                return Err(StoreError::Invalid(format!(
+                return Err(StoreError::Exists(format!(
                     "a token named {name} already exists: revoke it first or choose another name"
                 )));
             }
@@ -355,11 +370,6 @@ impl Store {
                 zedops_proto::NameError::Agent(name.to_owned()).to_string(),
             ));
         }
-        if zedops_proto::sign::PublicKey::from_hex(public_key).is_none() {
-            return Err(EnrollError::BadRequest(
-                "the agent's public key is not a valid Ed25519 key".into(),
-            ));
-        }
         let store = |e: redb::Error| EnrollError::Store(db_err(e));
         let w = self.db.begin_write().map_err(|e| store(e.into()))?;
         let password = {
@@ -369,6 +379,14 @@ impl Store {
                 .map_err(|e| store(e.into()))?
                 .and_then(|v| serde_json::from_slice::<AgentRecord>(v.value()).ok());
             let mut rec = consume_enrollment(rec, name, token)?;
+            // The key is checked once the token is: without a valid token the answer is `401`
+            // whatever the key, and a bad key returns before the commit, so it does not use the
+            // token up.
+            if zedops_proto::sign::PublicKey::from_hex(public_key).is_none() {
+                return Err(EnrollError::BadRequest(
+                    "the agent's public key is not a valid Ed25519 key".into(),
+                ));
+            }
             let password = new_secret();
             rec.mqtt_password_hash = Some(hash_secret(&password));
             rec.public_key = Some(public_key.to_owned());
@@ -400,7 +418,7 @@ impl Store {
     /// Creates (or replaces) an MQTT user for an integration; returns its password (shown once).
     /// `ha_commands`: the user may publish Home Assistant `…/set` commands.
     pub fn create_mqtt_user(&self, name: &str, ha_commands: bool) -> Result<String, StoreError> {
-        if !valid_token_name(name) || name.starts_with("zedops") {
+        if !zedops_proto::names::is_valid_mqtt_user(name) {
             return Err(StoreError::Invalid(format!(
                 "MQTT user name {name:?} is invalid: use 1-63 characters of a-z, 0-9, '-' or '_', not starting with \"zedops\""
             )));
@@ -517,6 +535,18 @@ mod tests {
                 .to_string(),
             EnrollError::Invalid("m".into()).to_string()
         );
+        // A bad key with a wrong token is the token's error; with the right token it is the
+        // key's, and the token is not used up by it.
+        let bad_key = "0".repeat(63) + "1";
+        let wrong = format!("zde_m_{}", "0".repeat(48));
+        assert!(matches!(
+            s.enroll("m", &wrong, &bad_key),
+            Err(EnrollError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.enroll("m", &t, &bad_key),
+            Err(EnrollError::BadRequest(_))
+        ));
         let creds = s.enroll("m", &t, &key).unwrap();
         assert!(s.check_agent_password("m", &creds.mqtt_password));
         assert!(!s.check_agent_password("m", "nope"));

@@ -55,7 +55,11 @@ impl std::fmt::Display for Role {
 }
 
 /// An agent's answer to a ping.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentPing {
     /// What the agent answered: its name, version and Docker's state.
@@ -67,7 +71,11 @@ pub struct AgentPing {
 }
 
 /// One agent, as the fleet cache knows it.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub name: String,
@@ -87,7 +95,11 @@ pub struct AgentInfo {
 }
 
 /// The containers of one agent.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerListing {
     pub agent: String,
@@ -100,7 +112,11 @@ pub struct ContainerListing {
 }
 
 /// A container found by a fleet-wide search, with its agent.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetContainer {
     pub agent: String,
@@ -126,7 +142,11 @@ pub enum EventKind {
 }
 
 /// One Server-Sent Event; the SSE `event:` field is the kind.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetEvent {
     pub kind: EventKind,
@@ -161,7 +181,11 @@ impl FleetEvent {
 }
 
 /// A token as listed (never the secret).
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub name: String,
@@ -170,23 +194,39 @@ pub struct TokenInfo {
 }
 
 /// The name of a revoked token or removed agent.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfoName {
     pub name: String,
 }
 
 /// A token to create.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewToken {
-    /// 1-63 characters of a-z, 0-9, '-' or '_'.
+    /// 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit.
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))
+    )]
     pub name: String,
     pub role: Role,
 }
 
 /// A created token: `token` is shown this once.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedToken {
     pub name: String,
@@ -195,17 +235,33 @@ pub struct CreatedToken {
 }
 
 /// An agent to register.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewAgent {
-    /// 1-63 characters of a-z, 0-9, '-' or '_'.
+    /// 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit.
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))
+    )]
     pub name: String,
-    /// Lifetime of the enrollment token in seconds (default 3600).
+    /// Lifetime of the enrollment token in seconds (default 3600, at most 7 days).
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(minimum(value = "1"), maximum(value = "604800")))
+    )]
     pub ttl_s: Option<u32>,
 }
 
 /// A one-time enrollment token (shown once).
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub name: String,
@@ -214,7 +270,11 @@ pub struct Enrollment {
 }
 
 /// What an agent presents to enroll.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     /// The agent's name.
@@ -232,7 +292,11 @@ pub struct EnrollRequest {
 }
 
 /// The agent's permanent credentials.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub name: String,
@@ -252,7 +316,11 @@ impl std::fmt::Debug for EnrollResponse {
 }
 
 /// An MQTT user for an integration (password shown once).
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MqttUser {
     pub username: String,
@@ -262,9 +330,22 @@ pub struct MqttUser {
 }
 
 /// An MQTT user to create.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewMqttUser {
+    /// 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit, not with
+    /// `zedops`.
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(
+            pattern = "^(?:[a-y0-9]|z(?:$|[a-df-z0-9_-]|e(?:$|[a-ce-z0-9_-]|d(?:$|[a-np-z0-9_-]|o(?:$|[a-oq-z0-9_-]|p(?:$|[a-rt-z0-9_-]))))))[a-z0-9_-]*$",
+            max_length = 63
+        ))
+    )]
     pub name: String,
     /// May publish Home Assistant `…/set` commands (start, stop, restart of unprotected
     /// containers of `--ha` agents, unsigned). Default false: the user can read, and send signed
@@ -275,7 +356,11 @@ pub struct NewMqttUser {
 }
 
 /// The caller's identity.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoAmI {
     pub role: Role,
@@ -286,7 +371,11 @@ pub struct WhoAmI {
 
 /// A container action (a row of the action table, `zedops_proto::ACTIONS`). `param` is what it
 /// takes besides the container: `none`, `grace` (the `grace_s` query parameter) or `signal`.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionInfo {
     pub name: crate::Action,
@@ -317,7 +406,11 @@ impl From<&crate::ActionSpec> for ActionInfo {
 }
 
 /// One audited action.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub seq: u64,

@@ -62,7 +62,11 @@ impl fmt::Display for ContainerState {
 }
 
 /// A published port.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Port {
     pub private_port: u16,
@@ -72,7 +76,11 @@ pub struct Port {
 }
 
 /// One container as `docker ps -a` shows it.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
@@ -93,7 +101,11 @@ pub struct Container {
 }
 
 /// A mount of an inspected container.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     pub kind: String,
@@ -103,7 +115,11 @@ pub struct Mount {
 }
 
 /// A network an inspected container is attached to.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkAttachment {
     pub name: String,
@@ -112,7 +128,11 @@ pub struct NetworkAttachment {
 
 /// The result of `container.inspect`: the list row plus detail. Environment *names* only: values
 /// hold secrets and never leave the host.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerDetail {
     #[serde(flatten)]
@@ -152,7 +172,11 @@ pub enum DockerAvailability {
 }
 
 /// What the agent knows of its Docker engine.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerStatus {
     pub state: DockerAvailability,
@@ -173,7 +197,11 @@ impl DockerStatus {
     }
 }
 
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub total: u32,
@@ -200,7 +228,11 @@ impl Counts {
 }
 
 /// Retained on `agents/{agent}/status`; the Last Will is the same with `state: offline`.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub agent: String,
@@ -215,7 +247,11 @@ pub struct AgentStatus {
 }
 
 /// Retained on `agents/{agent}/containers`: every container, running and stopped.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub agent: String,
@@ -226,7 +262,11 @@ pub struct Snapshot {
 }
 
 /// Published (not retained) on `agents/{agent}/events` for each Docker container event.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerEvent {
     pub agent: String,

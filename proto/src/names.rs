@@ -9,6 +9,22 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The rules of names as JSON Schema patterns, for the OpenAPI spec (`zedops-api` writes the same
+/// strings in its parameter attributes, which take only literals; a test there checks the spec
+/// against these). Each matches exactly what its validator below accepts.
+pub const AGENT_NAME_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
+/// A container reference: a Docker name with or without its leading `/`, or an ID prefix.
+pub const CONTAINER_REF_PATTERN: &str = "^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$";
+/// An MQTT user's name: an agent name that does not start with `zedops` (the prefix of the
+/// broker identities, `crate::identity`). Spelled without look-ahead, which Rust's `regex` lacks;
+/// at most 63 characters is a separate `maxLength`.
+pub const MQTT_USER_PATTERN: &str = "^(?:[a-y0-9]|z(?:$|[a-df-z0-9_-]|e(?:$|[a-ce-z0-9_-]|d(?:$|[a-np-z0-9_-]|o(?:$|[a-oq-z0-9_-]|p(?:$|[a-rt-z0-9_-]))))))[a-z0-9_-]*$";
+
+/// True when `name` may name an MQTT user of an integration ([`MQTT_USER_PATTERN`]).
+pub fn is_valid_mqtt_user(name: &str) -> bool {
+    is_valid_agent_name(name) && !name.starts_with("zedops")
+}
+
 /// Why a name was refused; the message tells the user what a valid one looks like.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -228,6 +244,52 @@ mod tests {
             &"a".repeat(129),
         ] {
             assert!(ContainerRef::new(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn matches(pattern: &str, s: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(s)
+    }
+
+    /// Strings near the rules' edges: the allowed characters and a few that are not, up to just
+    /// past the length bounds, with the `zedops` prefix often.
+    fn near_names() -> impl Strategy<Value = String> {
+        let body = proptest::string::string_regex("[a-zA-Z0-9_.\\-/!é]{0,130}").unwrap();
+        (any::<bool>(), body).prop_map(|(z, b)| if z { format!("zedops{b}") } else { b })
+    }
+
+    proptest! {
+        #[test]
+        fn patterns_accept_what_the_validators_accept(s in near_names()) {
+            prop_assert_eq!(matches(AGENT_NAME_PATTERN, &s), is_valid_agent_name(&s), "{:?}", s);
+            prop_assert_eq!(matches(CONTAINER_REF_PATTERN, &s), ContainerRef::new(s.clone()).is_ok(), "{:?}", s);
+            let mqtt = matches(MQTT_USER_PATTERN, &s) && s.len() <= 63;
+            prop_assert_eq!(mqtt, is_valid_mqtt_user(&s), "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn the_zedops_prefix_edges() {
+        for ok in [
+            "z", "ze", "zed", "zedo", "zedop", "zedox", "zz", "zedopt", "a-zedops", "ha",
+        ] {
+            assert!(
+                matches(MQTT_USER_PATTERN, ok) && is_valid_mqtt_user(ok),
+                "{ok}"
+            );
+        }
+        for bad in ["zedops", "zedops-x", "zedopsagent", "-a", "", "Ha"] {
+            assert!(
+                !matches(MQTT_USER_PATTERN, bad) && !is_valid_mqtt_user(bad),
+                "{bad}"
+            );
         }
     }
 }

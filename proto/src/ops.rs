@@ -139,7 +139,11 @@ impl LogsArgs {
 }
 
 /// Result of `ping`.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pong {
     pub agent: String,
@@ -148,14 +152,22 @@ pub struct Pong {
 }
 
 /// Result of `containers.list`.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerList {
     pub containers: Vec<Container>,
 }
 
 /// Result of every container action.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionResult {
     pub container: Container,
@@ -163,7 +175,11 @@ pub struct ActionResult {
     pub changed: bool,
 }
 
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     /// `stdout` or `stderr`.
@@ -192,7 +208,11 @@ pub fn json_string_len(s: &str) -> usize {
 }
 
 /// Result of `container.logs`.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Logs {
     pub container: String,

@@ -107,7 +107,11 @@ impl fmt::Display for ErrorCode {
 }
 
 /// `{code, message}`: the error body on MQTT and HTTP alike.
-#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ErrorBody {

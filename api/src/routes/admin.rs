@@ -66,8 +66,7 @@ impl AdminApi {
             AuditRecord::http(auth.0.name.clone(), "token.create")
                 .outcome(match &r {
                     Ok(_) => "ok",
-                    Err(crate::store::StoreError::Invalid(_)) => "bad_request",
-                    Err(_) => "internal",
+                    Err(e) => e.code().as_str(),
                 })
                 .message(Some(format!("{} ({})", body.name, body.role.as_str()))),
         );
@@ -88,7 +87,13 @@ impl AdminApi {
         tag = "Tag::Admin",
         operation_id = "revoke_token"
     )]
-    async fn revoke_token(&self, auth: Caller, name: Path<String>) -> ApiResult<TokenInfoName> {
+    async fn revoke_token(
+        &self,
+        auth: Caller,
+        /// Token name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+        name: Path<String>,
+    ) -> ApiResult<TokenInfoName> {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
         let removed = store.revoke_token(&name)?;
@@ -116,10 +121,11 @@ impl AdminApi {
         &self,
         auth: Caller,
         /// Most records to return (default 100, at most 10 000).
+        #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
         limit: Query<Option<u32>>,
     ) -> ApiResult<Vec<AuditRecord>> {
         auth.0.require(Role::Admin)?;
-        let limit = limit.0.unwrap_or(100).min(10_000) as usize;
+        let limit = limit.0.unwrap_or(100) as usize;
         let store = store(&self.state)?;
         Ok(Json(store.audit_log(limit)?))
     }

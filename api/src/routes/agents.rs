@@ -47,7 +47,13 @@ impl AgentsApi {
         tag = "Tag::Agents",
         operation_id = "get_agent"
     )]
-    async fn get_agent(&self, auth: Caller, agent: Path<String>) -> ApiResult<AgentInfo> {
+    async fn get_agent(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+        agent: Path<String>,
+    ) -> ApiResult<AgentInfo> {
         auth.0.require(Role::Viewer)?;
         let name = agent_name(&agent)?;
         let e = known(&self.state, &name)?;
@@ -68,8 +74,10 @@ impl AgentsApi {
         &self,
         auth: Caller,
         /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
         agent: Path<String>,
         /// Deadline in seconds (default 10, at most 300).
+        #[oai(validator(minimum(value = "1"), maximum(value = "300")))]
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<AgentPing> {
         auth.0.require(Role::Viewer)?;
@@ -136,7 +144,13 @@ impl AgentsApi {
         tag = "Tag::Admin",
         operation_id = "remove_agent"
     )]
-    async fn remove_agent(&self, auth: Caller, agent: Path<String>) -> ApiResult<TokenInfoName> {
+    async fn remove_agent(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+        agent: Path<String>,
+    ) -> ApiResult<TokenInfoName> {
         auth.0.require(Role::Admin)?;
         let name = agent_name(&agent)?;
         let store = store(&self.state)?;

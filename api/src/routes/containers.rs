@@ -42,12 +42,14 @@ impl ContainersApi {
         &self,
         auth: Caller,
         /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
         agent: Path<String>,
         /// Ask the agent now instead of using the cache.
         live: Query<Option<bool>>,
         /// Include stopped containers (default true).
         all: Query<Option<bool>>,
         /// Deadline of a live request in seconds (default 10, at most 300).
+        #[oai(validator(minimum(value = "1"), maximum(value = "300")))]
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<ContainerListing> {
         auth.0.require(Role::Viewer)?;
@@ -145,10 +147,13 @@ impl ContainersApi {
         &self,
         auth: Caller,
         /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
+        #[oai(validator(pattern = "^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"))]
         container: Path<String>,
         /// Deadline in seconds (default 10, at most 300).
+        #[oai(validator(minimum(value = "1"), maximum(value = "300")))]
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<ContainerDetail> {
         auth.0.require(Role::Viewer)?;
@@ -176,22 +181,27 @@ impl ContainersApi {
         &self,
         auth: Caller,
         /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
+        #[oai(validator(pattern = "^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"))]
         container: Path<String>,
-        /// One of `start`, `stop`, `restart`, `kill`, `pause`, `unpause`.
-        action: Path<String>,
+        /// A row of the action table (`GET /api/v1/actions`).
+        action: Path<Action>,
         /// Seconds between SIGTERM and SIGKILL for stop and restart (default 10, at most 300).
+        #[oai(validator(minimum(value = "0"), maximum(value = "300")))]
         grace_s: Query<Option<u32>>,
         /// Signal for kill (default SIGKILL).
+        #[oai(validator(pattern = "^(?:[A-Z][A-Z0-9+-]{0,15}|[1-9]|[1-5][0-9]|6[0-4])$"))]
         signal: Query<Option<String>>,
         /// Deadline in seconds (default 30, at most 300).
+        #[oai(validator(minimum(value = "1"), maximum(value = "300")))]
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<ActionResult> {
         auth.0.require(Role::Operator)?;
         let name = agent_name(&agent)?;
         let c = container_ref(&container)?;
-        let action = Action::parse(&action)?;
+        let action = action.0;
         let d = deadline(timeout_s.0, ACTION_TIMEOUT_S)?;
         let req = ActionRequest {
             action,
@@ -254,14 +264,18 @@ impl ContainersApi {
         &self,
         auth: Caller,
         /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
         agent: Path<String>,
         /// Container name or unique ID prefix (at least 4 hex digits).
+        #[oai(validator(pattern = "^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"))]
         container: Path<String>,
         /// Number of lines from the end (default 100, at most 10 000).
+        #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
         tail: Query<Option<u32>>,
         /// Prefix each line with Docker's timestamp.
         timestamps: Query<Option<bool>>,
         /// Deadline in seconds (default 10, at most 300).
+        #[oai(validator(minimum(value = "1"), maximum(value = "300")))]
         timeout_s: Query<Option<u32>>,
     ) -> ApiResult<Logs> {
         // Logs often hold secrets (tokens printed at start-up, connection strings): an
