@@ -133,10 +133,17 @@ impl AgentConfig {
     }
 }
 
+/// Why the agent cannot run: a configuration it refuses before it connects.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    HaPrefix(#[from] ha::InvalidPrefix),
+    #[error(
+        "Home Assistant (--ha) reads the per-container topics: drop --no-container-topics or --ha"
+    )]
+    HaNeedsContainerTopics,
+    #[error(transparent)]
+    Tls(#[from] zedops_proto::client::TlsError),
 }
 
 /// Runs the agent until `shutdown` completes; then publishes `offline` and disconnects.
@@ -145,11 +152,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     if let Some(ha) = &config.ha {
-        ha.validate().map_err(AgentError::Config)?;
+        ha.validate()?;
         if !config.container_topics {
-            return Err(AgentError::Config(
-                "Home Assistant (--ha) reads the per-container topics: drop --no-container-topics or --ha".into(),
-            ));
+            return Err(AgentError::HaNeedsContainerTopics);
         }
     }
     session::run(config, shutdown).await

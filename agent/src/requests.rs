@@ -158,7 +158,7 @@ fn check(s: &Serving, req: &Request) -> Result<(), ErrorBody> {
         .check(&req.topic, &req.p, req.abs_deadline)
         .map_err(|why| {
             warn!(%why, "refusing an unauthorized request");
-            ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, why)
+            ErrorBody::new(zedops_proto::ErrorCode::Unauthorized, why.to_string())
         })
 }
 

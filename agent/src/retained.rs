@@ -77,19 +77,33 @@ impl Record {
     }
 
     /// Replaces the record (written to a temporary file, then renamed over it).
-    pub fn save(&self, names: BTreeSet<String>) -> Result<(), String> {
+    pub fn save(&self, names: BTreeSet<String>) -> Result<(), SaveError> {
         let f = File {
             agent: self.agent.clone(),
             containers: names,
         };
+        let fail = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| SaveError { what, path, source }
+        };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(fail("creating", dir))?;
         let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(&f).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .map_err(|e| format!("renaming to {}: {e}", self.path.display()))
+        let bytes = serde_json::to_vec(&f).map_err(std::io::Error::other);
+        let bytes = bytes.map_err(fail("encoding", &tmp))?;
+        std::fs::write(&tmp, bytes).map_err(fail("writing", &tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(fail("renaming to", &self.path))
     }
+}
+
+/// Why the record could not be written: the step, its file, and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct SaveError {
+    what: &'static str,
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
 }
 
 #[cfg(test)]

@@ -207,8 +207,7 @@ fn mqtt_options(
         keep_alive: cfg.keep_alive,
         connect_timeout_s: 30,
     });
-    zedops_proto::client::set_tls(&mut opts, &cfg.broker, cfg.tls_ca.as_deref())
-        .map_err(AgentError::Config)?;
+    zedops_proto::client::set_tls(&mut opts, &cfg.broker, cfg.tls_ca.as_deref())?;
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
     let (agent, host) = (agent.to_owned(), host.to_owned());
     let will = move || last_will(&agent, &host, started_at, signing_key.as_ref());
@@ -564,8 +563,9 @@ async fn docker_monitor(control: DriverControl, tx: mpsc::Sender<DockerSignal>) 
                     }
                 }
             }
-            Err(reason) => {
+            Err(e) => {
                 if !known_unavailable {
+                    let reason = e.to_string();
                     warn!(%reason, "Docker is unavailable; retrying");
                     control.set_unavailable(reason);
                     known_unavailable = true;

@@ -3,6 +3,21 @@
 
 use rumqttc::v5::mqttbytes::v5::Publish;
 
+/// Why a request is refused as unauthorized; each message tells the sender what is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Distrust {
+    #[error("this agent only executes requests signed by its zedops server; this one is unsigned")]
+    Unsigned,
+    #[error("a signed request must carry its deadline")]
+    NoDeadline,
+    #[error("the request's signing time is malformed")]
+    MalformedTime,
+    #[error("the request's signature does not match this agent's zedops server")]
+    BadSignature,
+    #[error("the request was signed before this agent started (a replay); refused")]
+    BeforeStart,
+}
+
 /// How the agent decides whether to trust a request.
 pub(crate) struct Trust {
     pub(crate) signing: Option<crate::Signing>,
@@ -12,13 +27,13 @@ pub(crate) struct Trust {
 }
 
 impl Trust {
-    /// `Err(message)` when the request must be refused as unauthorized.
+    /// `Err(why)` when the request must be refused as unauthorized.
     pub(crate) fn check(
         &self,
         topic: &str,
         p: &Publish,
         deadline_ms: Option<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Distrust> {
         let Some(signing) = &self.signing else {
             return Ok(());
         };
@@ -33,14 +48,12 @@ impl Trust {
             prop(zedops_proto::sign::SIG_PROPERTY),
             prop(zedops_proto::sign::TS_PROPERTY),
         ) else {
-            return Err("this agent only executes requests signed by its zedops server; this one is unsigned".into());
+            return Err(Distrust::Unsigned);
         };
         let Some(deadline_ms) = deadline_ms else {
-            return Err("a signed request must carry its deadline".into());
+            return Err(Distrust::NoDeadline);
         };
-        let ts_ms: u64 = ts
-            .parse()
-            .map_err(|_| "the request's signing time is malformed".to_owned())?;
+        let ts_ms: u64 = ts.parse().map_err(|_| Distrust::MalformedTime)?;
         let ok = signing.server.verify(
             &zedops_proto::sign::Signed {
                 topic,
@@ -54,12 +67,10 @@ impl Trust {
             sig,
         );
         if !ok {
-            return Err("the request's signature does not match this agent's zedops server".into());
+            return Err(Distrust::BadSignature);
         }
         if ts_ms + 2_000 < self.started_ms {
-            return Err(
-                "the request was signed before this agent started (a replay); refused".into(),
-            );
+            return Err(Distrust::BeforeStart);
         }
         Ok(())
     }

@@ -43,6 +43,15 @@ use routes::{FleetApi, FleetEvent};
 /// once, and agents answer `fleet/resync` within 1 s.
 pub const WARM_UP: Duration = Duration::from_millis(1500);
 
+/// Why the API is not ready (`/readyz` answers `503` with this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("not connected to the MQTT broker")]
+    Disconnected,
+    #[error("warming the fleet cache")]
+    WarmingUp,
+}
+
 /// Everything the handlers share.
 pub struct State {
     pub fleet: Arc<cache::Fleet>,
@@ -105,9 +114,9 @@ impl State {
     }
 
     /// Ok when connected to the broker and warmed up; else the reason.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotReady> {
         if !self.link.connected.load(Ordering::SeqCst) {
-            return Err("not connected to the MQTT broker".into());
+            return Err(NotReady::Disconnected);
         }
         let since = *self
             .link
@@ -116,7 +125,7 @@ impl State {
             .unwrap_or_else(|e| e.into_inner());
         match since {
             Some(t) if t.elapsed() >= WARM_UP => Ok(()),
-            _ => Err("warming the fleet cache".into()),
+            _ => Err(NotReady::WarmingUp),
         }
     }
 

@@ -207,7 +207,7 @@ impl ServeArgs {
             cfg.local_agent = Some(zedops_server::LocalAgent {
                 name,
                 docker_host: self.docker_host.clone(),
-                ha: self.ha.config().map_err(Exit::usage)?,
+                ha: self.ha.config().map_err(|e| Exit::usage(e.to_string()))?,
             });
         }
         Ok(cfg)
@@ -411,7 +411,9 @@ pub struct HaArgs {
 
 impl HaArgs {
     /// The agent's Home Assistant configuration: `None` without `--ha`.
-    pub fn config(&self) -> Result<Option<zedops_agent::HaConfig>, String> {
+    pub fn config(
+        &self,
+    ) -> Result<Option<zedops_agent::HaConfig>, zedops_agent::ha::InvalidPrefix> {
         if !self.ha {
             return Ok(None);
         }
@@ -467,8 +469,19 @@ where
     }
 }
 
+/// A duration flag that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration: use e.g. 500ms, 10s, 5m")]
+    NotANumber(String),
+    #[error("{0:?} has an unknown unit: use ms, s, m or h")]
+    UnknownUnit(String),
+    #[error("{0:?} is out of range: use between 1ms and 7 days")]
+    OutOfRange(String),
+}
+
 /// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => s.split_at(i),
@@ -476,16 +489,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration: use e.g. 500ms, 10s, 5m"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_owned()))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{s:?} has an unknown unit: use ms, s, m or h")),
+        _ => return Err(DurationError::UnknownUnit(s.to_owned())),
     };
     if !(0.001..=86_400.0 * 7.0).contains(&secs) {
-        return Err(format!("{s:?} is out of range: use between 1ms and 7 days"));
+        return Err(DurationError::OutOfRange(s.to_owned()));
     }
     Ok(Duration::from_secs_f64(secs))
 }

@@ -3,13 +3,18 @@
 /// The system's CA bundle on Debian-like hosts, used when no `--ca-file` is given.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Why TLS to the broker cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read the system CA bundle {SYSTEM_CA_BUNDLE} ({0}); pass --ca-file")]
+    SystemBundle(#[source] std::io::Error),
+}
+
 /// The TLS transport for `mqtts://` brokers: the given CA (PEM), else the system's roots.
-pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, String> {
+pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, TlsError> {
     let ca = match ca {
         Some(c) => c.to_vec(),
-        None => std::fs::read(SYSTEM_CA_BUNDLE).map_err(|e| {
-            format!("cannot read the system CA bundle {SYSTEM_CA_BUNDLE} ({e}); pass --ca-file")
-        })?,
+        None => std::fs::read(SYSTEM_CA_BUNDLE).map_err(TlsError::SystemBundle)?,
     };
     Ok(rumqttc::Transport::tls_with_config(
         rumqttc::TlsConfiguration::Simple {
@@ -55,7 +60,7 @@ pub fn set_tls(
     opts: &mut rumqttc::v5::MqttOptions,
     broker: &crate::BrokerUrl,
     ca: Option<&[u8]>,
-) -> Result<(), String> {
+) -> Result<(), TlsError> {
     if broker.tls {
         opts.set_transport(tls_transport(ca)?);
     }

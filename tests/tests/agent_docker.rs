@@ -810,7 +810,7 @@ async fn start_and_stop_of_a_stale_reference_report_no_change() -> anyhow::Resul
     let run = unique("stale");
     let web = TestContainer::run(&unique("zt-stale"), &run, &[])?;
     let (drv, control) = driver("stale", DockerTarget::default());
-    control.connect().await.map_err(anyhow::Error::msg)?;
+    control.connect().await?;
     let stale = |state| Resolved {
         id: web.id.clone(),
         name: web.name.clone(),

@@ -106,21 +106,27 @@ pub fn driver(agent: &str, target: DockerTarget) -> (Driver, DriverControl) {
 }
 
 impl DriverControl {
-    /// Connects and negotiates the API version. On success the driver becomes available.
-    pub async fn connect(&self) -> Result<Docker, String> {
+    /// Connects and negotiates the API version. On success the driver becomes available; the
+    /// error is `Unavailable`, with a reason a user can act on.
+    pub async fn connect(&self) -> Result<Docker, DriverError> {
         let addr = self.target.describe();
-        let docker = self
-            .target
-            .connect()
-            .map_err(|e| format!("cannot reach Docker at {addr}: {e}"))?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            DriverError::Unavailable(format!("cannot reach Docker at {addr}: {e}"))
+        };
+        let silent = |_| {
+            DriverError::Unavailable(format!(
+                "Docker at {addr} did not answer within {CALL_TIMEOUT:?}"
+            ))
+        };
+        let docker = self.target.connect().map_err(|e| unreachable(&e))?;
         let docker = tokio::time::timeout(CALL_TIMEOUT, docker.negotiate_version())
             .await
-            .map_err(|_| format!("Docker at {addr} did not answer within {CALL_TIMEOUT:?}"))?
-            .map_err(|e| format!("cannot reach Docker at {addr}: {}", short(&e)))?;
+            .map_err(silent)?
+            .map_err(|e| unreachable(&short(&e)))?;
         let version = tokio::time::timeout(CALL_TIMEOUT, docker.version())
             .await
-            .map_err(|_| format!("Docker at {addr} did not answer within {CALL_TIMEOUT:?}"))?
-            .map_err(|e| format!("cannot reach Docker at {addr}: {}", short(&e)))?;
+            .map_err(silent)?
+            .map_err(|e| unreachable(&short(&e)))?;
         let status = DockerStatus {
             state: DockerAvailability::Available,
             version: version.version,

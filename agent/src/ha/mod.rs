@@ -92,9 +92,14 @@ impl Default for HaConfig {
     }
 }
 
+/// A discovery prefix that is not a plain topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Home Assistant discovery prefix {0:?} is invalid: use topic levels without wildcards, e.g. homeassistant")]
+pub struct InvalidPrefix(pub String);
+
 impl HaConfig {
     /// A configuration with this discovery prefix, validated.
-    pub fn new(discovery_prefix: impl Into<String>) -> Result<Self, String> {
+    pub fn new(discovery_prefix: impl Into<String>) -> Result<Self, InvalidPrefix> {
         let c = Self {
             discovery_prefix: discovery_prefix.into(),
             own_container: None,
@@ -104,7 +109,7 @@ impl HaConfig {
     }
 
     /// The prefix must be a plain topic (one or more non-empty levels, no wildcards).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidPrefix> {
         let p = &self.discovery_prefix;
         let ok = !p.is_empty()
             && p.len() <= 200
@@ -115,9 +120,7 @@ impl HaConfig {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "Home Assistant discovery prefix {p:?} is invalid: use topic levels without wildcards, e.g. homeassistant"
-            ))
+            Err(InvalidPrefix(p.clone()))
         }
     }
 }
