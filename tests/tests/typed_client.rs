@@ -27,11 +27,12 @@ async fn every_operation_of_the_typed_client_against_the_secured_default() -> an
 
     // Reads of the fleet, from the cache and live.
     let found = eventually(
-        "the container in the fleet",
+        "the agent online with the container",
         Duration::from_secs(15),
         || async {
             let agents = admin.locate(&web.name).await.ok()?;
-            (agents == [agent.clone()]).then_some(agents)
+            let online = admin.agent(&agent).await.ok()?.online;
+            (online && agents == [agent.clone()]).then_some(agents)
         },
     )
     .await?;
