@@ -67,105 +67,24 @@ pub(crate) async fn run(
 
     let (opts, will) = mqtt_options(&cfg, &agent, &host, started_at)?;
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
-
-    let (driver, control) = docker::driver(&agent, cfg.docker.clone());
-    let (dock_tx, mut dock_rx) = mpsc::channel::<DockerSignal>(1024);
-    let monitor = tokio::spawn(
-        docker_monitor(control, dock_tx).instrument(info_span!("docker", agent = %agent)),
-    );
-    // Give the first Docker attempt a moment before meeting the broker, so the first status
-    // already says whether Docker is there (instead of "not connected yet").
-    if let Ok(Some(first)) = tokio::time::timeout(Duration::from_secs(3), dock_rx.recv()).await {
-        if !matches!(first, DockerSignal::Changed) {
-            debug!("unexpected first Docker signal");
-        }
-    }
-    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
+    let (driver, monitor, docker) = start_docker(&agent, &cfg).await;
+    let (in_tx, inbound) = mpsc::channel::<Inbound>(1024);
     let (stop_poll_tx, stop_poll_rx) = tokio::sync::oneshot::channel::<()>();
+    let backoff = Backoff::new(Duration::from_millis(100), cfg.reconnect_max);
     let poll = tokio::spawn(
-        poll_loop(
-            eventloop,
-            in_tx,
-            stop_poll_rx,
-            Backoff::new(Duration::from_millis(100), cfg.reconnect_max),
-            will,
-        )
-        .instrument(info_span!("mqtt", agent = %agent)),
+        poll_loop(eventloop, in_tx, stop_poll_rx, backoff, will)
+            .instrument(info_span!("mqtt", agent = %agent)),
     );
-
     // Actions ask the main loop to publish their outcome before they reply (Ctx::published_row).
-    let (publish_tx, mut publish_rx) = mpsc::channel::<PublishRow>(64);
-    let ctx = Arc::new(Ctx {
-        agent: agent.clone(),
-        driver: driver.clone(),
-        publish: publish_tx,
-    });
-    let publisher = Publisher::new(
-        client.clone(),
-        &agent,
-        &host,
-        started_at,
-        cfg.signing.as_ref().map(|s| s.key.clone()),
-        cfg.container_topics,
-        cfg.state_dir
-            .as_deref()
-            .map(|d| crate::retained::Record::new(d, &agent)),
-    );
-    // Requests and the fleet resync arrive through shared-subscription groups of this process
-    // (topics::agent_subscriptions): random, so no other client joins them by guessing.
-    let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
-    let serving = serving(&cfg, client.clone(), ctx, started_at);
-    // Home Assistant discovery and `/set` commands (ha/): only with --ha.
-    let ha = cfg.ha.as_ref().map(|h| Ha::new(client.clone(), &agent, h));
-    let mut periodic = tokio::time::interval(cfg.resync_interval);
-    periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    periodic.tick().await;
-    let mut m = MainLoop {
-        agent,
-        group,
-        driver,
-        publisher,
-        ha,
-        serving,
-        connected: false,
-        pending_events: Vec::new(),
-        flush_at: None,
-        rechecks: 0,
-        resync_at: None,
-    };
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-
-    tokio::pin!(shutdown);
+    let (publish_tx, rows) = mpsc::channel::<PublishRow>(64);
+    let mut m = MainLoop::new(&cfg, &client, &host, started_at, driver, publish_tx);
     info!(agent = %m.agent, broker = %cfg.broker, docker = %cfg.docker.describe(), "agent starting");
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            msg = in_rx.recv() => {
-                let Some(msg) = msg else { break };
-                m.on_inbound(msg).await;
-            }
-            sig = dock_rx.recv() => {
-                let Some(sig) = sig else { break };
-                m.on_docker(sig).await;
-            }
-            _ = tokio::time::sleep_until(m.flush_at.unwrap_or_else(far)), if m.flush_at.is_some() => {
-                m.flush_events().await;
-            }
-            Some(first) = publish_rx.recv() => m.answer_rows(first, &mut publish_rx).await,
-            _ = tokio::time::sleep_until(m.resync_at.unwrap_or_else(far)), if m.resync_at.is_some() => {
-                m.resync_at = None;
-                m.refresh(Republish::Snapshot).await;
-            }
-            _ = periodic.tick() => {
-                m.refresh(Republish::Snapshot).await;
-            }
-        }
-        // Home Assistant: discovery follows the container list, whichever branch above
-        // refreshed it (new containers appear, destroyed ones are removed). Cheap when unchanged.
-        if let Some(h) = &mut m.ha {
-            h.sync(m.publisher.current());
-        }
-    }
+    let inputs = Inputs {
+        inbound,
+        docker,
+        rows,
+    };
+    m.serve(shutdown, inputs, cfg.resync_interval).await;
 
     info!("shutting down: publishing offline status");
     monitor.abort();
@@ -185,6 +104,39 @@ pub(crate) async fn run(
         warn!("the broker did not take the offline status within 3 s");
     }
     Ok(())
+}
+
+/// The Docker driver and its monitor task, after the first connection attempt had a moment, so
+/// that the first status already says whether Docker is there (instead of "not connected yet").
+async fn start_docker(
+    agent: &str,
+    cfg: &AgentConfig,
+) -> (
+    Driver,
+    tokio::task::JoinHandle<()>,
+    mpsc::Receiver<DockerSignal>,
+) {
+    let (driver, control) = docker::driver(agent, cfg.docker.clone());
+    let (dock_tx, mut dock_rx) = mpsc::channel::<DockerSignal>(1024);
+    let monitor = tokio::spawn(
+        docker_monitor(control, dock_tx).instrument(info_span!("docker", agent = %agent)),
+    );
+    if let Ok(Some(first)) = tokio::time::timeout(Duration::from_secs(3), dock_rx.recv()).await {
+        if !matches!(first, DockerSignal::Changed) {
+            debug!("unexpected first Docker signal");
+        }
+    }
+    (driver, monitor, dock_rx)
+}
+
+/// What wakes the main loop besides its timers.
+struct Inputs {
+    /// MQTT: connections, requests, resyncs, Home Assistant commands (from the poll task).
+    inbound: mpsc::Receiver<Inbound>,
+    /// Docker: availability and container events (from the monitor task).
+    docker: mpsc::Receiver<DockerSignal>,
+    /// Rows that finished actions ask to have published before they reply.
+    rows: mpsc::Receiver<PublishRow>,
 }
 
 /// Signs the Last Will afresh (for each connection).
@@ -264,6 +216,93 @@ struct MainLoop {
 }
 
 impl MainLoop {
+    fn new(
+        cfg: &AgentConfig,
+        client: &AsyncClient,
+        host: &str,
+        started_at: chrono::DateTime<Utc>,
+        driver: Driver,
+        publish: mpsc::Sender<PublishRow>,
+    ) -> Self {
+        let agent = cfg.name.as_str().to_owned();
+        let ctx = Arc::new(Ctx {
+            agent: agent.clone(),
+            driver: driver.clone(),
+            publish,
+        });
+        let record = cfg.state_dir.as_deref();
+        let publisher = Publisher::new(
+            client.clone(),
+            &agent,
+            host,
+            started_at,
+            cfg.signing.as_ref().map(|s| s.key.clone()),
+            cfg.container_topics,
+            record.map(|d| crate::retained::Record::new(d, &agent)),
+        );
+        MainLoop {
+            // Requests and the fleet resync arrive through shared-subscription groups of this
+            // process (topics::agent_subscriptions): random, so no other client joins them by
+            // guessing.
+            group: format!("zedops-{:016x}", rand::rng().random::<u64>()),
+            serving: serving(cfg, client.clone(), ctx, started_at),
+            // Home Assistant discovery and `/set` commands (ha/): only with --ha.
+            ha: cfg.ha.as_ref().map(|h| Ha::new(client.clone(), &agent, h)),
+            agent,
+            driver,
+            publisher,
+            connected: false,
+            pending_events: Vec::new(),
+            flush_at: None,
+            rechecks: 0,
+            resync_at: None,
+        }
+    }
+
+    /// Serves until `shutdown` completes or an input closes: one branch per kind of wake-up.
+    async fn serve(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut i: Inputs,
+        resync_interval: Duration,
+    ) {
+        let mut periodic = tokio::time::interval(resync_interval);
+        periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        periodic.tick().await;
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                msg = i.inbound.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_inbound(msg).await;
+                }
+                sig = i.docker.recv() => {
+                    let Some(sig) = sig else { break };
+                    self.on_docker(sig).await;
+                }
+                _ = tokio::time::sleep_until(self.flush_at.unwrap_or_else(far)), if self.flush_at.is_some() => {
+                    self.flush_events().await;
+                }
+                Some(first) = i.rows.recv() => self.answer_rows(first, &mut i.rows).await,
+                _ = tokio::time::sleep_until(self.resync_at.unwrap_or_else(far)), if self.resync_at.is_some() => {
+                    self.resync_at = None;
+                    self.refresh(Republish::Snapshot).await;
+                }
+                _ = periodic.tick() => {
+                    self.refresh(Republish::Snapshot).await;
+                }
+            }
+            // Home Assistant: discovery follows the container list, whichever branch above
+            // refreshed it (new containers appear, destroyed ones are removed). Cheap when
+            // unchanged.
+            if let Some(h) = &mut self.ha {
+                h.sync(self.publisher.current());
+            }
+        }
+    }
+
     async fn refresh(&mut self, again: Republish) -> bool {
         refresh(&self.driver, &mut self.publisher, again).await
     }

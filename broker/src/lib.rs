@@ -242,28 +242,84 @@ fn local_addr(l: &StdTcpListener, addr: SocketAddr) -> Result<SocketAddr, Broker
 /// Starts the broker and returns once every listener accepts connections.
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-    // (listener, TLS?) — the public ones, then with TLS a plain one on loopback.
-    let mut listeners = vec![(bind(config.v5_listen)?, config.v5_listen, tls.is_some())];
-    if let Some(a) = config.v4_listen {
-        listeners.push((bind(a)?, a, tls.is_some()));
-    }
-    if tls.is_some() {
-        let a = SocketAddr::from(([127, 0, 0, 1], 0));
-        listeners.push((bind(a)?, a, false));
-    }
-    let addrs: Vec<SocketAddr> = listeners
-        .iter()
-        .map(|(l, a, _)| local_addr(l, *a))
-        .collect::<Result<_, _>>()?;
-
-    let router = Router::new(0, router_config(&config));
-    let router_tx = router.spawn();
+    let (listeners, addrs) = bind_listeners(&config, tls.is_some())?;
     // Two threads besides rumqttd's router: the front end's connections on one, rumqttd's
     // connection tasks on the other, so that relaying and rumqttd's own work use both cores
     // under load (a fleet connecting at once); each runtime is single-threaded.
     let runtime = single_thread_runtime("zedops-broker-front")?;
     let links = single_thread_runtime("zedops-broker-links")?;
+    let upstream = router_upstream(&config, &links);
+    let shared = Arc::new(front::Shared {
+        auth: config.auth.clone(),
+        upstream: upstream.clone(),
+        max_packet: zedops_proto::MAX_PACKET_BYTES,
+        slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+    });
+    let (links_stop, links_thread) = park(links, "zedops-broker-links-owner")?;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let front = Front {
+        upstream,
+        listeners,
+        acceptor,
+        shared,
+    };
+    let (stop_tx, ready_rx, thread) = front.spawn(runtime)?;
+    let mut handle = BrokerHandle {
+        v5_addr: addrs[0],
+        v4_addr: config.v4_listen.map(|_| addrs[1]),
+        internal_addr: config.tls.as_ref().map(|_| addrs[addrs.len() - 1]),
+        tls: config.tls.is_some(),
+        stop: vec![stop_tx, links_stop],
+        threads: vec![thread, links_thread],
+    };
+    let ready = match ready_rx.await {
+        Ok(r) => r,
+        Err(_) => Err(BrokerError::Runtime(std::io::Error::other(
+            "the broker's thread ended during start",
+        ))),
+    };
+    if let Err(e) = ready {
+        handle.shutdown();
+        return Err(e);
+    }
+    info!(mqtt5 = %handle.v5_addr, mqtt311 = ?handle.v4_addr, "embedded MQTT broker listening");
+    Ok(handle)
+}
 
+/// A bound listener and whether it speaks TLS.
+type Listener = (std::net::TcpListener, bool);
+
+/// The public listeners (MQTT 5, and 3.1.1 when asked), then with TLS a plain one on loopback;
+/// with their real addresses (port 0 resolved).
+fn bind_listeners(
+    config: &BrokerConfig,
+    tls: bool,
+) -> Result<(Vec<Listener>, Vec<SocketAddr>), BrokerError> {
+    let mut wanted = vec![(config.v5_listen, tls)];
+    if let Some(a) = config.v4_listen {
+        wanted.push((a, tls));
+    }
+    if tls {
+        wanted.push((SocketAddr::from(([127, 0, 0, 1], 0)), false));
+    }
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for (a, tls) in wanted {
+        let l = bind(a)?;
+        addrs.push(local_addr(&l, a)?);
+        listeners.push((l, tls));
+    }
+    Ok((listeners, addrs))
+}
+
+/// rumqttd's router, and the front end's way to it: each upstream listener is a rumqttd server
+/// on `links`, reached with a secret only the front end knows.
+fn router_upstream(
+    config: &BrokerConfig,
+    links: &tokio::runtime::Runtime,
+) -> Arc<front::upstream::Upstream> {
+    let router = Router::new(0, router_config(config));
+    let router_tx = router.spawn();
     let secret = Arc::new((
         "zedops-front".to_owned(),
         format!("{:032x}", rand::random::<u128>()),
@@ -282,76 +338,71 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
             }
         });
     };
-    let loopback = std::net::Ipv4Addr::LOCALHOST.into();
-    let upstream = Arc::new(front::upstream::Upstream::new(
-        SocketAddr::new(loopback, 0),
+    Arc::new(front::upstream::Upstream::new(
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0),
         secret.0.clone(),
         secret.1.clone(),
         zedops_proto::MAX_PACKET_BYTES,
         Box::new(spawn),
-    ));
-    let shared = Arc::new(front::Shared {
-        auth: config.auth.clone(),
-        upstream: upstream.clone(),
-        max_packet: zedops_proto::MAX_PACKET_BYTES,
-        slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-    });
+    ))
+}
 
-    let (links_stop, links_thread) = park(links, "zedops-broker-links-owner")?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel::<Result<(), BrokerError>>();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let thread = std::thread::Builder::new()
-        .name("zedops-broker-front-owner".into())
-        .spawn(move || {
-            // The runtime lives on its own thread so that it can be dropped (closing every
-            // connection) without blocking the caller's runtime.
-            runtime.block_on(async move {
-                let ready = upstream.start(loopback).await;
-                let ok = ready.is_ok();
-                if ok {
-                    for (l, _, tls) in listeners {
-                        match TcpListener::from_std(l) {
-                            Ok(l) => {
-                                let acceptor = tls.then(|| acceptor.clone()).flatten();
-                                tokio::spawn(front::accept_loop(l, acceptor, shared.clone()));
-                            }
-                            Err(e) => tracing::warn!(error = %e, "MQTT listener lost"),
-                        }
+/// The front end, ready to run on its own runtime.
+struct Front {
+    upstream: Arc<front::upstream::Upstream>,
+    listeners: Vec<Listener>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<front::Shared>,
+}
+
+type Spawned = (
+    oneshot::Sender<()>,
+    oneshot::Receiver<Result<(), BrokerError>>,
+    std::thread::JoinHandle<()>,
+);
+
+impl Front {
+    /// Runs the front end on `runtime`, on a thread of its own so that the runtime can be
+    /// dropped (closing every connection) without blocking the caller's. Returns the stop
+    /// signal, whether it started, and the thread.
+    fn spawn(self, runtime: tokio::runtime::Runtime) -> Result<Spawned, BrokerError> {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), BrokerError>>();
+        let thread = std::thread::Builder::new()
+            .name("zedops-broker-front-owner".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let ready = self
+                        .upstream
+                        .start(std::net::Ipv4Addr::LOCALHOST.into())
+                        .await;
+                    let ok = ready.is_ok();
+                    if ok {
+                        self.accept();
                     }
-                }
-                let _ = ready_tx.send(ready);
-                if ok {
-                    let _ = stop_rx.await;
-                }
-            });
-            runtime.shutdown_timeout(Duration::from_secs(2));
-        })
-        .map_err(BrokerError::Runtime)?;
+                    let _ = ready_tx.send(ready);
+                    if ok {
+                        let _ = stop_rx.await;
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(2));
+            })
+            .map_err(BrokerError::Runtime)?;
+        Ok((stop_tx, ready_rx, thread))
+    }
 
-    let mut handle = BrokerHandle {
-        v5_addr: addrs[0],
-        v4_addr: config.v4_listen.map(|_| addrs[1]),
-        internal_addr: config.tls.as_ref().map(|_| addrs[addrs.len() - 1]),
-        tls: config.tls.is_some(),
-        stop: vec![stop_tx, links_stop],
-        threads: vec![thread, links_thread],
-    };
-    match ready_rx.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            handle.shutdown();
-            return Err(e);
-        }
-        Err(_) => {
-            handle.shutdown();
-            return Err(BrokerError::Runtime(std::io::Error::other(
-                "the broker's thread ended during start",
-            )));
+    /// An accept loop per listener, on the current runtime.
+    fn accept(self) {
+        for (l, tls) in self.listeners {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    let acceptor = tls.then(|| self.acceptor.clone()).flatten();
+                    tokio::spawn(front::accept_loop(l, acceptor, self.shared.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "MQTT listener lost"),
+            }
         }
     }
-    info!(mqtt5 = %handle.v5_addr, mqtt311 = ?handle.v4_addr, "embedded MQTT broker listening");
-    Ok(handle)
 }
 
 fn single_thread_runtime(name: &str) -> Result<tokio::runtime::Runtime, BrokerError> {

@@ -1,0 +1,341 @@
+//! One fleet size on one broker, step by step.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+use zedops_proto::topics;
+use zedops_tests::procs::Mosquitto;
+
+use crate::http::{Conn, Target};
+use crate::procs::{self, Proc, Usage};
+use crate::stats::fmt_dur;
+
+use super::probe::*;
+use super::sim::*;
+use super::*;
+
+/// Everything measured for one fleet size and one broker.
+pub(super) struct Run {
+    pub(super) broker: &'static str,
+    pub(super) profile: Profile,
+    pub(super) n: usize,
+    pub(super) connect: Option<Duration>,
+    pub(super) first: Option<ApiStart>,
+    pub(super) restart: Option<ApiStart>,
+    pub(super) agents_list: Option<(Duration, usize, usize)>,
+    pub(super) retained: Option<(Duration, u64)>,
+    pub(super) blast: Option<(Duration, u64, u64, u64)>,
+    pub(super) broker_rss: u64,
+    pub(super) broker_hwm: u64,
+    pub(super) broker_fds: usize,
+    pub(super) broker_cpu: f64,
+    pub(super) bench_cpu: f64,
+    pub(super) blast_expected: u64,
+    pub(super) api_rss_idle: u64,
+    pub(super) api_hwm: u64,
+    pub(super) bench_rss: u64,
+    pub(super) errors: u64,
+    pub(super) dropped: u64,
+    pub(super) failure: Option<String>,
+    pub(super) last_error: Option<String>,
+}
+
+impl Run {
+    pub(super) fn label(&self) -> String {
+        match self.profile {
+            Profile::Full => self.broker.to_owned(),
+            Profile::Lean => format!("{}, agents with --no-container-topics", self.broker),
+        }
+    }
+}
+
+pub(super) enum BrokerProc {
+    Embedded(Proc),
+    Mosquitto { _guard: Mosquitto, pid: u32 },
+}
+
+impl BrokerProc {
+    pub(super) fn pid(&self) -> u32 {
+        match self {
+            BrokerProc::Embedded(p) => p.pid(),
+            BrokerProc::Mosquitto { pid, .. } => *pid,
+        }
+    }
+}
+
+pub(super) async fn one_run(
+    kind: &'static str,
+    profile: Profile,
+    n: usize,
+    sims: &[Arc<SimAgent>],
+    quick: bool,
+) -> Run {
+    let mut r = Run {
+        broker: kind,
+        profile,
+        n,
+        connect: None,
+        first: None,
+        restart: None,
+        agents_list: None,
+        retained: None,
+        blast: None,
+        broker_rss: 0,
+        broker_hwm: 0,
+        broker_fds: 0,
+        broker_cpu: 0.0,
+        bench_cpu: 0.0,
+        blast_expected: 0,
+        api_rss_idle: 0,
+        api_hwm: 0,
+        bench_rss: 0,
+        errors: 0,
+        dropped: 0,
+        failure: None,
+        last_error: None,
+    };
+    if let Err(e) = one_run_inner(&mut r, kind, profile, n, sims, quick).await {
+        r.failure = Some(format!("{e:#}"));
+    }
+    r
+}
+
+/// The steps of the module's documentation (`super`), in order; each records into `r`.
+async fn one_run_inner(
+    r: &mut Run,
+    kind: &'static str,
+    profile: Profile,
+    n: usize,
+    sims: &[Arc<SimAgent>],
+    quick: bool,
+) -> anyhow::Result<()> {
+    eprintln!("[fleet] {kind}: {n} simulated agents × {CONTAINERS} containers ({profile:?})");
+    let (broker, addr) = start_broker(kind).await?;
+    let bpid = broker.pid();
+    // 1. Connect the fleet.
+    let fleet = SimFleet::start(n, addr, sims, profile);
+    let c = fleet.counters.clone();
+    connect(r, &c, quick).await?;
+    // 2. The API: first start, stop, start again.
+    let api = api_starts(r, addr).await?;
+    // 3. Retained delivery to a new subscriber with the API's filters (2N messages).
+    let sub = Subscriber::start(addr).await?;
+    retained(r, &sub).await?;
+    // 4. Blast: every simulated agent republishes its 27 messages at once.
+    blast(r, &c, &sub, bpid).await?;
+    sub.task.abort();
+    // 5. Resources.
+    let bu = Usage::of(bpid);
+    r.broker_rss = bu.rss;
+    r.broker_hwm = bu.hwm;
+    r.broker_fds = procs::fd_count(bpid);
+    r.bench_rss = Usage::of(std::process::id()).rss;
+    r.errors = c.errors.load(Ordering::Relaxed);
+    r.dropped = c.dropped.load(Ordering::Relaxed);
+    r.last_error = Some(c.error_summary()).filter(|s| !s.is_empty());
+    drop(api);
+    fleet.stop();
+    drop(broker);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// The broker as its own process: ours (`zedops` with only the broker) or Mosquitto.
+async fn start_broker(kind: &str) -> anyhow::Result<(BrokerProc, SocketAddr)> {
+    if kind == "embedded" {
+        let (p, a) = procs::spawn_broker()?;
+        return Ok((BrokerProc::Embedded(p), a));
+    }
+    let before: Vec<u32> = procs::pids_named("mosquitto");
+    let m = Mosquitto::start().await?;
+    let pid = procs::pids_named("mosquitto")
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .context("cannot find the new mosquitto process")?;
+    let a = m.addr;
+    Ok((BrokerProc::Mosquitto { _guard: m, pid }, a))
+}
+
+/// Step 1: waits until every simulated agent is connected and every publish acknowledged.
+async fn connect(r: &mut Run, c: &Counters, quick: bool) -> anyhow::Result<()> {
+    let (kind, n) = (r.broker, r.n);
+    let expected_pubs = (n * r.profile.pubs_per_agent()) as u64;
+    // The embedded broker's first connection of a fleet grows with the square of its size
+    // (~170 s for 5000 full agents on 2 cores, docs/benchmarks.md §6); the API restart (what the
+    // target is about) can only be measured once the whole fleet is there.
+    // ZEDOPS_BENCH_BOOT_S overrides the limit.
+    let limit = Duration::from_secs(
+        std::env::var("ZEDOPS_BENCH_BOOT_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(match (quick, r.profile) {
+                (true, _) => 30,
+                (false, Profile::Full) => 300,
+                (false, Profile::Lean) => 150,
+            }),
+    );
+    let t0 = Instant::now();
+    let mut shown = 0;
+    r.connect = wait_until(limit, || {
+        let s = t0.elapsed().as_secs() / 10;
+        if s > shown {
+            shown = s;
+            eprintln!(
+                "[fleet] {kind}: {} s: {} of {n} connected, {} of {expected_pubs} publishes acknowledged, {} connection errors",
+                s * 10,
+                c.connected.load(Ordering::Relaxed),
+                c.acked.load(Ordering::Relaxed),
+                c.errors.load(Ordering::Relaxed)
+            );
+        }
+        c.connected.load(Ordering::Relaxed) >= n as i64
+            && c.acked.load(Ordering::Relaxed) >= expected_pubs
+    })
+    .await;
+    if r.connect.is_none() {
+        bail!(
+            "the fleet did not connect and publish within {limit:?}: {} of {n} connected ({} CONNACKs), {} of {expected_pubs} publishes acknowledged, {} connection errors (last: {:?})",
+            c.connected.load(Ordering::Relaxed),
+            c.connacks.load(Ordering::Relaxed),
+            c.acked.load(Ordering::Relaxed),
+            c.errors.load(Ordering::Relaxed),
+            c.error_summary()
+        );
+    }
+    eprintln!(
+        "[fleet] {kind}: {n} connected and published in {}",
+        fmt_dur(r.connect.unwrap_or_default())
+    );
+    Ok(())
+}
+
+/// Step 2: the API's first start, a stop, and a second start, each until the whole fleet is
+/// visible; then `GET /api/v1/agents` at this size and the API's idle memory. Returns the API.
+async fn api_starts(r: &mut Run, addr: SocketAddr) -> anyhow::Result<Proc> {
+    let n = r.n as u64;
+    let api_limit = Duration::from_secs(if n >= 5000 { 60 } else { 30 });
+    let (mut api, _http, first) = start_api(addr, n, api_limit).await?;
+    let first_ok = first.all.is_some();
+    r.first = Some(first);
+    if !first_ok {
+        bail!("the API did not show the whole fleet within {api_limit:?} of its first start");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the first start's resync replies
+    api.terminate(Duration::from_secs(10));
+    drop(api);
+    let (api, http, restart) = start_api(addr, n, api_limit).await?;
+    let restart_ok = restart.all.is_some();
+    r.restart = Some(restart);
+    if !restart_ok {
+        bail!("the API did not show the whole fleet within {api_limit:?} of its restart");
+    }
+    if let Ok(mut conn) = Conn::open(&Target::Tcp(http)).await {
+        let t0 = Instant::now();
+        if let Ok(body) = conn.ok("GET", "/api/v1/agents").await {
+            let d = t0.elapsed();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let listed = v.as_array().map(|a| a.len()).unwrap_or(0);
+            r.agents_list = Some((d, listed, body.len()));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let au = api.usage();
+    r.api_rss_idle = au.rss;
+    r.api_hwm = au.hwm;
+    Ok(api)
+}
+
+/// A subscriber that counts what it receives (messages and bytes).
+struct Subscriber {
+    client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+    count: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    async fn start(addr: SocketAddr) -> anyhow::Result<Self> {
+        let count = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (client, task) = counting_subscriber(addr, count.clone(), bytes.clone()).await?;
+        Ok(Self {
+            client,
+            task,
+            count,
+            bytes,
+        })
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Step 3: the API's filters subscribed; until the 2N retained messages arrived.
+async fn retained(r: &mut Run, sub: &Subscriber) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    sub.client
+        .subscribe(topics::ALL_STATUS, QoS::AtMostOnce)
+        .await?;
+    sub.client
+        .subscribe(topics::ALL_SNAPSHOTS, QoS::AtMostOnce)
+        .await?;
+    let want = 2 * r.n as u64;
+    let got = wait_until(Duration::from_secs(15), || sub.count() >= want).await;
+    r.retained = Some((got.unwrap_or_else(|| t0.elapsed()), sub.count()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// Step 4: every simulated agent republishes at once; until every republish is acknowledged
+/// and nothing more arrives for 1 s (or 20 s). Records throughput and the CPU shares.
+async fn blast(r: &mut Run, c: &Counters, sub: &Subscriber, bpid: u32) -> anyhow::Result<()> {
+    let recv0 = c.received.load(Ordering::Relaxed);
+    let rbytes0 = c.received_bytes.load(Ordering::Relaxed);
+    let acked0 = c.acked.load(Ordering::Relaxed);
+    let count0 = sub.count();
+    let bytes0 = sub.bytes.load(Ordering::Relaxed);
+    let b1 = Usage::of(bpid);
+    let me0 = Usage::of(std::process::id());
+    let t0 = Instant::now();
+    sub.client
+        .publish(BLAST, QoS::AtMostOnce, false, Vec::new())
+        .await?;
+    let blast_in = (r.n * r.profile.pubs_per_agent()) as u64;
+    // Acknowledged republishes, copies at the counting subscriber (status and snapshot, 2N) and
+    // the blast at every agent (N).
+    let total = || {
+        (c.acked.load(Ordering::Relaxed) - acked0)
+            + (c.received.load(Ordering::Relaxed) - recv0)
+            + (sub.count() - count0)
+    };
+    let mut last = total();
+    let mut last_change = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = total();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if c.acked.load(Ordering::Relaxed) - acked0 >= blast_in
+            && last_change.elapsed() >= Duration::from_secs(1)
+        {
+            break;
+        }
+    }
+    r.blast_expected = 3 * r.n as u64;
+    let took = last_change.duration_since(t0);
+    r.bench_cpu = Usage::cpu_share(&me0, &Usage::of(std::process::id()));
+    r.broker_cpu = Usage::cpu_share(&b1, &Usage::of(bpid));
+    let delivered = (c.received.load(Ordering::Relaxed) - recv0) + (sub.count() - count0);
+    let dbytes = (c.received_bytes.load(Ordering::Relaxed) - rbytes0)
+        + (sub.bytes.load(Ordering::Relaxed) - bytes0);
+    let acked = c.acked.load(Ordering::Relaxed) - acked0;
+    r.blast = Some((took, acked, delivered, dbytes));
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Simulated agents: what `zedops agent` does on the wire, with a simulated container runtime.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use rand::Rng;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::Semaphore;
+use zedops_proto::{
+    topics, AgentState, AgentStatus, Container, ContainerState, Counts, DockerAvailability,
+    DockerStatus, Port,
+};
+
+use super::*;
+
+/// Counters shared by every simulated agent.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) connacks: AtomicU64,
+    /// Simulated agents connected right now.
+    pub(super) connected: std::sync::atomic::AtomicI64,
+    /// Connections lost after a CONNACK (or refused): a sign that something broke.
+    pub(super) errors: AtomicU64,
+    /// Publishes queued (status, snapshot, per-container).
+    pub(super) published: AtomicU64,
+    /// PUBACKs received for them.
+    pub(super) acked: AtomicU64,
+    /// Publishes delivered to the simulated agents (their own per-container topics, resync).
+    pub(super) received: AtomicU64,
+    pub(super) received_bytes: AtomicU64,
+    /// Publishes dropped because the client's queue was full.
+    pub(super) dropped: AtomicU64,
+    pub(super) last_error: std::sync::Mutex<Option<String>>,
+    /// Connection errors by message, with the seconds since the fleet started of the first one.
+    pub(super) error_kinds: std::sync::Mutex<std::collections::BTreeMap<String, (u64, f64)>>,
+    pub(super) started: std::sync::OnceLock<Instant>,
+}
+
+impl Counters {
+    pub(super) fn error(&self, e: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let at = self
+            .started
+            .get()
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        if let Ok(mut k) = self.error_kinds.lock() {
+            k.entry(e.clone()).or_insert((0, at)).0 += 1;
+        }
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some(e);
+        }
+    }
+
+    pub(super) fn error_summary(&self) -> String {
+        self.error_kinds
+            .lock()
+            .map(|k| {
+                k.iter()
+                    .map(|(e, (n, at))| format!("{n}× \"{e}\" (first after {at:.1} s)"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What one simulated agent publishes; payloads prepared once.
+pub(super) struct SimAgent {
+    pub(super) name: String,
+    pub(super) containers: Vec<(String, Bytes)>,
+    /// The containers as a JSON array, spliced into each snapshot.
+    pub(super) containers_json: String,
+    pub(super) counts: Counts,
+    pub(super) started_at: chrono::DateTime<Utc>,
+}
+
+pub(super) fn hex(rng: &mut impl Rng, n: usize) -> String {
+    (0..n)
+        .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+        .collect()
+}
+
+impl SimAgent {
+    pub(super) fn new(i: usize) -> Self {
+        let mut rng = rand::rng();
+        let name = format!("sim-{i:05}");
+        let list: Vec<Container> = (0..CONTAINERS)
+            .map(|j| {
+                let id = hex(&mut rng, 64);
+                Container {
+                    short_id: id[..12].to_owned(),
+                    id,
+                    name: format!("svc-{j:02}"),
+                    image: format!("registry.example/team/app-{j:02}:1.{j}.0"),
+                    image_id: format!("sha256:{}", hex(&mut rng, 64)),
+                    command: "/usr/local/bin/app --config /etc/app/config.toml serve".into(),
+                    state: if j % 10 == 9 {
+                        ContainerState::Exited
+                    } else {
+                        ContainerState::Running
+                    },
+                    status: if j % 10 == 9 {
+                        "Exited (0) 2 hours ago".into()
+                    } else {
+                        "Up 3 hours".into()
+                    },
+                    health: (j % 3 == 0).then(|| "healthy".to_owned()),
+                    created_at: Utc::now() - chrono::Duration::hours(3),
+                    ports: vec![Port {
+                        private_port: 8080,
+                        public_port: Some(18000 + j as u16),
+                        protocol: "tcp".into(),
+                        ip: Some("0.0.0.0".into()),
+                    }],
+                    labels: [
+                        ("com.docker.compose.project".to_owned(), "stack".to_owned()),
+                        (
+                            "com.docker.compose.service".to_owned(),
+                            format!("svc-{j:02}"),
+                        ),
+                        (
+                            "org.opencontainers.image.version".to_owned(),
+                            format!("1.{j}.0"),
+                        ),
+                    ]
+                    .into_iter()
+                    .collect(),
+                }
+            })
+            .collect();
+        let containers = list
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    Bytes::from(serde_json::to_vec(c).unwrap_or_default()),
+                )
+            })
+            .collect();
+        Self {
+            containers_json: serde_json::to_string(&list).unwrap_or_default(),
+            counts: Counts::of(&list),
+            containers,
+            name,
+            started_at: Utc::now(),
+        }
+    }
+
+    pub(super) fn status(&self, state: AgentState) -> Bytes {
+        let s = AgentStatus {
+            agent: self.name.clone(),
+            state,
+            version: zedops_proto::VERSION.to_owned(),
+            hostname: format!("host-{}", self.name),
+            docker: DockerStatus {
+                state: DockerAvailability::Available,
+                version: Some("20.10.24 (simulated)".into()),
+                api_version: Some("1.41".into()),
+                error: None,
+            },
+            started_at: self.started_at,
+            counts: self.counts,
+            updated_at: Utc::now(),
+        };
+        Bytes::from(serde_json::to_vec(&s).unwrap_or_default())
+    }
+
+    pub(super) fn snapshot(&self, seq: u64) -> Bytes {
+        let taken_at = serde_json::to_string(&Utc::now()).unwrap_or_default();
+        Bytes::from(format!(
+            "{{\"agent\":\"{}\",\"seq\":{seq},\"taken_at\":{taken_at},\"containers\":{}}}",
+            self.name, self.containers_json
+        ))
+    }
+
+    /// Status, snapshot and (`all`) every per-container topic: the agent publishes all after a
+    /// CONNACK, status and snapshot on `fleet/resync`.
+    pub(super) fn publish(
+        &self,
+        client: &AsyncClient,
+        seq: u64,
+        c: &Counters,
+        profile: Profile,
+        all: bool,
+    ) {
+        let send = |topic: String, payload: Bytes| match client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
+            true,
+            payload,
+        ) {
+            Ok(()) => {
+                c.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        send(topics::status(&self.name), self.status(AgentState::Online));
+        send(topics::snapshot(&self.name), self.snapshot(seq));
+        if profile == Profile::Lean || !all {
+            return;
+        }
+        for (n, p) in &self.containers {
+            send(topics::container(&self.name, n), p.clone());
+        }
+    }
+}
+
+/// Runs one simulated agent until `stop`.
+pub(super) async fn sim_agent(
+    sim: Arc<SimAgent>,
+    broker: SocketAddr,
+    c: Arc<Counters>,
+    gate: Arc<Semaphore>,
+    stop: Arc<AtomicBool>,
+    profile: Profile,
+) {
+    let mut opts = MqttOptions::new(
+        zedops_proto::identity::agent_client_id(&sim.name),
+        broker.ip().to_string(),
+        broker.port(),
+    );
+    opts.set_keep_alive(Duration::from_secs(15));
+    opts.set_clean_start(true);
+    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
+    // rumqttc 0.25 (v5) times out the TCP connect + CONNACK after MqttOptions' connection timeout
+    // (default 5 s, also the agent's); see SIM_CONNECT_TIMEOUT.
+    opts.set_connection_timeout(SIM_CONNECT_TIMEOUT);
+    // rumqttc 0.25 sizes its outgoing in-flight table by this limit (default u16::MAX: a
+    // 65 536-slot Vec<Option<Publish>> written at creation, ~13 MiB resident per client).
+    opts.set_outgoing_inflight_upper_limit(SIM_INFLIGHT);
+    opts.set_last_will(LastWill::new(
+        topics::status(&sim.name),
+        sim.status(AgentState::Offline),
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    let (client, mut el) = AsyncClient::new(opts, 128);
+    let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
+    let mut seq = 0u64;
+    let mut up = false;
+    // At most `gate` connections are being set up at once (the listen backlog is finite).
+    let mut permit = gate.clone().acquire_owned().await.ok();
+    while !stop.load(Ordering::Relaxed) {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                permit.take();
+                c.connacks.fetch_add(1, Ordering::Relaxed);
+                if !up {
+                    up = true;
+                    c.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                // As the agent subscribes (session.rs), plus the bench-only blast topic (shared
+                // as well, so that it adds no work the agent does not cause).
+                let blast = topics::shared(&format!("{group}-blast"), BLAST);
+                for f in topics::agent_subscriptions(&group, &sim.name)
+                    .into_iter()
+                    .chain([blast])
+                {
+                    let _ = client.try_subscribe(f, QoS::AtMostOnce);
+                }
+                seq += 1;
+                sim.publish(&client, seq, &c, profile, true);
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                c.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                c.received.fetch_add(1, Ordering::Relaxed);
+                c.received_bytes
+                    .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                if p.topic.as_ref() == topics::RESYNC.as_bytes() {
+                    let delay = Duration::from_millis(rand::rng().random_range(0..1000));
+                    let (sim, client, c) = (sim.clone(), client.clone(), c.clone());
+                    seq += 1;
+                    let s = seq;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        sim.publish(&client, s, &c, profile, false);
+                    });
+                } else if p.topic.as_ref() == BLAST.as_bytes() {
+                    seq += 1;
+                    sim.publish(&client, seq, &c, profile, true);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                permit.take();
+                if up {
+                    up = false;
+                    c.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+                c.error(e.to_string());
+                let pause = Duration::from_millis(rand::rng().random_range(500..1500));
+                tokio::time::sleep(pause).await;
+                permit = gate.clone().acquire_owned().await.ok();
+            }
+        }
+    }
+}
+
+pub(super) struct SimFleet {
+    pub(super) counters: Arc<Counters>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SimFleet {
+    pub(super) fn start(
+        n: usize,
+        broker: SocketAddr,
+        sims: &[Arc<SimAgent>],
+        profile: Profile,
+    ) -> Self {
+        let counters = Arc::new(Counters::default());
+        let _ = counters.started.set(Instant::now());
+        let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(Semaphore::new(connect_gate()));
+        let tasks = sims[..n]
+            .iter()
+            .map(|s| {
+                tokio::spawn(sim_agent(
+                    s.clone(),
+                    broker,
+                    counters.clone(),
+                    gate.clone(),
+                    stop.clone(),
+                    profile,
+                ))
+            })
+            .collect();
+        Self {
+            counters,
+            stop,
+            tasks,
+        }
+    }
+
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Connections being set up at once (`ZEDOPS_BENCH_CONNECT_GATE`, default 200).
+pub(super) fn connect_gate() -> usize {
+    std::env::var("ZEDOPS_BENCH_CONNECT_GATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
