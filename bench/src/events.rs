@@ -98,6 +98,9 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Seen>) {
     while rx.try_recv().is_ok() {}
 }
 
+/// Longer than a screen on purpose: a benchmark scenario is a script that reads top to bottom in
+/// the order it measures, and each row of its table refers to a step above it; split up, the
+/// sequence (warm-up, samples, reference in the same run) would be scattered over helpers.
 pub async fn run(stack: &Stack, o: &Opts) -> anyhow::Result<Table> {
     let cycles = if o.quick { 5 } else { 20 };
     let name = stack.containers[2].name.clone();

@@ -35,6 +35,9 @@ fn stripped_size(p: &std::path::Path) -> Option<u64> {
     st.success().then(|| file_size(&out))
 }
 
+/// Longer than a screen on purpose: a benchmark scenario is a script that reads top to bottom in
+/// the order it measures, and each row of its table refers to a step above it; split up, the
+/// sequence (warm-up, samples, reference in the same run) would be scattered over helpers.
 pub async fn run(stack: &Stack, o: &Opts) -> anyhow::Result<Table> {
     let window = if o.quick {
         Duration::from_secs(10)

@@ -208,6 +208,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Longer than a screen on purpose: one arm per scenario, each a few lines that start what it
+/// needs and print its table; the list of scenarios reads best in one place.
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let o = Opts {
         quick: cli.quick,

@@ -126,6 +126,9 @@ pub async fn mqtt_ping(stack: &Stack, o: &Opts) -> anyhow::Result<(Table, MqttRe
     Ok((t, MqttResult { embedded: se }))
 }
 
+/// Longer than a screen on purpose: a benchmark scenario is a script that reads top to bottom in
+/// the order it measures, and each row of its table refers to a step above it; split up, the
+/// sequence (warm-up, samples, reference in the same run) would be scattered over helpers.
 pub async fn http_round_trip(
     stack: &Stack,
     o: &Opts,
