@@ -1,6 +1,7 @@
 //! Command-line arguments. Every option has an environment fallback (`ZEDOPS_*`); flags win over
 //! the environment, which wins over defaults.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -60,6 +61,11 @@ pub enum Command {
     /// `zedops_proto::ACTIONS`, added by [`command`].
     #[command(skip)]
     Act(zedops_proto::Action, ActionArgs),
+    /// List the CLI plugins (`zedops-<name>` executables; docs/plugins.md).
+    Plugins,
+    /// A plugin: `zedops <name> ARGS…` runs `zedops-<name> ARGS…` (docs/plugins.md).
+    #[command(external_subcommand)]
+    Plugin(Vec<OsString>),
     /// Print a container's logs.
     Logs(LogsArgs),
     /// Follow live events: agents online/offline, container changes, action results.
@@ -452,7 +458,12 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::FromArgMatches;
-    let m = command().try_get_matches_from(args)?;
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let mut cmd = command();
+    if wants_top_help(&args) {
+        cmd = with_plugins_in_help(cmd);
+    }
+    let m = cmd.try_get_matches_from(args)?;
     let action = m.subcommand().and_then(|(verb, sub)| {
         let spec = zedops_proto::ACTIONS
             .iter()
@@ -478,6 +489,37 @@ pub enum DurationError {
     UnknownUnit(String),
     #[error("{0:?} is out of range: use between 1ms and 7 days")]
     OutOfRange(String),
+}
+
+/// True for the top-level help (`zedops [global options] -h|--help|help`): only then are plugins
+/// asked for their metadata to list them in the help.
+fn wants_top_help(args: &[OsString]) -> bool {
+    let mut rest = args.iter().skip(1).map(|a| a.to_str().unwrap_or_default());
+    while let Some(a) = rest.next() {
+        match a {
+            "-h" | "--help" => return true,
+            "help" => return rest.next().is_none(),
+            // Global options that take a value as the next argument.
+            "--server" | "--token" | "--ca-file" | "-o" | "--output" => {
+                rest.next();
+            }
+            _ if a.starts_with('-') => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn with_plugins_in_help(cmd: clap::Command) -> clap::Command {
+    let plugins = crate::plugins::help_section();
+    if plugins.is_empty() {
+        return cmd;
+    }
+    let long = cmd
+        .get_after_long_help()
+        .map(|h| format!("{h}\n\n{plugins}"))
+        .unwrap_or_else(|| plugins.clone());
+    cmd.after_help(plugins).after_long_help(long)
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
@@ -528,6 +570,19 @@ mod tests {
             assert_eq!(args.containers, ["web-1"]);
             assert_eq!(args.agent.map(|a| a.to_string()).as_deref(), Some("m"));
         }
+    }
+
+    #[test]
+    fn top_level_help_is_recognised_past_global_options() {
+        let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(wants_top_help(&a(&["zedops", "--help"])));
+        assert!(wants_top_help(&a(&[
+            "zedops", "--server", "http://x", "-h"
+        ])));
+        assert!(wants_top_help(&a(&["zedops", "-v", "help"])));
+        assert!(!wants_top_help(&a(&["zedops", "help", "ps"])));
+        assert!(!wants_top_help(&a(&["zedops", "ps", "--help"])));
+        assert!(!wants_top_help(&a(&["zedops", "ps"])));
     }
 
     #[test]

@@ -73,12 +73,20 @@ pub fn connect(
     token: Option<String>,
     ca_file: Option<&std::path::Path>,
 ) -> Result<Client, ClientError> {
+    let (server, token) = resolve(server, token);
+    Client::new(&server, token, ca_file)
+}
+
+/// The server URL and token the client commands (and plugins) use: flags and environment
+/// (`server`, `token`, as clap filled them) > config file > the default server and, on
+/// loopback, this host's admin token.
+pub fn resolve(server: Option<String>, token: Option<String>) -> (String, Option<String>) {
     let cfg = ClientConfig::load();
     let server = server
         .or(cfg.server)
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
     let token = token.or(cfg.token).or_else(|| local_admin_token(&server));
-    Client::new(&server, token, ca_file)
+    (server, token)
 }
 
 /// The admin token of a server on this host, for a loopback `server`.

@@ -8,6 +8,7 @@
 //! - [`commands`]: the client commands (`ps`, `restart`, `logs`, `token`, …), through the typed
 //!   client of `zedops-client`.
 //! - [`client`]: where the client connects: server and token resolution, the client config file.
+//! - [`plugins`]: `zedops-<name>` CLI plugins: discovery, metadata, exec with the client settings.
 //! - [`enroll`]: an agent's enrollment and its saved credentials.
 //! - [`output`]: tables and JSON for the terminal.
 //! - [`paths`]: default XDG directories.
@@ -23,6 +24,7 @@ pub mod enroll;
 pub mod exit;
 pub mod output;
 pub mod paths;
+pub mod plugins;
 pub mod run;
 
 use std::process::ExitCode;

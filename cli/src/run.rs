@@ -25,6 +25,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => c::inspect(o, &a).await,
         Command::Act(action, a) => c::action(o, action, &a).await,
         Command::Logs(a) => c::logs(o, &a).await,
+        Command::Plugins => {
+            crate::plugins::print_list(o);
+            Ok(())
+        }
+        Command::Plugin(args) => crate::plugins::run(o, &args),
         Command::Events => c::events(o).await,
         Command::Login(a) => c::login(o, &a).await,
         Command::Token(t) => c::token(o, &t).await,
