@@ -143,6 +143,12 @@ impl Registry {
             let budget = zedops_proto::MAX_REPLY_BYTES / 2;
             Ok(ctx.driver.logs(&t, tail, a.timestamps, budget).await?)
         });
+        r.register::<ops::ContainerExec, _, _>(|ctx, a| async move {
+            let deadline = a.check()?;
+            let t = ctx.driver.resolve(&a.container).await?;
+            let max = ops::DEFAULT_OUTPUT_BYTES;
+            Ok(ctx.driver.exec(&t, &a, deadline, max).await?)
+        });
         r
     }
 }

@@ -61,6 +61,12 @@ pub enum Command {
     /// `zedops_proto::ACTIONS`, added by [`command`].
     #[command(skip)]
     Act(zedops_proto::Action, ActionArgs),
+    /// Run a command in a container, like `docker exec` (no shell, no stdin): its output is
+    /// printed, and its exit code is zedops' exit code.
+    #[command(
+        after_long_help = "Examples:\n  zedops exec web-1 -- ls -l /data\n  zedops exec web-1 --agent maestro -e LEVEL=debug -- sh -c 'echo $LEVEL'\n\nExit code: the command's own; 5 when it was killed at --timeout; 1-6 as documented when it could not run."
+    )]
+    Exec(ExecCmdArgs),
     /// List the CLI plugins (`zedops-<name>` executables; docs/plugins.md).
     Plugins,
     /// A plugin: `zedops <name> ARGS…` runs `zedops-<name> ARGS…` (docs/plugins.md).
@@ -159,6 +165,30 @@ pub struct LogsArgs {
     /// Show Docker's timestamps.
     #[arg(long)]
     pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecCmdArgs {
+    /// Container name or unique ID prefix.
+    pub container: String,
+    /// The agent that has it (optional when the name is unique in the fleet).
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User (name or UID[:GID]) to run as.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// An environment variable, NAME=value (repeatable).
+    #[arg(short, long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Kill the command after this long (default 60s, at most 15m).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
 }
 
 #[derive(Debug, Args)]

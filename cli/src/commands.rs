@@ -14,8 +14,8 @@ use zedops_proto::http::MAX_TIMEOUT_S;
 use zedops_proto::DockerAvailability;
 
 use crate::args::{
-    ActionArgs, AgentsCommand, ClientOpts, LoginArgs, LogsArgs, MqttUserCommand, OneContainer,
-    Output, PingArgs, PsArgs, TokenCommand,
+    ActionArgs, AgentsCommand, ClientOpts, ExecCmdArgs, LoginArgs, LogsArgs, MqttUserCommand,
+    OneContainer, Output, PingArgs, PsArgs, TokenCommand,
 };
 use crate::client::{connect, ClientConfig};
 use crate::exit::{self, Exit};
@@ -287,6 +287,45 @@ pub async fn logs(o: &ClientOpts, a: &LogsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `zedops exec`: the command's output on stdout and stderr as it wrote them, and its exit code
+/// as zedops' (5 when it was killed at its deadline).
+pub async fn exec(o: &ClientOpts, a: &ExecCmdArgs) -> anyhow::Result<()> {
+    let c = client(o)?;
+    let agent = resolve_agent(&c, &a.container, a.agent.as_ref()).await?;
+    let req = zedops_proto::http::ExecRequest {
+        cmd: a.cmd.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        env: a.env.clone(),
+        timeout_s: a
+            .timeout
+            .map(|t| u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX)),
+    };
+    let r = c.exec(&agent, &a.container, &req).await?;
+    if o.output == Output::Json {
+        print_json(&r);
+    } else {
+        let _ = std::io::stdout().lock().write_all(r.stdout.as_bytes());
+        let _ = std::io::stderr().lock().write_all(r.stderr.as_bytes());
+    }
+    if r.truncated {
+        eprintln!("zedops: output beyond the bound (64 KiB per stream) was dropped");
+    }
+    if r.timed_out {
+        let why = format!(
+            "the command was killed at its deadline after {} ms",
+            r.duration_ms
+        );
+        return Err(Exit::new(exit::TIMEOUT, why).into());
+    }
+    match r.exit_code {
+        Some(0) => Ok(()),
+        // Already printed: carry only the exit code, as `docker exec` does.
+        Some(code) => Err(Exit::new(u8::try_from(code & 0xff).unwrap_or(1), String::new()).into()),
+        None => Err(Exit::new(exit::ERROR, "Docker reported no exit code").into()),
+    }
 }
 
 /// One event as `zedops events` prints it.

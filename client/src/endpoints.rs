@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use zedops_proto::http::*;
-use zedops_proto::ops::{ActionResult, Logs};
+use zedops_proto::ops::{self, ActionResult, CommandResult, Logs};
 use zedops_proto::{Action, ContainerDetail, ContainerRef};
 
 use crate::client::{enc, Client, DEFAULT_TIMEOUT};
@@ -14,6 +14,8 @@ use crate::error::ClientError;
 
 /// What the client waits beyond a request's own deadline for the server's answer.
 const MARGIN: Duration = Duration::from_secs(5);
+/// For exec: beyond the command's deadline, the server's slack (20 s) and the margin.
+const EXEC_MARGIN: Duration = Duration::from_secs(25);
 
 /// Options of `GET /api/v1/agents/{agent}/containers`.
 #[derive(Debug, Clone, Default)]
@@ -218,6 +220,20 @@ impl Client {
         ]);
         let path = format!("{}/logs{q}", container_path(agent, container));
         self.get(&path, deadline(o.timeout_s, READ_TIMEOUT_S)).await
+    }
+
+    /// `POST …/exec`: runs one command in the container and waits for it (its own deadline,
+    /// `timeout_s`, plus the server's slack).
+    pub async fn exec(
+        &self,
+        agent: &str,
+        container: &str,
+        req: &ExecRequest,
+    ) -> Result<CommandResult, ClientError> {
+        let path = format!("{}/exec", container_path(agent, container));
+        let run_for = req.timeout_s.unwrap_or(ops::DEFAULT_EXEC_TIMEOUT_S);
+        let timeout = Duration::from_secs(run_for.into()) + EXEC_MARGIN;
+        self.call(Method::POST, &path, Some(req), timeout).await
     }
 
     /// `GET /api/v1/actions`: the table of container actions.

@@ -185,7 +185,7 @@ impl std::fmt::Display for Action {
 /// Whether op `name` changes state (a container action) rather than reads it. Agents run actions
 /// in request slots of their own, so actions never wait behind reads.
 pub fn changes_state(name: &str) -> bool {
-    Action::of_op(name).is_some()
+    Action::of_op(name).is_some() || name == <crate::ops::ContainerExec as crate::ops::Op>::NAME
 }
 
 /// An action on one container, with its parameter: what the API, the CLI and Home Assistant ask

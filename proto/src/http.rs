@@ -476,3 +476,57 @@ impl AuditRecord {
 pub const READ_TIMEOUT_S: u32 = 10;
 pub const ACTION_TIMEOUT_S: u32 = 30;
 pub const MAX_TIMEOUT_S: u32 = 300;
+
+/// A command to run in a container (`POST …/containers/{container}/exec`): no shell, no stdin,
+/// no TTY; each element of `cmd` is one argument as it is.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// The program and its arguments (at most 256, each at most 4096 bytes).
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(
+            min_items = 1,
+            max_items = 256,
+            max_length = 4096,
+            pattern = "^[^\\x00]*$"
+        ))
+    )]
+    pub cmd: Vec<String>,
+    /// Working directory inside the container.
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(max_length = 4096, pattern = "^[^\\x00]*$"))
+    )]
+    pub workdir: Option<String>,
+    /// User (name or UID[:GID]) to run as.
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(max_length = 4096, pattern = "^[^\\x00]*$"))
+    )]
+    pub user: Option<String>,
+    /// Extra environment, `NAME=value` each (at most 64).
+    #[cfg_attr(
+        feature = "openapi",
+        oai(
+            default,
+            validator(
+                max_items = 64,
+                max_length = 4096,
+                pattern = "^[A-Za-z_][A-Za-z0-9_]*=[^\\x00]*$"
+            )
+        )
+    )]
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Seconds before the command is killed (default 60, at most 900).
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(minimum(value = "1"), maximum(value = "900")))
+    )]
+    pub timeout_s: Option<u32>,
+}

@@ -221,6 +221,108 @@ pub struct Logs {
     pub truncated: bool,
 }
 
+/// Default and largest deadline of a command run in a container (`container.exec`), and the
+/// default bound of each of its outputs.
+pub const DEFAULT_EXEC_TIMEOUT_S: u32 = 60;
+pub const MAX_EXEC_TIMEOUT_S: u32 = 900;
+pub const DEFAULT_OUTPUT_BYTES: usize = 64 * 1024;
+/// Bounds of an exec's command line and environment.
+pub const MAX_EXEC_ARGS: usize = 256;
+pub const MAX_EXEC_ARG_CHARS: usize = 4096;
+pub const MAX_EXEC_ENV: usize = 64;
+
+/// Arguments of `container.exec`: one non-interactive command (no shell, no stdin, no TTY). Over
+/// HTTP the body is `http::ExecRequest` (the same without `container`, which is in the path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecArgs {
+    pub container: ContainerRef,
+    /// The command and its arguments, each passed as it is (never through a shell).
+    pub cmd: Vec<String>,
+    /// Working directory inside the container.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// User (name or UID[:GID]) to run as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Extra environment, `NAME=value` each.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Seconds before the command is killed (default 60, at most 900).
+    #[serde(default)]
+    pub timeout_s: Option<u32>,
+}
+
+impl ExecArgs {
+    /// Checks the bounds; the deadline when they hold.
+    pub fn check(&self) -> Result<std::time::Duration, ErrorBody> {
+        let bad = |m: String| Err(ErrorBody::bad_request(m));
+        if self.cmd.is_empty() {
+            return bad("cmd must name a command: [\"program\", \"arg\", …]".into());
+        }
+        if self.cmd.len() > MAX_EXEC_ARGS {
+            return bad(format!(
+                "cmd has {} arguments; at most {MAX_EXEC_ARGS}",
+                self.cmd.len()
+            ));
+        }
+        let strings = self
+            .cmd
+            .iter()
+            .chain(&self.env)
+            .chain(&self.workdir)
+            .chain(&self.user);
+        let too_long = |a: &String| a.chars().count() > MAX_EXEC_ARG_CHARS;
+        if strings.into_iter().any(|a| too_long(a) || a.contains('\0')) {
+            return bad(format!(
+                "every argument, env entry, workdir and user must be at most {MAX_EXEC_ARG_CHARS} characters without NUL"
+            ));
+        }
+        if self.env.len() > MAX_EXEC_ENV || !self.env.iter().all(|e| valid_env(e)) {
+            return bad(format!(
+                "env takes at most {MAX_EXEC_ENV} entries of NAME=value (NAME of letters, digits and '_', not starting with a digit)"
+            ));
+        }
+        let t = self.timeout_s.unwrap_or(DEFAULT_EXEC_TIMEOUT_S);
+        if t == 0 || t > MAX_EXEC_TIMEOUT_S {
+            return bad(format!(
+                "timeout_s {t} is out of range: use 1 to {MAX_EXEC_TIMEOUT_S} seconds"
+            ));
+        }
+        Ok(std::time::Duration::from_secs(t.into()))
+    }
+}
+
+fn valid_env(e: &str) -> bool {
+    let Some((name, _)) = e.split_once('=') else {
+        return false;
+    };
+    let b = name.as_bytes();
+    !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// What a command run on an agent did: `container.exec` (and, later, operator-defined actions).
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's exit code; absent when it was killed at its deadline.
+    pub exit_code: Option<i64>,
+    /// Output as text (invalid UTF-8 replaced), each at most its bound.
+    pub stdout: String,
+    pub stderr: String,
+    /// True when output beyond the bound was dropped (the end is kept out, the start kept).
+    pub truncated: bool,
+    /// True when the deadline passed and the command was killed.
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
 macro_rules! op {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $args:ty, $out:ty) => {
         $(#[$doc])*
@@ -271,9 +373,11 @@ op!(
     ActionResult
 );
 op!(ContainerLogs, "container.logs", LogsArgs, Logs);
+op!(/// One non-interactive command in a container.
+    ContainerExec, "container.exec", ExecArgs, CommandResult);
 
 /// Every v1 op name.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     Ping::NAME,
     ContainersList::NAME,
     ContainerInspect::NAME,
@@ -284,6 +388,7 @@ pub const ALL: [&str; 10] = [
     ContainerPause::NAME,
     ContainerUnpause::NAME,
     ContainerLogs::NAME,
+    ContainerExec::NAME,
 ];
 
 #[cfg(test)]
@@ -339,6 +444,32 @@ mod tests {
             };
             assert_eq!(k.signal().is_ok(), ok, "{sig}");
         }
+    }
+
+    #[test]
+    fn exec_bounds() {
+        let ok = |json: &str| {
+            parse_args::<ContainerExec>(json.as_bytes())
+                .unwrap()
+                .check()
+        };
+        assert_eq!(
+            ok(r#"{"container":"w","cmd":["echo","; rm -rf /"]}"#).unwrap(),
+            std::time::Duration::from_secs(60)
+        );
+        for bad in [
+            r#"{"container":"w","cmd":[]}"#,
+            r#"{"container":"w","cmd":["x"],"env":["1A=b"]}"#,
+            r#"{"container":"w","cmd":["x"],"env":["NOEQUALS"]}"#,
+            r#"{"container":"w","cmd":["x"],"timeout_s":901}"#,
+            r#"{"container":"w","cmd":["x"],"timeout_s":0}"#,
+            r#"{"container":"w","cmd":["a\u0000b"]}"#,
+        ] {
+            assert_eq!(ok(bad).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
+        }
+        assert!(
+            parse_args::<ContainerExec>(br#"{"container":"w","cmd":["x"],"tty":true}"#).is_err()
+        );
     }
 
     #[test]

@@ -160,6 +160,42 @@ async fn mosquitto_rr_restarts_a_container_by_name() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 16, item 2: `container.exec` from a client nobody here wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_rr_runs_a_command_in_a_container() -> anyhow::Result<()> {
+    let run = unique("rr-exec");
+    let web = TestContainer::run(&unique("zt-rrx"), &run, &[])?;
+    let e = env("rrx").await?;
+    let port = e.broker.v5_addr().port().to_string();
+    let cmd = ["sh", "-c", "echo from-mqtt; touch /tmp/by-mqtt; exit 4"];
+    let out = Command::new("mosquitto_rr")
+        .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port])
+        .args(["-t", &topics::request(&e.agent.name, "container.exec")])
+        .args(["-e", &topics::replies(&unique("rrx"))])
+        .args([
+            "-m",
+            &json!({"container": web.name, "cmd": cmd}).to_string(),
+        ])
+        .args(["-D", "publish", "correlation-data", "corr-exec"])
+        .args(["-W", "30", "-F", "%j"])
+        .output()
+        .context("running mosquitto_rr (install mosquitto-clients)")?;
+    ensure!(
+        out.status.success(),
+        "mosquitto_rr failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(line["properties"]["correlation-data"], "corr-exec");
+    let payload: serde_json::Value =
+        serde_json::from_str(line["payload"].as_str().context("payload")?)?;
+    assert_eq!(payload["ok"], true, "{payload}");
+    assert_eq!(payload["result"]["exit_code"], 4, "{payload}");
+    assert_eq!(payload["result"]["stdout"], "from-mqtt\n", "{payload}");
+    Docker::run(&["exec", &web.name, "test", "-f", "/tmp/by-mqtt"])?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_op_changes_or_reports_the_real_container() -> anyhow::Result<()> {
     let run = unique("ops");

@@ -9,11 +9,13 @@
 //! - [`resolve`]: container references to containers, by inspect and by list;
 //! - [`reads`]: list, row, inspect, logs;
 //! - [`actions`]: start, stop, restart, kill, pause, unpause;
+//! - [`exec`]: one command in a container, bounded and killed at its deadline;
 //! - [`convert`]: bollard's models to `zedops-proto`'s.
 
 mod actions;
 mod convert;
 pub mod error;
+mod exec;
 mod reads;
 mod resolve;
 

@@ -7,8 +7,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 use zedops_proto::ops::{
-    ActionResult, ContainerArgs, ContainerInspect, ContainerLogs, ContainersList, ListArgs, Logs,
-    LogsArgs,
+    ActionResult, CommandResult, ContainerArgs, ContainerExec, ContainerInspect, ContainerLogs,
+    ContainersList, ExecArgs, ListArgs, Logs, LogsArgs, Op,
 };
 use zedops_proto::{Action, ActionRequest, Container, ContainerDetail};
 
@@ -19,6 +19,9 @@ use crate::State;
 
 use super::schemas::*;
 use super::*;
+
+/// What an exec's request waits beyond the command's own deadline: Docker's calls around it.
+const EXEC_SLACK: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub struct ContainersApi {
     pub state: Arc<State>,
@@ -295,6 +298,63 @@ impl ContainersApi {
             .ask::<ContainerLogs>(&auth.0, name.as_str(), &args, d)
             .await?;
         Ok(Json(r))
+    }
+
+    /// Run a command in a container
+    ///
+    /// One non-interactive command (`cmd` is the program and its arguments, never run through a
+    /// shell; no stdin, no TTY), as `docker exec` runs it. The answer is `200` with its exit code,
+    /// stdout and stderr (64 KiB each at most, `truncated` beyond) whatever the exit code; at
+    /// `timeout_s` the command is killed and `timed_out` is true. Needs the `operator` role.
+    #[oai(
+        path = "/api/v1/agents/:agent/containers/:container/exec",
+        method = "post",
+        tag = "Tag::Containers",
+        operation_id = "container_exec"
+    )]
+    async fn container_exec(
+        &self,
+        auth: Caller,
+        /// Agent name.
+        #[oai(validator(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+        agent: Path<String>,
+        /// Container name or unique ID prefix (at least 4 hex digits).
+        #[oai(validator(pattern = "^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"))]
+        container: Path<String>,
+        body: Json<ExecRequest>,
+    ) -> ApiResult<CommandResult> {
+        auth.0.require(Role::Operator)?;
+        let name = agent_name(&agent)?;
+        let c = container_ref(&container)?;
+        let req = body.0;
+        let args = ExecArgs {
+            container: c.clone(),
+            cmd: req.cmd,
+            workdir: req.workdir,
+            user: req.user,
+            env: req.env,
+            timeout_s: req.timeout_s,
+        };
+        // Checked here too, so that a bad request never reaches the agent.
+        let run_for = args.check()?;
+        let _slot = self.state.requests.take(&auth.0)?;
+        let result = self
+            .state
+            .requester
+            .call::<ContainerExec>(name.as_str(), &args, run_for + EXEC_SLACK)
+            .await;
+        // The command line is audited, the environment is not (it may carry secrets).
+        self.state.audit(
+            AuditRecord::http(auth.0.name.clone(), ContainerExec::NAME)
+                .agent(Some(name.to_string()))
+                .container(Some(c.to_string()))
+                .outcome(match &result {
+                    Ok(r) => format!("exit {}", r.exit_code.map_or("-".into(), |c| c.to_string())),
+                    Err(e) => e.code.as_str().to_owned(),
+                })
+                .message(Some(format!("{:?}", args.cmd))),
+        );
+        Ok(Json(result?))
     }
 
     /// List the container actions
