@@ -119,24 +119,21 @@ async fn status_and_snapshot_match_docker_ps() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mosquitto_rr_restarts_a_container_by_name() -> anyhow::Result<()> {
-    let run = unique("rr");
-    let web = TestContainer::run(&unique("zt-web"), &run, &[])?;
-    let e = env("rr").await?;
-    let before = web.started_at()?;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-
+/// Sends `args` to `op` on `e`'s agent with mosquitto_rr (MQTT 5, correlation data `corr`);
+/// the reply line as mosquitto_rr prints it (`-F %j`) and its decoded payload.
+fn mosquitto_rr(
+    e: &Env,
+    op: &str,
+    args: serde_json::Value,
+    corr: &str,
+) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
     let port = e.broker.v5_addr().port().to_string();
     let out = Command::new("mosquitto_rr")
         .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port])
-        .args(["-t", &topics::request(&e.agent.name, "container.restart")])
+        .args(["-t", &topics::request(&e.agent.name, op)])
         .args(["-e", &topics::replies(&unique("rr"))])
-        .args([
-            "-m",
-            &json!({"container": web.name, "grace_s": 5}).to_string(),
-        ])
-        .args(["-D", "publish", "correlation-data", "corr-42"])
+        .args(["-m", &args.to_string()])
+        .args(["-D", "publish", "correlation-data", corr])
         .args(["-W", "30", "-F", "%j"])
         .output()
         .context("running mosquitto_rr (install mosquitto-clients)")?;
@@ -146,9 +143,21 @@ async fn mosquitto_rr_restarts_a_container_by_name() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let payload = serde_json::from_str(line["payload"].as_str().context("payload")?)?;
+    Ok((line, payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_rr_restarts_a_container_by_name() -> anyhow::Result<()> {
+    let run = unique("rr");
+    let web = TestContainer::run(&unique("zt-web"), &run, &[])?;
+    let e = env("rr").await?;
+    let before = web.started_at()?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let args = json!({"container": web.name, "grace_s": 5});
+    let (line, payload) = mosquitto_rr(&e, "container.restart", args, "corr-42")?;
     assert_eq!(line["properties"]["correlation-data"], "corr-42");
-    let payload: serde_json::Value =
-        serde_json::from_str(line["payload"].as_str().context("payload")?)?;
     assert_eq!(payload["ok"], true, "{payload}");
     assert_eq!(payload["result"]["changed"], true);
     assert_eq!(payload["result"]["container"]["name"], web.name.as_str());
@@ -166,29 +175,10 @@ async fn mosquitto_rr_runs_a_command_in_a_container() -> anyhow::Result<()> {
     let run = unique("rr-exec");
     let web = TestContainer::run(&unique("zt-rrx"), &run, &[])?;
     let e = env("rrx").await?;
-    let port = e.broker.v5_addr().port().to_string();
     let cmd = ["sh", "-c", "echo from-mqtt; touch /tmp/by-mqtt; exit 4"];
-    let out = Command::new("mosquitto_rr")
-        .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port])
-        .args(["-t", &topics::request(&e.agent.name, "container.exec")])
-        .args(["-e", &topics::replies(&unique("rrx"))])
-        .args([
-            "-m",
-            &json!({"container": web.name, "cmd": cmd}).to_string(),
-        ])
-        .args(["-D", "publish", "correlation-data", "corr-exec"])
-        .args(["-W", "30", "-F", "%j"])
-        .output()
-        .context("running mosquitto_rr (install mosquitto-clients)")?;
-    ensure!(
-        out.status.success(),
-        "mosquitto_rr failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let args = json!({"container": web.name, "cmd": cmd});
+    let (line, payload) = mosquitto_rr(&e, "container.exec", args, "corr-exec")?;
     assert_eq!(line["properties"]["correlation-data"], "corr-exec");
-    let payload: serde_json::Value =
-        serde_json::from_str(line["payload"].as_str().context("payload")?)?;
     assert_eq!(payload["ok"], true, "{payload}");
     assert_eq!(payload["result"]["exit_code"], 4, "{payload}");
     assert_eq!(payload["result"]["stdout"], "from-mqtt\n", "{payload}");
