@@ -182,8 +182,8 @@ impl std::fmt::Display for Action {
     }
 }
 
-/// Whether op `name` changes state (a container action) rather than reads it. Agents run actions
-/// in request slots of their own, so actions never wait behind reads.
+/// Whether op `name` changes state (a container action, or `container.exec`) rather than reads
+/// it. Agents run these in request slots of their own, so they never wait behind reads.
 pub fn changes_state(name: &str) -> bool {
     Action::of_op(name).is_some() || name == <crate::ops::ContainerExec as crate::ops::Op>::NAME
 }
