@@ -490,7 +490,7 @@ where
     use clap::FromArgMatches;
     let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let mut cmd = command();
-    if wants_top_help(&args) {
+    if wants_top_help(&cmd, &args) {
         cmd = with_plugins_in_help(cmd);
     }
     let m = cmd.try_get_matches_from(args)?;
@@ -523,14 +523,22 @@ pub enum DurationError {
 
 /// True for the top-level help (`zedops [global options] -h|--help|help`): only then are plugins
 /// asked for their metadata to list them in the help.
-fn wants_top_help(args: &[OsString]) -> bool {
+fn wants_top_help(cmd: &clap::Command, args: &[OsString]) -> bool {
+    // The top-level options that take a value as the next argument, as clap declares them.
+    let mut with_value = Vec::new();
+    for a in cmd
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+    {
+        with_value.extend(a.get_long().map(|l| format!("--{l}")));
+        with_value.extend(a.get_short().map(|s| format!("-{s}")));
+    }
     let mut rest = args.iter().skip(1).map(|a| a.to_str().unwrap_or_default());
     while let Some(a) = rest.next() {
         match a {
             "-h" | "--help" => return true,
             "help" => return rest.next().is_none(),
-            // Global options that take a value as the next argument.
-            "--server" | "--token" | "--ca-file" | "-o" | "--output" => {
+            _ if with_value.iter().any(|w| w == a) => {
                 rest.next();
             }
             _ if a.starts_with('-') => {}
@@ -605,14 +613,16 @@ mod tests {
     #[test]
     fn top_level_help_is_recognised_past_global_options() {
         let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        assert!(wants_top_help(&a(&["zedops", "--help"])));
-        assert!(wants_top_help(&a(&[
-            "zedops", "--server", "http://x", "-h"
-        ])));
-        assert!(wants_top_help(&a(&["zedops", "-v", "help"])));
-        assert!(!wants_top_help(&a(&["zedops", "help", "ps"])));
-        assert!(!wants_top_help(&a(&["zedops", "ps", "--help"])));
-        assert!(!wants_top_help(&a(&["zedops", "ps"])));
+        let c = command();
+        let help = |v: &[&str]| wants_top_help(&c, &a(v));
+        assert!(help(&["zedops", "--help"]));
+        assert!(help(&["zedops", "--server", "http://x", "-h"]));
+        assert!(help(&["zedops", "-o", "json", "--help"]));
+        assert!(help(&["zedops", "-v", "help"]));
+        assert!(!help(&["zedops", "--server", "help", "ps"]));
+        assert!(!help(&["zedops", "help", "ps"]));
+        assert!(!help(&["zedops", "ps", "--help"]));
+        assert!(!help(&["zedops", "ps"]));
     }
 
     #[test]

@@ -71,11 +71,6 @@ pub async fn agents(o: &ClientOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn is_active(c: &Container) -> bool {
-    use zedops_proto::ContainerState::*;
-    matches!(c.state, Running | Paused | Restarting)
-}
-
 fn ports(c: &Container) -> String {
     c.ports
         .iter()
@@ -106,7 +101,7 @@ async fn ps_rows(c: &Client, a: &PsArgs) -> Result<Vec<(String, Container)>, Cli
     };
     Ok(rows
         .into_iter()
-        .filter(|(_, c)| a.all || is_active(c))
+        .filter(|(_, c)| a.all || c.state.is_active())
         .collect())
 }
 

@@ -40,6 +40,12 @@ impl ContainerState {
         }
     }
 
+    /// Whether the container has live processes (running, paused or restarting): what
+    /// `docker ps` without `-a` lists, and what stop and kill apply to.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Running | Self::Paused | Self::Restarting)
+    }
+
     /// Parses Docker's spelling; anything else is `Unknown`.
     pub fn from_docker(s: &str) -> Self {
         match s {

@@ -36,10 +36,7 @@ impl Driver {
 
     pub async fn stop(&self, t: &Resolved, grace: u32) -> Result<bool, DriverError> {
         let before = self.moment(&t.id).await?;
-        if !matches!(
-            before.state,
-            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
-        ) {
+        if !before.state.is_active() {
             return Ok(false);
         }
         let docker = self.docker()?;
@@ -94,10 +91,7 @@ impl Driver {
     }
 
     pub async fn kill(&self, t: &Resolved, signal: &str) -> Result<bool, DriverError> {
-        if !matches!(
-            t.state,
-            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
-        ) {
+        if !t.state.is_active() {
             return Err(DriverError::Conflict(format!(
                 "container {} on agent {} is not running ({}), so it cannot be sent {signal}",
                 t.name, self.agent, t.state

@@ -5,37 +5,22 @@ use super::*;
 impl Driver {
     /// `docker ps` (`all` adds stopped containers), sorted by name.
     pub async fn list(&self, all: bool) -> Result<Vec<Container>, DriverError> {
-        let docker = self.docker()?;
         let opts = ListContainersOptionsBuilder::default().all(all).build();
-        let rows = self
-            .call(
-                "list containers",
-                CALL_TIMEOUT,
-                docker.list_containers(Some(opts)),
-            )
-            .await?;
-        let mut out: Vec<Container> = rows.into_iter().filter_map(from_summary).collect();
+        let mut out = self.rows(opts).await?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     /// One container's list row, by full ID.
     pub async fn row(&self, id: &str) -> Result<Container, DriverError> {
-        let docker = self.docker()?;
         let filters = HashMap::from([("id", vec![id])]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
-        let rows = self
-            .call(
-                "list containers",
-                CALL_TIMEOUT,
-                docker.list_containers(Some(opts)),
-            )
-            .await?;
-        rows.into_iter()
-            .filter_map(from_summary)
+        self.rows(opts)
+            .await?
+            .into_iter()
             .find(|c| c.id == id)
             .ok_or_else(|| {
                 DriverError::NotFound(format!(
@@ -43,6 +28,17 @@ impl Driver {
                     self.agent
                 ))
             })
+    }
+
+    /// The rows Docker lists with `opts`, converted (rows without an ID are left out).
+    async fn rows(
+        &self,
+        opts: bollard::query_parameters::ListContainersOptions,
+    ) -> Result<Vec<Container>, DriverError> {
+        let docker = self.docker()?;
+        let list = docker.list_containers(Some(opts));
+        let rows = self.call("list containers", CALL_TIMEOUT, list).await?;
+        Ok(rows.into_iter().filter_map(from_summary).collect())
     }
 
     pub async fn inspect(&self, r: &ContainerRef) -> Result<ContainerDetail, DriverError> {

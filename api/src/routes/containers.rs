@@ -59,14 +59,7 @@ impl ContainersApi {
         let name = agent_name(&agent)?;
         let all = all.0.unwrap_or(true);
         let entry = known(&self.state, &name)?;
-        let keep = |c: &Container| {
-            all || matches!(
-                c.state,
-                zedops_proto::ContainerState::Running
-                    | zedops_proto::ContainerState::Paused
-                    | zedops_proto::ContainerState::Restarting
-            )
-        };
+        let keep = |c: &Container| all || c.state.is_active();
         if !live.0.unwrap_or(false) {
             if let Some(snap) = &entry.snapshot {
                 return Ok(Json(ContainerListing {
