@@ -181,9 +181,10 @@ pub fn list() -> Vec<Plugin> {
         .into_iter()
         .map(|(name, path)| {
             if builtins.contains(&name) {
+                // Never run, not even for its metadata.
                 let problem = Some(format!("`zedops {name}` is a built-in command"));
                 return Plugin {
-                    metadata: metadata(&path).ok(),
+                    metadata: None,
                     name,
                     path,
                     status: "shadowed",

@@ -94,16 +94,12 @@ impl Driver {
         };
         let timed_out = tokio::time::timeout(deadline, read).await.is_err();
         drop(output);
+        let mut stderr = err.text();
         let exit_code = if timed_out {
-            let i = self
-                .call(
-                    "inspect the exec",
-                    CALL_TIMEOUT,
-                    docker.inspect_exec(&created.id),
-                )
-                .await?;
+            let i = self.inspect_exec(&docker, &created.id).await?;
             if !i.pid.is_some_and(|pid| kill_in_container(pid, &t.id)) {
-                err.push(b"\nzedops: the command outlived its deadline and this agent could not kill it (it does not see the container's processes)\n");
+                // Past the output's bound on purpose: the user must see it even after 64 KiB.
+                stderr.push_str("\nzedops: the command outlived its deadline and this agent could not kill it (it does not see the container's processes)\n");
             }
             None
         } else {
@@ -112,7 +108,7 @@ impl Driver {
         Ok(CommandResult {
             exit_code,
             stdout: out.text(),
-            stderr: err.text(),
+            stderr,
             truncated: out.truncated || err.truncated,
             timed_out,
             duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
@@ -128,17 +124,24 @@ impl Driver {
         docker: &Docker,
         id: &str,
     ) -> Result<bollard::models::ExecInspectResponse, DriverError> {
+        let mut i = self.inspect_exec(docker, id).await?;
         for _ in 0..20 {
-            let i = self
-                .call("inspect the exec", CALL_TIMEOUT, docker.inspect_exec(id))
-                .await?;
             if i.running != Some(true) {
-                return Ok(i);
+                break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+            i = self.inspect_exec(docker, id).await?;
         }
-        self.call("inspect the exec", CALL_TIMEOUT, docker.inspect_exec(id))
-            .await
+        Ok(i)
+    }
+
+    async fn inspect_exec(
+        &self,
+        docker: &Docker,
+        id: &str,
+    ) -> Result<bollard::models::ExecInspectResponse, DriverError> {
+        let call = docker.inspect_exec(id);
+        self.call("inspect the exec", CALL_TIMEOUT, call).await
     }
 }
 
