@@ -26,6 +26,8 @@ pub struct Ctx {
     /// Asks the session's main loop to list the containers and publish what changed (see
     /// [`Ctx::published_row`]).
     pub publish: mpsc::Sender<PublishRow>,
+    /// The operator-defined actions served (`crate::actions`).
+    pub actions: Arc<crate::actions::Book>,
 }
 
 /// A request to the main loop: list, publish what changed, answer with one container's row as
@@ -149,6 +151,9 @@ impl Registry {
             let max = ops::DEFAULT_OUTPUT_BYTES;
             Ok(ctx.driver.exec(&t, &a, deadline, max).await?)
         });
+        r.register::<ops::ActionRun, _, _>(
+            |ctx, a| async move { crate::actions::run(&ctx, a).await },
+        );
         r
     }
 }

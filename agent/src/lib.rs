@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`docker`]: the bollard driver: connect and negotiate, resolve references, reads, actions,
 //!   conversion, one error type (`DriverError`); a module each.
+//! - [`actions`]: operator-defined actions (TOML files, container labels), their validation and
+//!   how they run; `capture` bounds a command's output.
 //! - [`handlers`]: the op registry; one handler per op of `zedops_proto::ops`, container actions
 //!   from the action table, extensible at run time.
 //! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe) and the main
@@ -17,7 +19,9 @@
 //! Entry point: [`run`] with an [`AgentConfig`] and a shutdown future (the caller owns shutdown).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod actions;
 pub mod admission;
+mod capture;
 pub mod dedup;
 pub mod docker;
 mod events;
@@ -83,6 +87,8 @@ pub struct AgentConfig {
     /// it left retained, to clear those of containers removed while it was stopped
     /// ([`retained`]). `None`: nothing is remembered across runs.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Action definitions (`--actions FILE`), read before `<state-dir>/actions.d/*.toml`.
+    pub action_files: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -101,6 +107,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("ha", &self.ha)
             .field("container_topics", &self.container_topics)
             .field("state_dir", &self.state_dir)
+            .field("action_files", &self.action_files)
             .finish()
     }
 }
@@ -124,6 +131,7 @@ impl AgentConfig {
             ha: None,
             container_topics: true,
             state_dir: None,
+            action_files: Vec::new(),
         }
     }
 

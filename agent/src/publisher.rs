@@ -38,6 +38,8 @@ pub struct Publisher {
     /// Whether the broker connection is up: leftovers are cleared only then, as a publish made
     /// while it is down is dropped.
     connected: bool,
+    /// The operator-defined actions advertised in the status (`crate::actions`).
+    actions: Vec<zedops_proto::defined::DefinedAction>,
 }
 
 /// How much of the state [`Publisher::update`] publishes again when nothing changed.
@@ -77,7 +79,15 @@ impl Publisher {
             record,
             leftover,
             connected: false,
+            actions: Vec::new(),
         }
+    }
+
+    /// The actions the next status advertises; true when they changed (the caller publishes).
+    pub fn set_actions(&mut self, actions: Vec<zedops_proto::defined::DefinedAction>) -> bool {
+        let changed = self.actions != actions;
+        self.actions = actions;
+        changed
     }
 
     pub fn set_connected(&mut self, up: bool) {
@@ -86,14 +96,17 @@ impl Publisher {
 
     /// The status payload; also used for the Last Will (with `Offline`).
     pub fn status(&self, state: AgentState, docker: DockerStatus) -> AgentStatus {
-        status_payload(
-            &self.agent,
-            &self.hostname,
-            self.started_at,
-            state,
-            docker,
-            self.counts(),
-        )
+        AgentStatus {
+            actions: self.actions.clone(),
+            ..status_payload(
+                &self.agent,
+                &self.hostname,
+                self.started_at,
+                state,
+                docker,
+                self.counts(),
+            )
+        }
     }
 
     fn counts(&self) -> Counts {
@@ -251,6 +264,7 @@ pub fn status_payload(
         started_at,
         counts,
         updated_at: Utc::now(),
+        actions: Vec::new(),
     }
 }
 

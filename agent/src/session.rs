@@ -23,6 +23,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use zedops_proto::topics::{self, Topic};
 use zedops_proto::{AgentState, DockerStatus};
 
+use crate::actions::Book;
 use crate::dedup::Dedup;
 use crate::docker::{self, Driver, DriverControl};
 use crate::ha::Ha;
@@ -213,6 +214,10 @@ struct MainLoop {
     rechecks: u32,
     /// A `fleet/resync` answer due (after a random delay, so a fleet does not answer at once).
     resync_at: Option<tokio::time::Instant>,
+    /// Operator-defined actions (also in `serving.ctx`).
+    actions: Arc<Book>,
+    /// The action labels of the containers last read into `actions`.
+    action_labels: Option<Vec<(String, Vec<(String, String)>)>>,
 }
 
 impl MainLoop {
@@ -225,13 +230,19 @@ impl MainLoop {
         publish: mpsc::Sender<PublishRow>,
     ) -> Self {
         let agent = cfg.name.as_str().to_owned();
+        let actions = Arc::new(Book::new(
+            cfg.action_files.clone(),
+            cfg.state_dir.as_deref(),
+        ));
+        log_refused(&actions.reload_files());
         let ctx = Arc::new(Ctx {
             agent: agent.clone(),
             driver: driver.clone(),
             publish,
+            actions: actions.clone(),
         });
         let record = cfg.state_dir.as_deref();
-        let publisher = Publisher::new(
+        let mut publisher = Publisher::new(
             client.clone(),
             &agent,
             host,
@@ -240,6 +251,7 @@ impl MainLoop {
             cfg.container_topics,
             record.map(|d| crate::retained::Record::new(d, &agent)),
         );
+        publisher.set_actions(actions.advertised());
         MainLoop {
             // Requests and the fleet resync arrive through shared-subscription groups of this
             // process (topics::agent_subscriptions): random, so no other client joins them by
@@ -256,6 +268,8 @@ impl MainLoop {
             flush_at: None,
             rechecks: 0,
             resync_at: None,
+            actions,
+            action_labels: None,
         }
     }
 
@@ -271,9 +285,15 @@ impl MainLoop {
         periodic.tick().await;
         let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
         tokio::pin!(shutdown);
+        let mut hangup = hangups();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some(()) = next_hangup(&mut hangup) => {
+                    info!("SIGHUP: reading the action files again");
+                    log_refused(&self.actions.reload_files());
+                    self.action_labels = None;
+                }
                 msg = i.inbound.recv() => {
                     let Some(msg) = msg else { break };
                     self.on_inbound(msg).await;
@@ -294,6 +314,8 @@ impl MainLoop {
                     self.refresh(Republish::Snapshot).await;
                 }
             }
+            // Actions follow the containers' labels (and the files, after SIGHUP).
+            self.sync_actions();
             // Home Assistant: discovery follows the container list, whichever branch above
             // refreshed it (new containers appear, destroyed ones are removed). Cheap when
             // unchanged.
@@ -305,6 +327,23 @@ impl MainLoop {
 
     async fn refresh(&mut self, again: Republish) -> bool {
         refresh(&self.driver, &mut self.publisher, again).await
+    }
+
+    /// Reads the containers' action labels when they changed, and publishes the status when the
+    /// actions served changed.
+    fn sync_actions(&mut self) {
+        if let Some(list) = self.publisher.current() {
+            let labels = crate::actions::labels_of(list);
+            if self.action_labels.as_ref() != Some(&labels) {
+                log_refused(&self.actions.set_containers(list));
+                self.action_labels = Some(labels);
+            }
+        }
+        if self.publisher.set_actions(self.actions.advertised()) {
+            info!(actions = ?self.actions.advertised().iter().map(|a| a.name.clone()).collect::<Vec<_>>(), "the actions served changed");
+            self.publisher
+                .publish_status(AgentState::Online, self.driver.status());
+        }
     }
 
     async fn on_inbound(&mut self, msg: Inbound) {
@@ -438,6 +477,27 @@ impl MainLoop {
                 .flatten();
             let _ = w.reply.send(row);
         }
+    }
+}
+
+fn log_refused(refused: &[crate::actions::Refused]) {
+    for r in refused {
+        warn!(origin = %r.origin, "action refused: {}", r.message);
+    }
+}
+
+/// SIGHUP, when this process can receive it.
+fn hangups() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .map_err(|e| warn!(error = %e, "cannot watch SIGHUP: action files are read at start only"))
+        .ok()
+}
+
+async fn next_hangup(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,7 +13,7 @@ import { follow } from './sse.js';
 const API = '/api/v1';
 const TOKEN_KEY = 'zedops.token';
 /** Which actions fit which state, in button order; their labels, and which ask first. All from
- *  the server's action table (GET /api/v1/actions), see setActions. */
+ *  the server's action table (GET /api/v1/container-actions), see setActions. */
 let ACTIONS = {};
 let LABELS = {};
 let DANGER = new Set();
@@ -31,7 +31,7 @@ function setActions(list) {
 
 /** Who the token is, after the action table is loaded. */
 async function whoami() {
-  const [me, actions] = await Promise.all([api('/whoami'), api('/actions')]);
+  const [me, actions] = await Promise.all([api('/whoami'), api('/container-actions')]);
   setActions(actions);
   return me;
 }

@@ -1,4 +1,4 @@
-//! `GET /api/v1/actions` serves the action table every surface is driven by.
+//! `GET /api/v1/container-actions` serves the action table every surface is driven by.
 
 #![allow(clippy::expect_used)]
 
@@ -14,7 +14,7 @@ async fn the_actions_route_serves_the_table() {
     };
     let api = zedops_api::Api::connect(cfg, None);
     let cli = TestClient::new(api.app());
-    let r = cli.get("/api/v1/actions").send().await;
+    let r = cli.get("/api/v1/container-actions").send().await;
     r.assert_status_is_ok();
     let v: serde_json::Value =
         serde_json::from_str(&r.0.into_body().into_string().await.expect("body")).expect("json");

@@ -244,6 +244,7 @@ impl ServeArgs {
                 name,
                 docker_host: self.docker_host.clone(),
                 ha: self.ha.config().map_err(|e| Exit::usage(e.to_string()))?,
+                actions: self.actions.clone(),
             });
         }
         Ok(cfg)
@@ -361,6 +362,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ZEDOPS_DOCKER_HOST")]
     pub docker_host: Option<String>,
 
+    /// Operator-defined actions from this TOML file (repeatable), for the local agent, besides
+    /// <data-dir>/local-agent/actions.d/*.toml; read again on SIGHUP (docs/actions.md).
+    #[arg(
+        long = "actions",
+        env = "ZEDOPS_ACTIONS",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub actions: Vec<std::path::PathBuf>,
+
     /// Home Assistant discovery for the local agent.
     #[command(flatten)]
     pub ha: HaArgs,
@@ -416,6 +427,16 @@ pub struct AgentArgs {
     /// broker work per agent, so a large fleet connects faster (docs/operations.md). Not with --ha.
     #[arg(long, env = "ZEDOPS_NO_CONTAINER_TOPICS", conflicts_with = "ha")]
     pub no_container_topics: bool,
+
+    /// Operator-defined actions from this TOML file (repeatable), besides
+    /// <state-dir>/actions.d/*.toml; read again on SIGHUP (docs/actions.md).
+    #[arg(
+        long = "actions",
+        env = "ZEDOPS_ACTIONS",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub actions: Vec<std::path::PathBuf>,
 
     #[command(flatten)]
     pub ha: HaArgs,

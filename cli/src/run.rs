@@ -179,6 +179,7 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
     cfg.accept_unsigned = a.accept_unsigned;
     cfg.container_topics = !a.no_container_topics;
     cfg.state_dir = Some(state_dir.clone());
+    cfg.action_files = a.actions.clone();
     if let Some(ca) = &client.ca_file {
         cfg.tls_ca =
             Some(std::fs::read(ca).map_err(|e| {

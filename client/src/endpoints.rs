@@ -236,9 +236,34 @@ impl Client {
         self.call(Method::POST, &path, Some(req), timeout).await
     }
 
-    /// `GET /api/v1/actions`: the table of container actions.
-    pub async fn actions(&self) -> Result<Vec<ActionInfo>, ClientError> {
-        self.get("/api/v1/actions", DEFAULT_TIMEOUT).await
+    /// `GET /api/v1/container-actions`: the table of container actions.
+    pub async fn container_actions(&self) -> Result<Vec<ActionInfo>, ClientError> {
+        self.get("/api/v1/container-actions", DEFAULT_TIMEOUT).await
+    }
+
+    /// `GET /api/v1/actions` (every agent's) or `GET /api/v1/agents/{agent}/actions`: the
+    /// operator-defined actions.
+    pub async fn defined_actions(&self, agent: Option<&str>) -> Result<ActionListing, ClientError> {
+        let path = match agent {
+            Some(a) => format!("/api/v1/agents/{}/actions", enc(a)),
+            None => "/api/v1/actions".to_owned(),
+        };
+        self.get(&path, DEFAULT_TIMEOUT).await
+    }
+
+    /// `POST /api/v1/agents/{agent}/actions/{action}`: runs it and waits (its deadline,
+    /// `timeout_s` or `default_s`, the action's own, plus the server's slack).
+    pub async fn run_action(
+        &self,
+        agent: &str,
+        action: &str,
+        req: &RunActionRequest,
+        default_s: u32,
+    ) -> Result<CommandResult, ClientError> {
+        let path = format!("/api/v1/agents/{}/actions/{}", enc(agent), enc(action));
+        let run_for = req.timeout_s.unwrap_or(default_s);
+        let timeout = Duration::from_secs(run_for.into()) + EXEC_MARGIN;
+        self.call(Method::POST, &path, Some(req), timeout).await
     }
 
     /// `GET /api/v1/whoami`.

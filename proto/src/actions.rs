@@ -1,6 +1,6 @@
 //! The container actions, in one table: each action's name, the op that carries it, its one-line
 //! summary, its parameter and whether it stops a container. The agent's handlers, the API's action
-//! route, the CLI's verbs, the dashboard (`GET /api/v1/actions`) and Home Assistant's commands
+//! route, the CLI's verbs, the dashboard (`GET /api/v1/container-actions`) and Home Assistant's commands
 //! are all driven by [`ACTIONS`]; an [`ActionRequest`] is how any of them asks for one.
 
 use serde::{Deserialize, Serialize};
@@ -185,7 +185,8 @@ impl std::fmt::Display for Action {
 /// Whether op `name` changes state (a container action, or `container.exec`) rather than reads
 /// it. Agents run these in request slots of their own, so they never wait behind reads.
 pub fn changes_state(name: &str) -> bool {
-    Action::of_op(name).is_some() || name == <crate::ops::ContainerExec as crate::ops::Op>::NAME
+    use crate::ops::{ActionRun, ContainerExec, Op};
+    Action::of_op(name).is_some() || name == ContainerExec::NAME || name == ActionRun::NAME
 }
 
 /// An action on one container, with its parameter: what the API, the CLI and Home Assistant ask

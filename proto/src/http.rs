@@ -530,3 +530,53 @@ pub struct ExecRequest {
     )]
     pub timeout_s: Option<u32>,
 }
+
+/// One operator-defined action of the fleet (`GET /api/v1/actions`,
+/// `GET /api/v1/agents/{agent}/actions`), as its agent advertises it.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetAction {
+    pub agent: String,
+    /// Whether the agent is online (an offline agent's actions cannot run now).
+    pub online: bool,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", oai(flatten))]
+    pub action: crate::defined::DefinedAction,
+}
+
+/// Operator-defined actions.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ActionListing {
+    pub actions: Vec<FleetAction>,
+}
+
+/// The body of `POST /api/v1/agents/{agent}/actions/{action}`.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RunActionRequest {
+    /// Values by parameter name (strings, integers or booleans, as each parameter's type takes;
+    /// the action's advertised schema says which). Checked before anything is sent to the agent.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Seconds before the command is killed: at most the action's own timeout (its default).
+    #[cfg_attr(
+        feature = "openapi",
+        oai(validator(minimum(value = "1"), maximum(value = "900")))
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u32>,
+}

@@ -7,6 +7,7 @@
 //! - [`model`]: the payloads agents publish (`AgentStatus`, `Snapshot`, `Container`, `ContainerEvent`).
 //! - [`ops`]: the request/response operations; each op type names its argument and result types.
 //! - [`actions`]: the table of container actions that every surface is driven by.
+//! - [`defined`]: operator-defined actions as agents advertise them, and their parameter checks.
 //! - [`http`]: the request and response bodies of the HTTP API, shared by the server and the Rust
 //!   client (`zedops-client`).
 //! - [`reply`]: the reply envelope and the error codes, with their HTTP status.
@@ -24,6 +25,7 @@
 pub mod actions;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod defined;
 pub mod enrollment;
 pub mod http;
 pub mod identity;

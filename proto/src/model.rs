@@ -250,6 +250,10 @@ pub struct AgentStatus {
     pub counts: Counts,
     /// When this status was published (for the Last Will: when the session began).
     pub updated_at: DateTime<Utc>,
+    /// The operator-defined actions this agent serves (`docs/actions.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub actions: Vec<crate::defined::DefinedAction>,
 }
 
 /// Retained on `agents/{agent}/containers`: every container, running and stopped.
@@ -364,6 +368,7 @@ mod tests {
             started_at: Utc::now(),
             counts: Counts::of(&snap.containers),
             updated_at: Utc::now(),
+            actions: vec![],
         };
         let back: AgentStatus = serde_json::from_slice(&serde_json::to_vec(&st).unwrap()).unwrap();
         assert_eq!(back, st);

@@ -303,7 +303,7 @@ fn valid_env(e: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-/// What a command run on an agent did: `container.exec` (and, later, operator-defined actions).
+/// What a command run on an agent did: `container.exec` and operator-defined actions.
 #[cfg_attr(
     feature = "openapi",
     derive(poem_openapi::Object),
@@ -375,9 +375,11 @@ op!(
 op!(ContainerLogs, "container.logs", LogsArgs, Logs);
 op!(/// One non-interactive command in a container.
     ContainerExec, "container.exec", ExecArgs, CommandResult);
+op!(/// An operator-defined action (`docs/actions.md`).
+    ActionRun, "action.run", crate::defined::RunArgs, CommandResult);
 
 /// Every v1 op name.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     Ping::NAME,
     ContainersList::NAME,
     ContainerInspect::NAME,
@@ -389,6 +391,7 @@ pub const ALL: [&str; 11] = [
     ContainerUnpause::NAME,
     ContainerLogs::NAME,
     ContainerExec::NAME,
+    ActionRun::NAME,
 ];
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct LocalAgent {
     pub name: AgentName,
     pub docker_host: Option<String>,
     pub ha: Option<zedops_agent::HaConfig>,
+    /// Action definition files (`--actions`), besides `<data-dir>/local-agent/actions.d`.
+    pub actions: Vec<PathBuf>,
 }
 
 impl ServeConfig {

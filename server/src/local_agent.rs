@@ -36,5 +36,6 @@ pub fn config(
         host: local.docker_host.clone(),
     };
     cfg.ha = local.ha.clone();
+    cfg.action_files = local.actions.clone();
     Ok(cfg)
 }

@@ -98,7 +98,7 @@ async fn every_operation_of_the_typed_client_against_the_secured_default() -> an
         admin.logs(&agent, &web.name, &logs).await?.container,
         web.name
     );
-    let actions = admin.actions().await?;
+    let actions = admin.container_actions().await?;
     assert_eq!(actions.len(), zedops_proto::ACTIONS.len());
 
     // Administration: tokens, agents, MQTT users; and the roles they carry.

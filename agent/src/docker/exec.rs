@@ -13,34 +13,7 @@ use bollard::models::ExecConfig;
 use zedops_proto::ops::{CommandResult, ExecArgs};
 
 use super::*;
-
-/// Output kept of one stream: the first `max` bytes, and whether more came.
-struct Capture {
-    bytes: Vec<u8>,
-    max: usize,
-    truncated: bool,
-}
-
-impl Capture {
-    fn new(max: usize) -> Self {
-        Self {
-            bytes: Vec::new(),
-            max,
-            truncated: false,
-        }
-    }
-
-    fn push(&mut self, chunk: &[u8]) {
-        let room = self.max.saturating_sub(self.bytes.len());
-        self.bytes
-            .extend_from_slice(&chunk[..chunk.len().min(room)]);
-        self.truncated |= chunk.len() > room;
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes).into_owned()
-    }
-}
+use crate::capture::Capture;
 
 impl Driver {
     /// Runs `a.cmd` in `t`; the output of each stream is bounded to `max_bytes` (the rest is read

@@ -182,7 +182,7 @@ impl ContainersApi {
         /// Container name or unique ID prefix (at least 4 hex digits).
         #[oai(validator(pattern = "^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"))]
         container: Path<String>,
-        /// A row of the action table (`GET /api/v1/actions`).
+        /// A row of the action table (`GET /api/v1/container-actions`).
         action: Path<Action>,
         /// Seconds between SIGTERM and SIGKILL for stop and restart (default 10, at most 300).
         #[oai(validator(minimum(value = "0"), maximum(value = "300")))]
@@ -357,12 +357,12 @@ impl ContainersApi {
     /// it is offered in, and whether it can stop a container. The dashboard draws its buttons
     /// from this list.
     #[oai(
-        path = "/api/v1/actions",
+        path = "/api/v1/container-actions",
         method = "get",
         tag = "Tag::Containers",
-        operation_id = "list_actions"
+        operation_id = "list_container_actions"
     )]
-    async fn list_actions(&self, auth: Caller) -> ApiResult<Vec<ActionInfo>> {
+    async fn list_container_actions(&self, auth: Caller) -> ApiResult<Vec<ActionInfo>> {
         auth.0.require(Role::Viewer)?;
         Ok(Json(
             zedops_proto::ACTIONS.iter().map(ActionInfo::from).collect(),

@@ -2,9 +2,11 @@
 //! the fleet come from the cache; inspect, logs, live lists and actions go to the agent through
 //! the requester.
 //!
-//! - [`agents`], [`containers`], [`events`], [`admin`], [`operations`]: the endpoints of each tag.
+//! - [`agents`], [`containers`], [`actions`], [`events`], [`admin`], [`operations`]: the endpoints
+//!   of each tag.
 //! - [`schemas`]: the request and response bodies.
 
+pub mod actions;
 pub mod admin;
 pub mod agents;
 pub mod containers;
@@ -32,6 +34,8 @@ pub(crate) enum Tag {
     Agents,
     /// Containers and actions on them.
     Containers,
+    /// Operator-defined actions (`docs/actions.md`).
+    Actions,
     /// Live updates.
     Events,
     /// Health and metrics of this server.
@@ -44,6 +48,7 @@ pub(crate) enum Tag {
 pub type FleetApi = (
     agents::AgentsApi,
     containers::ContainersApi,
+    actions::ActionsApi,
     events::EventsApi,
     admin::AdminApi,
     operations::OperationsApi,
@@ -56,6 +61,9 @@ pub fn api(state: Arc<State>) -> FleetApi {
             state: state.clone(),
         },
         containers::ContainersApi {
+            state: state.clone(),
+        },
+        actions::ActionsApi {
             state: state.clone(),
         },
         events::EventsApi {

@@ -168,6 +168,7 @@ impl SimAgent {
             started_at: self.started_at,
             counts: self.counts,
             updated_at: Utc::now(),
+            actions: Vec::new(),
         };
         Bytes::from(serde_json::to_vec(&s).unwrap_or_default())
     }

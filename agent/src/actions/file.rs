@@ -1,0 +1,282 @@
+//! Action definitions in TOML (`docs/actions.md` § Files): one `[action.NAME]` table per
+//! action. Each action is read on its own, so one bad action refuses only itself; a file that is
+//! not TOML at all refuses everything in it. Every refusal names the file and line.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use zedops_proto::defined::{DefinedAction, ParamKind, ParamSpec, Target};
+use zedops_proto::http::Role;
+
+use super::{parse_timeout, Definition, Refused};
+
+/// Largest definitions file read.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    #[serde(default)]
+    action: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    #[serde(default)]
+    description: String,
+    target: Option<Target>,
+    container: Option<String>,
+    command: Vec<String>,
+    timeout: Option<toml::Value>,
+    role: Option<Role>,
+    #[serde(default)]
+    confirm: bool,
+    #[serde(default)]
+    ha: bool,
+    workdir: Option<String>,
+    user: Option<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    params: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    #[serde(rename = "type")]
+    kind: ParamKind,
+    #[serde(default)]
+    description: String,
+    pattern: Option<String>,
+    min: Option<i64>,
+    max: Option<i64>,
+    #[serde(default)]
+    choices: Vec<String>,
+    default: Option<toml::Value>,
+}
+
+/// The valid actions of one file, and the refusals (`file:line: why`).
+pub fn parse_file(path: &Path) -> (Vec<Definition>, Vec<Refused>) {
+    let shown = path.display().to_string();
+    let whole = |message: String| {
+        (
+            Vec::new(),
+            vec![Refused {
+                origin: shown.clone(),
+                message,
+            }],
+        )
+    };
+    let text = match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            return whole(format!("larger than {MAX_FILE_BYTES} bytes; not read"))
+        }
+        Ok(_) => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return whole(format!("cannot read it: {e}")),
+        },
+        Err(e) => return whole(format!("cannot read it: {e}")),
+    };
+    parse_str(&shown, &text)
+}
+
+/// [`parse_file`] on text already read (`shown` names it in messages).
+pub fn parse_str(shown: &str, text: &str) -> (Vec<Definition>, Vec<Refused>) {
+    let doc: FileDoc = match toml::from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let line = e.span().map_or(1, |s| line_of(text, s.start));
+            let message = e.message().to_owned();
+            return (
+                Vec::new(),
+                vec![Refused {
+                    origin: format!("{shown}:{line}"),
+                    message,
+                }],
+            );
+        }
+    };
+    let (mut defs, mut refused) = (Vec::new(), Vec::new());
+    for (name, value) in doc.action {
+        let origin = format!("{shown}:{}", header_line(text, &name));
+        match definition(&name, value, origin.clone()) {
+            Ok(d) => defs.push(d),
+            Err(message) => refused.push(Refused { origin, message }),
+        }
+    }
+    (defs, refused)
+}
+
+fn definition(name: &str, value: toml::Value, origin: String) -> Result<Definition, String> {
+    let raw: RawAction = value
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("action {name}: {}", e.message()))?;
+    let target = match (raw.target, &raw.container) {
+        (Some(t), _) => t,
+        (None, Some(_)) => Target::Exec,
+        (None, None) => {
+            return Err(format!(
+                "action {name}: say where it runs: container = \"NAME\" (exec) or target = \"host\""
+            ))
+        }
+    };
+    let timeout_s = match &raw.timeout {
+        None => zedops_proto::ops::DEFAULT_EXEC_TIMEOUT_S,
+        Some(v) => timeout_of(v).ok_or_else(|| {
+            format!("action {name}: timeout must be seconds (30) or a duration (\"30s\", \"5m\")")
+        })?,
+    };
+    let mut params = Vec::new();
+    for (pname, pv) in raw.params {
+        params
+            .push(param(&pname, pv).map_err(|e| format!("action {name}: parameter {pname}: {e}"))?);
+    }
+    let d = Definition {
+        info: DefinedAction {
+            name: name.to_owned(),
+            description: raw.description,
+            target,
+            container: raw.container,
+            params,
+            role: raw.role.unwrap_or(Role::Operator),
+            confirm: raw.confirm,
+            ha: raw.ha,
+            timeout_s,
+            source: "file".into(),
+        },
+        command: raw.command,
+        workdir: raw.workdir,
+        user: raw.user,
+        env: raw.env,
+        origin,
+    };
+    d.validate().map_err(|e| format!("action {name}: {e}"))?;
+    Ok(d)
+}
+
+fn param(name: &str, v: toml::Value) -> Result<ParamSpec, String> {
+    let raw: RawParam = v
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    let default = match raw.default {
+        None => None,
+        Some(toml::Value::String(s)) => Some(s),
+        Some(toml::Value::Integer(i)) => Some(i.to_string()),
+        Some(toml::Value::Boolean(b)) => Some(b.to_string()),
+        Some(_) => return Err("default must be a string, an integer or a boolean".into()),
+    };
+    Ok(ParamSpec {
+        name: name.to_owned(),
+        kind: raw.kind,
+        description: raw.description,
+        pattern: raw.pattern,
+        min: raw.min,
+        max: raw.max,
+        choices: raw.choices,
+        default,
+    })
+}
+
+fn timeout_of(v: &toml::Value) -> Option<u32> {
+    match v {
+        toml::Value::Integer(i) => u32::try_from(*i).ok(),
+        toml::Value::String(s) => parse_timeout(s),
+        _ => None,
+    }
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text.get(..byte).map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+/// The line of `[action.NAME]` (or of the first line mentioning `action.NAME`); 1 if not found.
+fn header_line(text: &str, name: &str) -> usize {
+    let needle = format!("action.{name}");
+    let quoted = format!("action.\"{name}\"");
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with('[') && (l.contains(&needle) || l.contains(&quoted))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD_AND_BAD: &str = r#"
+[action.save]
+description = "Save the world"
+container = "mc"
+command = ["rcon-cli", "save-all"]
+timeout = "30s"
+ha = true
+
+[action.broken]
+container = "mc"
+command = ["say", "x{message}"]
+[action.broken.params.message]
+type = "string"
+
+[action.broadcast]
+container = "mc"
+command = ["rcon-cli", "say", "{message}"]
+[action.broadcast.params.message]
+type = "string"
+pattern = "[^\\n]{1,200}"
+
+[action.backup]
+target = "host"
+command = ["/bin/true"]
+role = "admin"
+"#;
+
+    #[test]
+    fn bad_actions_are_refused_with_their_line_and_the_rest_kept() {
+        let (defs, refused) = parse_str("a.toml", GOOD_AND_BAD);
+        let names: Vec<&str> = defs.iter().map(|d| d.info.name.as_str()).collect();
+        assert_eq!(names, ["save", "broadcast", "backup"]);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].origin, "a.toml:9");
+        assert!(
+            refused[0].message.contains("whole argument"),
+            "{}",
+            refused[0]
+        );
+        assert_eq!(defs[0].info.timeout_s, 30);
+        assert_eq!(defs[0].info.target, Target::Exec);
+        assert_eq!(defs[2].info.role, Role::Admin);
+        assert_eq!(defs[1].info.params[0].name, "message");
+    }
+
+    #[test]
+    fn not_toml_is_one_refusal_with_the_line() {
+        let (defs, refused) = parse_str("b.toml", "[action.x]\ncommand = [\"a\"\n");
+        assert!(defs.is_empty());
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].origin.starts_with("b.toml:"), "{}", refused[0]);
+    }
+
+    #[test]
+    fn refusals() {
+        for (toml, why) in [
+            ("[action.a]\ncommand = [\"x\"]\n", "say where it runs"),
+            ("[action.a]\ntarget = \"host\"\ncommand = []\n", "cmd must name"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\"]\nrole = \"viewer\"\n", "viewers"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\"]\ntimeout = \"16m\"\n", "out of range"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"{p}\"]\n", "names no parameter"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\"]\nrole = \"admin\"\nha = true\n", "admin action"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"{p}\"]\nha = true\n[action.a.params.p]\ntype = \"string\"\n", "default"),
+            ("[action.a]\ntarget = \"host\"\ncommand = [\"x\"]\nuser = \"root\"\n", "exec only"),
+            ("[action.A]\ntarget = \"host\"\ncommand = [\"x\"]\n", "invalid"),
+            ("[action.a]\ntarget = \"host\"\ncommand = [\"x\"]\nshell = true\n", "unknown field"),
+        ] {
+            let (defs, refused) = parse_str("c.toml", toml);
+            assert!(defs.is_empty(), "{toml}");
+            assert!(refused[0].message.contains(why), "{toml}: {}", refused[0]);
+        }
+    }
+}
