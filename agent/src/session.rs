@@ -339,7 +339,11 @@ impl MainLoop {
                 self.action_labels = Some(labels);
             }
         }
-        if self.publisher.set_actions(self.actions.advertised()) {
+        let advertised = self.actions.advertised();
+        if let Some(h) = &mut self.ha {
+            h.sync_actions(&advertised);
+        }
+        if self.publisher.set_actions(advertised) {
             info!(actions = ?self.actions.advertised().iter().map(|a| a.name.clone()).collect::<Vec<_>>(), "the actions served changed");
             self.publisher
                 .publish_status(AgentState::Online, self.driver.status());
@@ -392,6 +396,12 @@ impl MainLoop {
                 let delay = Duration::from_millis(rand::rng().random_range(0..1000));
                 self.resync_at
                     .get_or_insert(tokio::time::Instant::now() + delay);
+            }
+            // Home Assistant: action buttons on `…/actions/{name}/run`.
+            Some(Topic::ActionRun { agent, action }) if agent == self.agent => {
+                if let Some(h) = &self.ha {
+                    h.press(action, &p, &self.serving.ctx, &self.serving.registry);
+                }
             }
             // Home Assistant: commands on `…/containers/{name}/set`.
             Some(Topic::ContainerSet { agent, name }) if agent == self.agent => {

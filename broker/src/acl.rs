@@ -7,8 +7,8 @@
 //! | identity | may publish | may subscribe |
 //! |---|---|---|
 //! | trusted (the API, no-auth broker) | everything | everything |
-//! | agent `A` | `agents/A/{status,containers,containers/+,events,containers/+/set/result}`, `replies/…`, topics outside `zedops/` | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
-//! | MQTT user | `agents/+/req/+` (requests; signatures still apply), `agents/+/containers/+/set` only with Home Assistant command rights, topics outside `zedops/` | everything except `$share/…` groups under `zedops/` |
+//! | agent `A` | `agents/A/{status,containers,containers/+,events,containers/+/set/result,actions/+/result}`, `replies/…`, topics outside `zedops/` | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
+//! | MQTT user | `agents/+/req/+` (requests; signatures still apply), `agents/+/containers/+/set` and `agents/+/actions/+/run` only with Home Assistant command rights, topics outside `zedops/` | everything except `$share/…` groups under `zedops/` |
 
 use zedops_proto::topics::ROOT;
 
@@ -47,6 +47,7 @@ impl Identity {
             Identity::User { ha_commands, .. } => match rest.as_slice() {
                 ["agents", _, "req", _] => true,
                 ["agents", _, "containers", _, "set"] => *ha_commands,
+                ["agents", _, "actions", _, "run"] => *ha_commands,
                 _ => false,
             },
         }
@@ -81,6 +82,7 @@ fn agent_may_publish(me: &str, rest: &[&str]) -> bool {
         ["agents", a, "status" | "containers" | "events"] => a == &me,
         ["agents", a, "containers", _] => a == &me,
         ["agents", a, "containers", _, "set", "result"] => a == &me,
+        ["agents", a, "actions", _, "result"] => a == &me,
         _ => false,
     }
 }
@@ -147,6 +149,12 @@ mod tests {
         assert!(user(false).may_publish("zedops/v1/agents/maestro/req/ping"));
         assert!(!user(false).may_publish("zedops/v1/agents/maestro/containers/web/set"));
         assert!(user(true).may_publish("zedops/v1/agents/maestro/containers/web/set"));
+        assert!(!user(false).may_publish("zedops/v1/agents/maestro/actions/save/run"));
+        assert!(user(true).may_publish("zedops/v1/agents/maestro/actions/save/run"));
+        assert!(!user(true).may_publish("zedops/v1/agents/maestro/actions/save/result"));
+        assert!(agent().may_publish("zedops/v1/agents/maestro/actions/save/result"));
+        assert!(!agent().may_publish("zedops/v1/agents/other/actions/save/result"));
+        assert!(!agent().may_publish("zedops/v1/agents/maestro/actions/save/run"));
         assert!(user(true).may_publish("homeassistant/status"));
         for no in [
             "zedops/v1/agents/maestro/status",

@@ -67,6 +67,16 @@ pub enum Command {
         after_long_help = "Examples:\n  zedops exec web-1 -- ls -l /data\n  zedops exec web-1 --agent maestro -e LEVEL=debug -- sh -c 'echo $LEVEL'\n\nExit code: the command's own; 5 when it was killed at --timeout; 1-6 as documented when it could not run."
     )]
     Exec(ExecCmdArgs),
+    /// List the operator-defined actions of the fleet or of one agent (docs/actions.md).
+    #[command(
+        after_long_help = "Examples:\n  zedops actions\n  zedops actions --agent maestro -o json"
+    )]
+    Actions(ActionsArgs),
+    /// Run an operator-defined action: its output is printed, and its exit code is zedops'.
+    #[command(
+        after_long_help = "Examples:\n  zedops run save\n  zedops run broadcast --agent maestro -p message='Restart in 5 minutes'\n\nExit code: the command's own; 5 when it was killed at its deadline; 1-6 as documented when it could not run."
+    )]
+    Run(RunArgs),
     /// List the CLI plugins (`zedops-<name>` executables; docs/plugins.md).
     Plugins,
     /// A plugin: `zedops <name> ARGS…` runs `zedops-<name> ARGS…` (docs/plugins.md).
@@ -189,6 +199,28 @@ pub struct ExecCmdArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionsArgs {
+    /// Only this agent's actions.
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The action's name.
+    pub action: String,
+    /// The agent that has it (optional when the name is unique in the fleet).
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+    /// A parameter, NAME=VALUE (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Kill the command after this long (at most the action's own timeout, its default).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -19,14 +19,10 @@ use crate::args::{
 };
 use crate::client::{connect, ClientConfig};
 use crate::exit::{self, Exit};
-use crate::output::{ago, color, paint_state, table};
+use crate::output::{ago, color, paint_state, print_json, table};
 
 fn client(o: &ClientOpts) -> Result<Client, ClientError> {
     connect(o.server.clone(), o.token.clone(), o.ca_file.as_deref())
-}
-
-fn print_json(v: &impl Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// A row of the fleet: a value with the agent it is on.
@@ -299,28 +295,15 @@ pub async fn exec(o: &ClientOpts, a: &ExecCmdArgs) -> anyhow::Result<()> {
             .map(|t| u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX)),
     };
     let r = c.exec(&agent, &a.container, &req).await?;
-    if o.output == Output::Json {
-        print_json(&r);
-    } else {
-        let _ = std::io::stdout().lock().write_all(r.stdout.as_bytes());
-        let _ = std::io::stderr().lock().write_all(r.stderr.as_bytes());
-    }
-    if r.truncated {
-        eprintln!("zedops: output beyond the bound (64 KiB per stream) was dropped");
-    }
-    if r.timed_out {
-        let why = format!(
-            "the command was killed at its deadline after {} ms",
-            r.duration_ms
-        );
-        return Err(Exit::new(exit::TIMEOUT, why).into());
-    }
-    match r.exit_code {
-        Some(0) => Ok(()),
-        // Already printed: carry only the exit code, as `docker exec` does.
-        Some(code) => Err(Exit::new(u8::try_from(code & 0xff).unwrap_or(1), String::new()).into()),
-        None => Err(Exit::new(exit::ERROR, "Docker reported no exit code").into()),
-    }
+    crate::actions::finish(o, &r)
+}
+
+pub async fn actions(o: &ClientOpts, a: &crate::args::ActionsArgs) -> anyhow::Result<()> {
+    crate::actions::list(&client(o)?, o, a).await
+}
+
+pub async fn run_action(o: &ClientOpts, a: &crate::args::RunArgs) -> anyhow::Result<()> {
+    crate::actions::run(&client(o)?, o, a).await
 }
 
 /// One event as `zedops events` prints it.

@@ -7,6 +7,8 @@
 //!   client commands to [`commands`].
 //! - [`commands`]: the client commands (`ps`, `restart`, `logs`, `token`, …), through the typed
 //!   client of `zedops-client`.
+//! - [`actions`]: `zedops actions` and `zedops run` (operator-defined actions), and how a
+//!   command's result is printed and becomes the exit code (`exec` too).
 //! - [`client`]: where the client connects: server and token resolution, the client config file.
 //! - [`plugins`]: `zedops-<name>` CLI plugins: discovery, metadata, exec with the client settings.
 //! - [`enroll`]: an agent's enrollment and its saved credentials.
@@ -17,6 +19,7 @@
 //! `main` is thin: parse, init tracing, run, map the error to an exit code.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod actions;
 pub mod args;
 pub mod client;
 pub mod commands;

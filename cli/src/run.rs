@@ -26,6 +26,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Act(action, a) => c::action(o, action, &a).await,
         Command::Logs(a) => c::logs(o, &a).await,
         Command::Exec(a) => c::exec(o, &a).await,
+        Command::Actions(a) => c::actions(o, &a).await,
+        Command::Run(a) => c::run_action(o, &a).await,
         Command::Plugins => {
             crate::plugins::print_list(o);
             Ok(())

@@ -7,6 +7,8 @@
 //! | `zedops/v1/agents/{agent}/containers/{name}` | yes |
 //! | `zedops/v1/agents/{agent}/containers/{name}/set` | no |
 //! | `zedops/v1/agents/{agent}/containers/{name}/set/result` | no |
+//! | `zedops/v1/agents/{agent}/actions/{action}/run` | no |
+//! | `zedops/v1/agents/{agent}/actions/{action}/result` | yes |
 //! | `zedops/v1/agents/{agent}/events` | no |
 //! | `zedops/v1/agents/{agent}/req/{op}` | no |
 //! | `zedops/v1/replies/{client-id}` | no |
@@ -57,6 +59,21 @@ pub fn container_sets_of(agent: &str) -> String {
     format!("{ROOT}/agents/{agent}/containers/+/set")
 }
 
+/// Home Assistant's button of an operator-defined action publishes here (any payload).
+pub fn action_run(agent: &str, action: &str) -> String {
+    format!("{ROOT}/agents/{agent}/actions/{action}/run")
+}
+
+/// Filter matching every action button topic of one agent.
+pub fn action_runs_of(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/actions/+/run")
+}
+
+/// The last result of an action run from its button (retained; Home Assistant's sensor).
+pub fn action_result(agent: &str, action: &str) -> String {
+    format!("{ROOT}/agents/{agent}/actions/{action}/result")
+}
+
 pub fn events(agent: &str) -> String {
     format!("{ROOT}/agents/{agent}/events")
 }
@@ -102,6 +119,7 @@ pub enum Topic<'a> {
     Snapshot { agent: &'a str },
     Container { agent: &'a str, name: &'a str },
     ContainerSet { agent: &'a str, name: &'a str },
+    ActionRun { agent: &'a str, action: &'a str },
     Events { agent: &'a str },
     Request { agent: &'a str, op: &'a str },
     Reply { client_id: &'a str },
@@ -126,6 +144,7 @@ pub fn parse(topic: &str) -> Option<Topic<'_>> {
         ["agents", agent, "containers"] => Topic::Snapshot { agent },
         ["agents", agent, "containers", name] => Topic::Container { agent, name },
         ["agents", agent, "containers", name, "set"] => Topic::ContainerSet { agent, name },
+        ["agents", agent, "actions", action, "run"] => Topic::ActionRun { agent, action },
         ["agents", agent, "events"] => Topic::Events { agent },
         ["agents", agent, "req", op] => Topic::Request { agent, op },
         ["replies", client_id] => Topic::Reply { client_id },
@@ -157,6 +176,13 @@ mod tests {
             })
         );
         assert_eq!(parse(&events("m")), Some(Topic::Events { agent: "m" }));
+        assert_eq!(
+            parse(&action_run("m", "save")),
+            Some(Topic::ActionRun {
+                agent: "m",
+                action: "save"
+            })
+        );
         assert_eq!(
             parse(&request("m", "ping")),
             Some(Topic::Request {

@@ -49,7 +49,7 @@ pub fn sanitize(s: &str) -> String {
 }
 
 /// 32-bit FNV-1a: stable across versions and platforms (unique IDs must never change).
-fn fnv1a32(bytes: &[u8]) -> u32 {
+pub(super) fn fnv1a32(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
@@ -107,12 +107,11 @@ const STATES: [&str; 8] = [
     "unknown",
 ];
 
-/// The discovery config of one entity of one container.
-pub fn discovery_config(agent: &str, container: &str, e: Entity) -> Value {
-    let state_topic = topics::container(agent, container);
-    let command_topic = topics::container_set(agent, container);
-    let mut cfg = json!({
-        "unique_id": unique_id(agent, container, e),
+/// What every entity's config has: its unique id, availability (the agent's status), the
+/// agent's device and the origin.
+pub fn common(agent: &str, unique_id: &str) -> Value {
+    json!({
+        "unique_id": unique_id,
         "availability": [{
             "topic": topics::status(agent),
             "value_template": AVAILABILITY_TEMPLATE,
@@ -131,7 +130,14 @@ pub fn discovery_config(agent: &str, container: &str, e: Entity) -> Value {
             "sw": zedops_proto::VERSION,
             "url": SUPPORT_URL,
         },
-    });
+    })
+}
+
+/// The discovery config of one entity of one container.
+pub fn discovery_config(agent: &str, container: &str, e: Entity) -> Value {
+    let state_topic = topics::container(agent, container);
+    let command_topic = topics::container_set(agent, container);
+    let mut cfg = common(agent, &unique_id(agent, container, e));
     let specific = match e {
         Entity::Switch => json!({
             "name": container,

@@ -26,9 +26,11 @@
 //! - this module: [`HaConfig`], the labels, and [`Ha`], the runtime (discovery publishing,
 //!   leftovers, Home Assistant's birth message, `/set` commands);
 //! - [`discovery`]: the discovery topics and configs, pure;
+//! - [`actions`]: buttons and last-result sensors of operator-defined actions marked `ha`;
 //! - `commands`: parsing `/set` payloads, the rules, execution and its audit;
 //! - `own`: finding the agent's own container.
 
+pub mod actions;
 mod commands;
 pub mod discovery;
 mod own;
@@ -155,6 +157,8 @@ pub struct Ha {
     /// yet): judged once it is.
     suspects: HashSet<String>,
     inflight: Arc<Semaphore>,
+    /// Operator-defined actions with a button, by name (`actions`).
+    buttons: std::collections::BTreeMap<String, zedops_proto::defined::DefinedAction>,
     /// When Home Assistant's last `online` made this agent republish: each one costs a Docker
     /// list and a republish of every config and state, so they are throttled.
     last_birth: Option<std::time::Instant>,
@@ -178,6 +182,7 @@ impl Ha {
             topics: HashSet::new(),
             suspects: HashSet::new(),
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
+            buttons: Default::default(),
             last_birth: None,
         }
     }
@@ -201,6 +206,10 @@ impl Ha {
                 &format!("{group}-ha-set"),
                 &topics::container_sets_of(&self.agent),
             ),
+            topics::shared(
+                &format!("{group}-ha-run"),
+                &topics::action_runs_of(&self.agent),
+            ),
             topics::shared(&format!("{group}-ha-birth"), &self.birth_topic()),
             format!("{}/+/{}/+/config", self.prefix, node_id(&self.agent)),
         ]
@@ -220,6 +229,7 @@ impl Ha {
         for name in &names {
             self.announce(name);
         }
+        self.announce_actions();
         info!(
             containers = names.len(),
             "Home Assistant discovery published"
