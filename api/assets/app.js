@@ -9,6 +9,7 @@
 // names from the fleet can never inject markup.
 
 import { follow } from './sse.js';
+import { actionsPanel } from './actions.js';
 
 const API = '/api/v1';
 const TOKEN_KEY = 'zedops.token';
@@ -56,6 +57,9 @@ function fresh() {
     events: null, // AbortController of the event stream
     timers: [],
     refreshSoon: new Map(), // agent → timeout id
+    defined: new Map(), // agent → its operator-defined actions (GET /agents/{a}/actions)
+    // What the action forms keep across re-renders (actions.js).
+    actionState: { values: new Map(), outputs: new Map(), pending: new Set() },
   };
 }
 
@@ -91,10 +95,14 @@ async function failure(res) {
   );
 }
 
-async function api(path, { method = 'GET' } = {}) {
+async function api(path, { method = 'GET', body } = {}) {
   let res;
+  const hs = headers();
+  if (body !== undefined) hs['Content-Type'] = 'application/json';
   try {
-    res = await fetch(API + path, { method, headers: headers(), cache: 'no-store' });
+    res = await fetch(API + path, {
+      method, headers: hs, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body),
+    });
   } catch (e) {
     throw new ApiError(0, 'network', `cannot reach the server (${e.message})`);
   }
@@ -235,6 +243,7 @@ function onRoute(moveFocus) {
   const q = r.view === 'search' ? r.q : '';
   if (!typing || search.value.trim() !== q) search.value = q;
   if (r.view === 'agent') loadList(r.agent);
+  if (r.view === 'agent') loadDefined(r.agent);
   if (r.view === 'search') loadSearch(r.q);
   render();
   // Screen readers follow a new view from its heading; typing in the search box keeps its focus.
@@ -252,6 +261,19 @@ async function loadAgents() {
   } catch (e) {
     if (s !== S || e.status === 401) return;
     if (!S.agents) notify('error', `Could not load the agents: ${e.message}`);
+  }
+  render();
+}
+
+async function loadDefined(agent) {
+  const s = S;
+  try {
+    const listing = await api(`/agents/${enc(agent)}/actions`);
+    if (s !== S) return;
+    S.defined.set(agent, listing.actions);
+  } catch (e) {
+    if (s !== S || e.status === 401) return;
+    S.defined.set(agent, []);
   }
   render();
 }
@@ -321,6 +343,7 @@ function refreshAgent(agent) {
     const r = S.route;
     loadAgents();
     if (r.view === 'agent' && r.agent === agent) loadList(agent);
+    if (r.view === 'agent' && r.agent === agent) loadDefined(agent);
     if (r.view === 'search') loadSearch(r.q);
     // A list of another agent, cached from an earlier visit, is dropped rather than kept stale.
     if (!(r.view === 'agent' && r.agent === agent)) S.lists.delete(agent);
@@ -418,6 +441,28 @@ async function runAction(agent, name, action) {
       const row = document.querySelector(`tr[data-key="${CSS.escape(key)}"]`);
       (row?.querySelector('button') ?? $('#view h1'))?.focus();
     }
+  }
+}
+
+/** Runs an operator-defined action (after asking, when it says `confirm`); its output stays shown. */
+async function runDefined(agent, a, params) {
+  const key = `${agent}/${a.name}`;
+  const st = S.actionState;
+  if (st.pending.has(key)) return;
+  if (a.confirm && !confirm(`Run ${a.name} on ${agent}?${a.description ? `\n\n${a.description}` : ''}`)) return;
+  st.pending.add(key);
+  render();
+  try {
+    const result = await api(`/agents/${enc(agent)}/actions/${enc(a.name)}`, { method: 'POST', body: { params } });
+    st.outputs.set(key, { result });
+    if (result.exit_code === 0) notify('ok', `${a.name} on ${agent}: done.`);
+    else notify('error', `${a.name} on ${agent}: ${result.timed_out ? 'killed at its deadline' : `exit ${result.exit_code}`}.`);
+  } catch (e) {
+    st.outputs.set(key, { error: e.message });
+    notify('error', `${a.name} on ${agent} failed: ${e.message}`);
+  } finally {
+    st.pending.delete(key);
+    render();
   }
 }
 
@@ -570,6 +615,15 @@ function agentView(name) {
   }
   const rows = list.containers.map((c) => ({ agent: name, container: c }));
   out.push(containerTable(rows, false, !offline, list.taken_at));
+  out.push(h('h2', {}, 'Actions'));
+  out.push(...actionsPanel(h, {
+    agent: name,
+    actions: S.defined.get(name),
+    role: S.me.role,
+    online: !offline,
+    st: S.actionState,
+    onRun: runDefined,
+  }));
   return out;
 }
 

@@ -1,6 +1,6 @@
 //! The web dashboard: static assets built into the binary, served at `/`.
 //!
-//! `index.html` loads `/assets/app.js` (an ES module importing `sse.js`, no dependencies) and
+//! `index.html` loads `/assets/app.js` (an ES module importing `sse.js` and `actions.js`, no dependencies) and
 //! `/assets/style.css`;
 //! the page then talks to the API under `/api/v1` with the user's bearer token. Nothing comes from
 //! elsewhere, so every response carries a Content-Security-Policy that allows this origin only.
@@ -38,6 +38,11 @@ const ASSETS: &[Asset] = &[
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../assets/app.js"),
+    },
+    Asset {
+        name: "actions.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/actions.js"),
     },
     Asset {
         name: "sse.js",
@@ -150,6 +155,7 @@ mod tests {
             ("/", "text/html; charset=utf-8"),
             ("/assets/app.js", "text/javascript; charset=utf-8"),
             ("/assets/sse.js", "text/javascript; charset=utf-8"),
+            ("/assets/actions.js", "text/javascript; charset=utf-8"),
             ("/assets/style.css", "text/css; charset=utf-8"),
             ("/assets/icon.svg", "image/svg+xml"),
         ] {

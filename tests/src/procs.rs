@@ -260,6 +260,8 @@ pub struct Serve {
     /// `http://127.0.0.1:PORT`
     pub http: String,
     pub mqtt: SocketAddr,
+    /// The MQTT 3.1.1 listener, when `extra` opened one (`--mqtt311-listen 127.0.0.1:0`).
+    pub mqtt311: Option<SocketAddr>,
     pub home: TempDir,
     pub admin_token: String,
     /// What `serve` printed on start.
@@ -272,6 +274,7 @@ impl Serve {
     pub fn start(extra: &[&str], log: &str) -> anyhow::Result<Self> {
         use std::io::{BufRead, BufReader};
         let home = TempDir::new("serve")?;
+        let no_311 = (!extra.contains(&"--mqtt311-listen")).then_some("--no-mqtt311");
         let mut child = Command::new(zedops_bin()?)
             .args([
                 "serve",
@@ -279,8 +282,8 @@ impl Serve {
                 "127.0.0.1:0",
                 "--mqtt-listen",
                 "127.0.0.1:0",
-                "--no-mqtt311",
             ])
+            .args(no_311)
             .args(extra)
             .env("XDG_DATA_HOME", home.path.join("data"))
             .env("XDG_CONFIG_HOME", home.path.join("config"))
@@ -337,6 +340,14 @@ impl Serve {
             .and_then(|l| l.split_whitespace().next())
             .and_then(|a| a.trim_end_matches(',').parse().ok())
             .context("MQTT address in the banner")?;
+        // `MQTT broker   mqtt://A (MQTT 5), mqtt://B (MQTT 3.1.1)`
+        let mqtt311 = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("MQTT broker"))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|l| l.strip_prefix("mqtt://"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
         let admin_token = std::fs::read_to_string(home.path.join("data/zedops/admin.token"))
             .unwrap_or_default()
             .trim()
@@ -345,6 +356,7 @@ impl Serve {
             proc,
             http,
             mqtt,
+            mqtt311,
             home,
             admin_token,
             banner: banner.join("\n"),

@@ -1,0 +1,423 @@
+//! Issue 16, items 1 and 3: operator-defined actions on the secured default (`zedops serve` with
+//! its enrolled, signing local agent, tokens, an authenticated broker) and real Docker, from every
+//! surface: HTTP (the typed client), the CLI, MQTT with `mosquitto_rr` (an agent that accepts
+//! unsigned requests), Home Assistant's button over MQTT 3.1.1 with `mosquitto_pub`, and the
+//! dashboard in Chromium (`tests/browser/actions.mjs`). Each run changes what Docker or the file
+//! system shows; labels appear and disappear with their containers; parameters are one literal
+//! argument each and are checked at the API; roles, deadlines and output bounds hold; a broken
+//! definitions file leaves the valid ones served.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use serde_json::json;
+use zedops_client::{Client, ClientError, ErrorCode, NewToken, Role};
+use zedops_proto::http::{NewAgent, NewMqttUser, RunActionRequest};
+use zedops_proto::ops::CommandResult;
+use zedops_proto::topics;
+use zedops_tests::procs::{spawn_agent_process, zedops_bin, Serve, TempDir};
+use zedops_tests::{eventually, init_logs, unique, Docker, TestContainer};
+
+/// The definitions of the test: `{c}` is the container, `{dir}` a directory of the test.
+const ACTIONS: &str = r#"
+[action.touch]
+description = "Make a file in the container"
+container = "{c}"
+command = ["sh", "-c", "touch /tmp/made-by-action; echo touched"]
+
+[action.say]
+description = "Echo a message"
+container = "{c}"
+command = ["echo", "{message}"]
+confirm = true
+[action.say.params.message]
+type = "string"
+pattern = "[^\\n]{1,100}"
+
+[action.hostfile]
+description = "Make a file on the host"
+target = "host"
+command = ["touch", "{path}"]
+ha = true
+[action.hostfile.params.path]
+type = "string"
+pattern = "{dir}/[a-z0-9-]+"
+default = "{dir}/from-default"
+
+[action.fail]
+target = "host"
+command = ["sh", "-c", "echo failing >&2; exit 7"]
+
+[action.slow]
+target = "host"
+command = ["sleep", "3600"]
+timeout = 2
+
+[action.big]
+target = "host"
+command = ["head", "-c", "200000", "/dev/zero"]
+
+[action.adminonly]
+target = "host"
+command = ["true"]
+role = "admin"
+"#;
+
+fn write_actions(dir: &Path, container: &str) -> anyhow::Result<(String, String)> {
+    let good = dir.join("good.toml");
+    let d = dir.to_string_lossy();
+    std::fs::write(
+        &good,
+        ACTIONS.replace("{c}", container).replace("{dir}", &d),
+    )?;
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "[action.oops]\ncommand = [\"unclosed\"\n")?;
+    Ok((
+        good.to_string_lossy().into_owned(),
+        broken.to_string_lossy().into_owned(),
+    ))
+}
+
+fn params(v: serde_json::Value) -> RunActionRequest {
+    RunActionRequest {
+        params: serde_json::from_value(v).unwrap_or_default(),
+        timeout_s: None,
+    }
+}
+
+async fn run(
+    c: &Client,
+    agent: &str,
+    action: &str,
+    p: serde_json::Value,
+) -> Result<CommandResult, ClientError> {
+    c.run_action(agent, action, &params(p), 60).await
+}
+
+fn api_code(r: Result<CommandResult, ClientError>) -> anyhow::Result<(ErrorCode, String)> {
+    match r {
+        Err(ClientError::Api { body, .. }) => Ok((body.code, body.message)),
+        other => anyhow::bail!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn names(c: &Client, agent: &str) -> Vec<String> {
+    c.defined_actions(Some(agent))
+        .await
+        .map(|l| l.actions.into_iter().map(|a| a.action.name).collect())
+        .unwrap_or_default()
+}
+
+async fn requests_of_action_run(http: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("zedops_requests_total{op=\"action.run\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_run_from_http_and_the_cli_within_their_schema_roles_and_bounds(
+) -> anyhow::Result<()> {
+    init_logs();
+    let run_label = unique("act");
+    let tmp = TempDir::new("actions")?;
+    let c = TestContainer::run(
+        &unique("zt-act"),
+        &run_label,
+        &[
+            "--label",
+            "zedops.action.lbl.command=sh -c 'echo from label'",
+        ],
+    )?;
+    let (good, broken) = write_actions(&tmp.path, &c.name)?;
+    let agent = unique("act");
+    let serve = Serve::start(
+        &[
+            &format!("--local-agent={agent}"),
+            &format!("--actions={good},{broken}"),
+        ],
+        "warn",
+    )?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    eventually(
+        "the actions advertised",
+        Duration::from_secs(15),
+        || async {
+            let n = names(&admin, &agent).await;
+            (n.contains(&"touch".to_owned()) && n.contains(&"lbl".to_owned())).then_some(())
+        },
+    )
+    .await?;
+    // The broken file is refused with its name and line; the valid actions are served.
+    let logs = serve.logs();
+    ensure!(
+        logs.contains("broken.toml:") && logs.contains("action refused"),
+        "no refusal of broken.toml in the logs:\n{logs}"
+    );
+    let fleet = admin.defined_actions(None).await?;
+    let say = fleet
+        .actions
+        .iter()
+        .find(|a| a.action.name == "say" && a.agent == agent)
+        .context("say in the fleet listing")?;
+    ensure!(say.online && say.action.confirm && say.action.params[0].name == "message");
+
+    // HTTP: an injection attempt is one literal argument, echoed as it is.
+    let evil = "; rm -rf / $(id) `id` && echo pwned";
+    let r = run(&admin, &agent, "say", json!({ "message": evil })).await?;
+    assert_eq!(r.stdout, format!("{evil}\n"), "{r:?}");
+    assert_eq!(r.exit_code, Some(0));
+
+    // Out of schema: 400 naming the parameter, and nothing is sent to the agent.
+    let before = requests_of_action_run(&serve.http).await?;
+    for (p, name) in [
+        (json!({ "message": "two\nlines" }), "message"),
+        (json!({}), "message"),
+        (json!({ "message": "x", "other": 1 }), "other"),
+    ] {
+        let (code, msg) = api_code(run(&admin, &agent, "say", p.clone()).await)?;
+        assert_eq!(code, ErrorCode::BadRequest, "{p}: {msg}");
+        assert!(msg.contains(&format!("\"{name}\"")), "{p}: {msg}");
+    }
+    let path = tmp.path.join("../outside");
+    let (code, _) = api_code(
+        run(
+            &admin,
+            &agent,
+            "hostfile",
+            json!({ "path": path.to_string_lossy() }),
+        )
+        .await,
+    )?;
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert_eq!(requests_of_action_run(&serve.http).await?, before);
+    let (code, msg) = api_code(run(&admin, &agent, "nope", json!({})).await)?;
+    assert_eq!(code, ErrorCode::NotFound);
+    assert!(msg.contains("say"), "{msg}");
+
+    // The CLI: stdout and the exit code, and changes Docker and the file system show.
+    let cli = |args: &[&str]| -> anyhow::Result<std::process::Output> {
+        Ok(Command::new(zedops_bin()?)
+            .args(["--server", &serve.http, "--token", &serve.admin_token])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
+    };
+    let out = cli(&["run", "touch"])?;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "touched\n");
+    Docker::run(&["exec", &c.name, "test", "-f", "/tmp/made-by-action"])?;
+    let made = tmp.path.join("from-cli");
+    let out = cli(&[
+        "run",
+        "hostfile",
+        "--agent",
+        &agent,
+        "-p",
+        &format!("path={}", made.display()),
+    ])?;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    ensure!(made.exists(), "the host action made no file");
+    let out = cli(&["run", "fail"])?;
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "failing\n");
+    let out = cli(&["run", "lbl"])?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from label\n",
+        "{out:?}"
+    );
+    let out = cli(&["actions"])?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "AGENT",
+        "ACTION",
+        "say",
+        "lbl",
+        "host",
+        &format!("exec {}", c.name),
+    ] {
+        ensure!(table.contains(want), "{want} not in:\n{table}");
+    }
+
+    // Roles: a viewer runs nothing, an operator no admin action.
+    let http = serve.http.clone();
+    let token = |role: Role| {
+        let (admin, http) = (&admin, http.clone());
+        async move {
+            let name = unique(role.as_str());
+            let t = admin.create_token(&NewToken { name, role }).await?;
+            Client::new(&http, Some(t.token), None).map_err(anyhow::Error::from)
+        }
+    };
+    let viewer = token(Role::Viewer).await?;
+    let operator = token(Role::Operator).await?;
+    assert_eq!(
+        api_code(run(&viewer, &agent, "touch", json!({})).await)?.0,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        api_code(run(&operator, &agent, "adminonly", json!({})).await)?.0,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        run(&operator, &agent, "touch", json!({})).await?.exit_code,
+        Some(0)
+    );
+    assert_eq!(
+        run(&admin, &agent, "adminonly", json!({})).await?.exit_code,
+        Some(0)
+    );
+
+    // The deadline kills `sleep 3600`; output over the bound is cut and marked.
+    let r = run(&admin, &agent, "slow", json!({})).await?;
+    ensure!(
+        r.timed_out && r.exit_code.is_none() && r.duration_ms < 10_000,
+        "{r:?}"
+    );
+    let r = run(&admin, &agent, "big", json!({})).await?;
+    ensure!(
+        r.truncated && r.stdout.len() == 64 * 1024,
+        "{} bytes",
+        r.stdout.len()
+    );
+
+    // Labels: an action appears with its container and goes with it, without a restart.
+    let other = TestContainer::run(
+        &unique("zt-act2"),
+        &run_label,
+        &["--label", "zedops.action.lbl2.command=echo second"],
+    )?;
+    eventually("lbl2 after docker run", Duration::from_secs(10), || async {
+        names(&admin, &agent)
+            .await
+            .contains(&"lbl2".to_owned())
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(
+        run(&admin, &agent, "lbl2", json!({})).await?.stdout,
+        "second\n"
+    );
+    drop(other);
+    eventually(
+        "lbl2 gone after docker rm",
+        Duration::from_secs(10),
+        || async { (!names(&admin, &agent).await.contains(&"lbl2".to_owned())).then_some(()) },
+    )
+    .await?;
+
+    // The audit log records who ran what with which parameters.
+    let audit = admin.audit(Some(200)).await?;
+    ensure!(
+        audit.iter().any(|a| a.action == "action.run"
+            && a.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("say ") && m.contains("rm -rf"))),
+        "no audit record of say with its parameters"
+    );
+    Ok(())
+}
+
+/// `mosquitto_rr` over MQTT 5 as an MQTT user, to an enrolled agent started with
+/// `--accept-unsigned`: the plain-MQTT way in. The signing local agent refuses the same request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
+) -> anyhow::Result<()> {
+    init_logs();
+    let tmp = TempDir::new("actions-rr")?;
+    let c = TestContainer::run(&unique("zt-rr"), &unique("rr"), &[])?;
+    let (good, _) = write_actions(&tmp.path, &c.name)?;
+    let local = unique("rrlocal");
+    let serve = Serve::start(
+        &[
+            &format!("--local-agent={local}"),
+            &format!("--actions={good}"),
+        ],
+        "warn",
+    )?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let agent = unique("rr");
+    let enrollment = admin
+        .register_agent(&NewAgent {
+            name: agent.clone(),
+            ttl_s: None,
+        })
+        .await?;
+    let state = tmp.path.join("state");
+    let state_s = state.to_string_lossy().into_owned();
+    let _proc = spawn_agent_process(
+        &agent,
+        serve.mqtt,
+        &[
+            "--enroll",
+            &enrollment.token,
+            "--server",
+            &serve.http,
+            "--state-dir",
+            &state_s,
+            "--accept-unsigned",
+            "--actions",
+            &good,
+        ],
+    )?;
+    eventually("the agent's actions", Duration::from_secs(20), || async {
+        names(&admin, &agent)
+            .await
+            .contains(&"say".to_owned())
+            .then_some(())
+    })
+    .await?;
+    let user = admin
+        .create_mqtt_user(&NewMqttUser {
+            name: unique("rr"),
+            ha_commands: false,
+        })
+        .await?;
+    let rr = |target: &str| -> anyhow::Result<serde_json::Value> {
+        let out = Command::new("mosquitto_rr")
+            .args([
+                "-V",
+                "mqttv5",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &serve.mqtt.port().to_string(),
+            ])
+            .args(["-u", &user.username, "-P", &user.password])
+            .args(["-t", &topics::request(target, "action.run")])
+            .args(["-e", &topics::replies(&unique("rr"))])
+            .args([
+                "-m",
+                &json!({"action": "say", "params": {"message": "; id"}}).to_string(),
+            ])
+            .args(["-D", "publish", "correlation-data", "c-77"])
+            .args(["-W", "20", "-F", "%j"])
+            .output()
+            .context("running mosquitto_rr")?;
+        ensure!(
+            out.status.success(),
+            "mosquitto_rr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(line["properties"]["correlation-data"], "c-77");
+        Ok(serde_json::from_str(
+            line["payload"].as_str().context("payload")?,
+        )?)
+    };
+    let reply = rr(&agent)?;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"]["stdout"], "; id\n");
+    let refused = rr(&local)?;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    Ok(())
+}
