@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod docker;
+pub mod ha;
 pub mod mqtt;
 pub mod procs;
 

@@ -17,6 +17,7 @@ use zedops_client::{Client, ClientError, ErrorCode, NewToken, Role};
 use zedops_proto::http::{NewAgent, NewMqttUser, RunActionRequest};
 use zedops_proto::ops::CommandResult;
 use zedops_proto::topics;
+use zedops_tests::ha::{mosquitto_pub, mosquitto_sub, render_one, Mqtt311};
 use zedops_tests::procs::{spawn_agent_process, zedops_bin, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique, Docker, TestContainer};
 
@@ -26,6 +27,7 @@ const ACTIONS: &str = r#"
 description = "Make a file in the container"
 container = "{c}"
 command = ["sh", "-c", "touch /tmp/made-by-action; echo touched"]
+ha = true
 
 [action.say]
 description = "Echo a message"
@@ -381,7 +383,7 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
             ha_commands: false,
         })
         .await?;
-    let rr = |target: &str| -> anyhow::Result<serde_json::Value> {
+    let rr = |target: &str, args: serde_json::Value| -> anyhow::Result<serde_json::Value> {
         let out = Command::new("mosquitto_rr")
             .args([
                 "-V",
@@ -394,10 +396,7 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
             .args(["-u", &user.username, "-P", &user.password])
             .args(["-t", &topics::request(target, "action.run")])
             .args(["-e", &topics::replies(&unique("rr"))])
-            .args([
-                "-m",
-                &json!({"action": "say", "params": {"message": "; id"}}).to_string(),
-            ])
+            .args(["-m", &args.to_string()])
             .args(["-D", "publish", "correlation-data", "c-77"])
             .args(["-W", "20", "-F", "%j"])
             .output()
@@ -413,11 +412,199 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
             line["payload"].as_str().context("payload")?,
         )?)
     };
-    let reply = rr(&agent)?;
+    let say = json!({"action": "say", "params": {"message": "; id"}});
+    let reply = rr(&agent, say.clone())?;
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["result"]["stdout"], "; id\n");
-    let refused = rr(&local)?;
+    let made = tmp.path.join("from-mqtt");
+    let host = json!({"action": "hostfile", "params": {"path": made.to_string_lossy()}});
+    let reply = rr(&agent, host)?;
+    assert_eq!(reply["result"]["exit_code"], 0, "{reply}");
+    ensure!(made.exists(), "the host action run over MQTT made no file");
+    let bad = json!({"action": "say", "params": {"message": "a\nb"}});
+    let reply = rr(&agent, bad)?;
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    let refused = rr(&local, say)?;
     assert_eq!(refused["ok"], false, "{refused}");
     assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    Ok(())
+}
+
+/// Home Assistant over MQTT 3.1.1 (`mosquitto_sub`/`mosquitto_pub` as an MQTT user with Home
+/// Assistant command rights): a `button` for the action marked `ha`, none for the others; a
+/// press runs it on the host, and the sensor's retained result renders, through Jinja2, as the
+/// exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result(
+) -> anyhow::Result<()> {
+    init_logs();
+    let tmp = TempDir::new("actions-ha")?;
+    let c = TestContainer::run(&unique("zt-ha"), &unique("ha"), &[])?;
+    let (good, _) = write_actions(&tmp.path, &c.name)?;
+    let agent = unique("ha");
+    let serve = Serve::start(
+        &[
+            &format!("--local-agent={agent}"),
+            &format!("--actions={good}"),
+            "--ha",
+            "--mqtt311-listen",
+            "127.0.0.1:0",
+        ],
+        "warn",
+    )?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let user = admin
+        .create_mqtt_user(&NewMqttUser {
+            name: unique("ha"),
+            ha_commands: true,
+        })
+        .await?;
+    let m = Mqtt311 {
+        port: serve.mqtt311.context("no MQTT 3.1.1 listener")?.port(),
+        user: user.username,
+        pass: user.password,
+    };
+    let node = format!("zedops_{agent}");
+    let configs = |platform: &'static str| {
+        let (m, node) = (m.clone(), node.clone());
+        async move {
+            let seen = mosquitto_sub(&m, &format!("homeassistant/{platform}/{node}/+/config"), 2)
+                .await
+                .ok()?;
+            let found: Vec<serde_json::Value> = seen
+                .iter()
+                .filter(|s| s.topic.contains("/action_"))
+                .filter_map(|s| serde_json::from_str(&s.payload).ok())
+                .collect();
+            (!found.is_empty()).then_some(found)
+        }
+    };
+    let buttons = eventually("the action's button", Duration::from_secs(20), || {
+        configs("button")
+    })
+    .await?;
+    assert_eq!(
+        buttons.len(),
+        2,
+        "only touch and hostfile have ha = true: {buttons:?}"
+    );
+    let button = buttons
+        .iter()
+        .find(|b| b["name"] == "Make a file on the host")
+        .context("hostfile's button")?;
+    assert_eq!(button["name"], "Make a file on the host");
+    assert_eq!(button["device"]["identifiers"][0], node.as_str());
+    let sensors = eventually("the result sensor", Duration::from_secs(10), || {
+        configs("sensor")
+    })
+    .await?;
+    let sensor = sensors
+        .iter()
+        .find(|s| s["state_topic"] == topics::action_result(&agent, "hostfile").as_str())
+        .context("hostfile's sensor")?;
+    let command = button["command_topic"].as_str().context("command_topic")?;
+    assert_eq!(command, topics::action_run(&agent, "hostfile"));
+
+    // The exec action's button changes the container.
+    mosquitto_pub(&m, &topics::action_run(&agent, "touch"), &["-m", "PRESS"]).await?;
+    eventually(
+        "the file touch made in the container",
+        Duration::from_secs(10),
+        || async { Docker::run(&["exec", &c.name, "test", "-f", "/tmp/made-by-action"]).ok() },
+    )
+    .await?;
+
+    mosquitto_pub(&m, command, &["-m", "PRESS"]).await?;
+    let made = tmp.path.join("from-default");
+    eventually(
+        "the file the button made",
+        Duration::from_secs(10),
+        || async { made.exists().then_some(()) },
+    )
+    .await?;
+    let state_topic = sensor["state_topic"].as_str().context("state_topic")?;
+    let result = eventually("the retained result", Duration::from_secs(10), || async {
+        let seen = mosquitto_sub(&m, state_topic, 1).await.ok()?;
+        seen.into_iter().find(|s| s.retain && !s.payload.is_empty())
+    })
+    .await?;
+    let r: serde_json::Value = serde_json::from_str(&result.payload)?;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert!(r["finished_at"].is_string());
+    assert_eq!(
+        render_one(&sensor["value_template"], &result.payload).await?,
+        "0"
+    );
+    Ok(())
+}
+
+/// The dashboard in Chromium (`tests/browser/actions.mjs`): a viewer sees the actions but cannot
+/// run them; an operator runs one with a parameter after its confirm step, one that makes a file
+/// on the host (checked here), and one that fails, each output shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_runs_actions_with_their_forms() -> anyhow::Result<()> {
+    init_logs();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
+    let modules = root.join("tests/browser/node_modules/playwright-core/package.json");
+    ensure!(
+        Path::new("/usr/bin/chromium").exists() && modules.exists(),
+        "the browser test needs /usr/bin/chromium and {}: run `bash scripts/provision-browser.sh`",
+        modules.display()
+    );
+    let tmp = TempDir::new("actions-ui")?;
+    let c = TestContainer::run(&unique("zt-ui"), &unique("ui"), &[])?;
+    let (good, _) = write_actions(&tmp.path, &c.name)?;
+    let agent = unique("ui");
+    let serve = Serve::start(
+        &[
+            &format!("--local-agent={agent}"),
+            &format!("--actions={good}"),
+        ],
+        "warn",
+    )?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    eventually(
+        "the actions advertised",
+        Duration::from_secs(15),
+        || async {
+            names(&admin, &agent)
+                .await
+                .contains(&"say".to_owned())
+                .then_some(())
+        },
+    )
+    .await?;
+    let mut tokens = Vec::new();
+    for role in [Role::Operator, Role::Viewer] {
+        let name = unique(role.as_str());
+        tokens.push(admin.create_token(&NewToken { name, role }).await?.token);
+    }
+    let made = tmp.path.join("from-browser");
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/actions.mjs"))
+        .args(["--base", &serve.http, "--agent", &agent])
+        .args(["--path", &made.to_string_lossy()])
+        .env("ZEDOPS_TOKEN", &tokens[0])
+        .env("ZEDOPS_VIEWER_TOKEN", &tokens[1])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .context("the browser script ran over 120 s")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    ensure!(
+        out.status.success(),
+        "the browser script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        made.exists(),
+        "the host action run from the dashboard made no file"
+    );
     Ok(())
 }
