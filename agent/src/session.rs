@@ -217,7 +217,7 @@ struct MainLoop {
     /// Operator-defined actions (also in `serving.ctx`).
     actions: Arc<Book>,
     /// The action labels of the containers last read into `actions`.
-    action_labels: Option<Vec<(String, Vec<(String, String)>)>>,
+    action_labels: Option<crate::actions::ActionLabels>,
 }
 
 impl MainLoop {

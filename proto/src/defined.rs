@@ -103,7 +103,8 @@ pub struct DefinedAction {
     pub container: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<ParamSpec>,
-    /// `operator` or `admin`.
+    // `operator` or `admin`. (No doc comment: on an enum field poem-openapi writes an `allOf`
+    // that openapi-python-client refuses.)
     pub role: Role,
     /// The dashboard asks before it runs the action.
     #[serde(default)]

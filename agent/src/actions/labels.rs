@@ -28,9 +28,12 @@ pub fn label_actions(containers: &[Container]) -> (Vec<Definition>, Vec<Refused>
     (defs, refused)
 }
 
+/// The action labels of the containers that have any, by container name.
+pub type ActionLabels = Vec<(String, Vec<(String, String)>)>;
+
 /// The action labels of the containers that have any (what [`label_actions`] reads), by
 /// container name: compared to tell when they must be read again.
-pub fn labels_of(containers: &[Container]) -> Vec<(String, Vec<(String, String)>)> {
+pub fn labels_of(containers: &[Container]) -> ActionLabels {
     containers
         .iter()
         .filter_map(|c| {

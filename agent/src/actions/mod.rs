@@ -26,7 +26,7 @@ use zedops_proto::ops::ExecArgs;
 use zedops_proto::{Container, ContainerRef};
 
 pub use file::parse_file;
-pub use labels::{label_actions, labels_of, LABEL_PREFIX};
+pub use labels::{label_actions, labels_of, ActionLabels, LABEL_PREFIX};
 pub use run::run;
 
 /// One action as the agent runs it.
