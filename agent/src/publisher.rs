@@ -113,6 +113,11 @@ impl Publisher {
         self.current.as_deref().map(Counts::of).unwrap_or_default()
     }
 
+    /// Increases with every snapshot published (so whenever the list changed).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     pub fn current(&self) -> Option<&[Container]> {
         self.current.as_deref()
     }

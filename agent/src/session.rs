@@ -218,6 +218,8 @@ struct MainLoop {
     actions: Arc<Book>,
     /// The action labels of the containers last read into `actions`.
     action_labels: Option<crate::actions::ActionLabels>,
+    /// The snapshot `seq` the actions were last synced with (`None`: sync at the next turn).
+    actions_synced: Option<u64>,
 }
 
 impl MainLoop {
@@ -270,6 +272,7 @@ impl MainLoop {
             resync_at: None,
             actions,
             action_labels: None,
+            actions_synced: None,
         }
     }
 
@@ -293,6 +296,7 @@ impl MainLoop {
                     info!("SIGHUP: reading the action files again");
                     log_refused(&self.actions.reload_files());
                     self.action_labels = None;
+                    self.actions_synced = None;
                 }
                 msg = i.inbound.recv() => {
                     let Some(msg) = msg else { break };
@@ -332,6 +336,12 @@ impl MainLoop {
     /// Reads the containers' action labels when they changed, and publishes the status when the
     /// actions served changed.
     fn sync_actions(&mut self) {
+        // Cheap on the way of every request: nothing to do unless the list or the files changed.
+        let seq = self.publisher.seq();
+        if self.actions_synced == Some(seq) {
+            return;
+        }
+        self.actions_synced = Some(seq);
         if let Some(list) = self.publisher.current() {
             let labels = crate::actions::labels_of(list);
             if self.action_labels.as_ref() != Some(&labels) {
@@ -344,7 +354,13 @@ impl MainLoop {
             h.sync_actions(&advertised);
         }
         if self.publisher.set_actions(advertised) {
-            info!(actions = ?self.actions.advertised().iter().map(|a| a.name.clone()).collect::<Vec<_>>(), "the actions served changed");
+            let names: Vec<String> = self
+                .actions
+                .all()
+                .into_iter()
+                .map(|d| d.info.name)
+                .collect();
+            info!(actions = ?names, "the actions served changed");
             self.publisher
                 .publish_status(AgentState::Online, self.driver.status());
         }

@@ -316,6 +316,26 @@ async fn actions_run_from_http_and_the_cli_within_their_schema_roles_and_bounds(
     )
     .await?;
 
+    // SIGHUP reads the files again: a new file in the state dir's actions.d is served.
+    let dir = serve.home.path.join("data/zedops/local-agent/actions.d");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("late.toml"),
+        "[action.late]\ntarget = \"host\"\ncommand = [\"echo\", \"late\"]\n",
+    )?;
+    serve.proc.signal("HUP")?;
+    eventually("late after SIGHUP", Duration::from_secs(10), || async {
+        names(&admin, &agent)
+            .await
+            .contains(&"late".to_owned())
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(
+        run(&admin, &agent, "late", json!({})).await?.stdout,
+        "late\n"
+    );
+
     // The audit log records who ran what with which parameters.
     let audit = admin.audit(Some(200)).await?;
     ensure!(

@@ -140,7 +140,8 @@ impl Ha {
     pub fn press(&self, name: &str, p: &Publish, ctx: &Arc<Ctx>, registry: &Arc<Registry>) {
         let agent = self.agent.clone();
         if p.retain || p.payload.len() > MAX_COMMAND_BYTES || !self.buttons.contains_key(name) {
-            warn!(source = "mqtt", %agent, action = ?name, retained = p.retain, "ignoring an action button press: retained, too large, or not an action with a Home Assistant button");
+            let shown: String = name.chars().take(64).collect();
+            warn!(source = "mqtt", %agent, action = ?shown, retained = p.retain, "ignoring an action button press: retained, too large, or not an action with a Home Assistant button");
             return;
         }
         let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
