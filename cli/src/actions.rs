@@ -68,9 +68,7 @@ pub async fn run(c: &Client, o: &ClientOpts, a: &RunArgs) -> anyhow::Result<()> 
     }
     let req = RunActionRequest {
         params,
-        timeout_s: a
-            .timeout
-            .map(|t| u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX)),
+        timeout_s: crate::args::whole_seconds(a.timeout),
     };
     let default_s = found.action.timeout_s;
     let r = c

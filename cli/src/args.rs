@@ -201,6 +201,11 @@ pub struct ExecCmdArgs {
     pub cmd: Vec<String>,
 }
 
+/// A `--timeout` as the API's `timeout_s`: whole seconds, at least 1.
+pub fn whole_seconds(d: Option<Duration>) -> Option<u32> {
+    d.map(|t| u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX))
+}
+
 #[derive(Debug, Args)]
 pub struct ActionsArgs {
     /// Only this agent's actions.

@@ -290,9 +290,7 @@ pub async fn exec(o: &ClientOpts, a: &ExecCmdArgs) -> anyhow::Result<()> {
         workdir: a.workdir.clone(),
         user: a.user.clone(),
         env: a.env.clone(),
-        timeout_s: a
-            .timeout
-            .map(|t| u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX)),
+        timeout_s: crate::args::whole_seconds(a.timeout),
     };
     let r = c.exec(&agent, &a.container, &req).await?;
     crate::actions::finish(o, &r)

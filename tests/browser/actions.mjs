@@ -12,12 +12,7 @@
 //             without a dialog (the Rust side checks the file exists); `fail` shows exit 7 and stderr
 // The last line is `RESULT {json}`.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
-
-const CHROMIUM = '/usr/bin/chromium';
+import { runInChromium } from './chromium.mjs';
 
 function parseArgs(argv) {
   const o = {};
@@ -101,34 +96,8 @@ async function phaseOperator(ctx) {
   log('operator: say (confirmed), hostfile and fail ran, output shown');
 }
 
-const profile = mkdtempSync(path.join(tmpdir(), 'zedops-chromium-'));
-let ctx;
-let failed = null;
-try {
-  ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 800 },
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--no-proxy-server',
-    ],
-  });
-  ctx.setDefaultTimeout(15000);
+const ok = await runInChromium(results, t0, async (ctx) => {
   if (VIEWER) await phaseViewer(ctx);
   await phaseOperator(ctx);
-} catch (e) {
-  failed = e;
-} finally {
-  await ctx?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-results.ok = !failed;
-results.total_ms = Date.now() - t0;
-if (failed) {
-  results.error = String(failed.stack ?? failed);
-  console.error(`[browser] FAILED: ${results.error}`);
-}
-console.log(`RESULT ${JSON.stringify(results)}`);
-process.exit(failed ? 1 : 0);
+});
+process.exit(ok ? 0 : 1);

@@ -23,14 +23,12 @@
 // the script runs the `docker` commands itself. The last line is `RESULT {json}` with timings.
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { runInChromium } from './chromium.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
 const EXTERNAL_LIMIT_MS = 2000;
 
 // ---------------------------------------------------------------------------------------------
@@ -322,21 +320,7 @@ async function phaseOperator(ctx) {
 
 // ---------------------------------------------------------------------------------------------
 
-const profile = mkdtempSync(path.join(tmpdir(), 'zedops-chromium-'));
-let ctx;
-let failed = null;
-try {
-  ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 800 },
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--no-proxy-server',
-    ],
-  });
-  ctx.setDefaultTimeout(15000);
+const ok = await runInChromium(results, t0, async (ctx) => {
   await checkParser();
   if (args.smoke) {
     await phaseSmoke(ctx);
@@ -345,17 +329,5 @@ try {
     if (VIEWER) await phaseViewer(ctx);
     await phaseOperator(ctx);
   }
-} catch (e) {
-  failed = e;
-} finally {
-  await ctx?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-results.ok = !failed;
-results.total_ms = Date.now() - t0;
-if (failed) {
-  results.error = String(failed.stack ?? failed);
-  console.error(`[browser] FAILED: ${results.error}`);
-}
-console.log(`RESULT ${JSON.stringify(results)}`);
-process.exit(failed ? 1 : 0);
+});
+process.exit(ok ? 0 : 1);

@@ -124,38 +124,72 @@ async fn requests_of_action_run(http: &str) -> anyhow::Result<u64> {
         .sum())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actions_run_from_http_and_the_cli_within_their_schema_roles_and_bounds(
-) -> anyhow::Result<()> {
+/// A secured `zedops serve` whose local agent serves the test's actions (`good.toml`, and
+/// `broken.toml`, which is refused), a container for them (removed when `c` drops: keep it
+/// bound), and the admin client; ready once the agent advertises them.
+struct Stack {
+    tmp: TempDir,
+    c: TestContainer,
+    agent: String,
+    serve: Serve,
+    admin: Client,
+    good: String,
+}
+
+async fn stack(prefix: &str, labels: &[&str], extra: &[&str]) -> anyhow::Result<Stack> {
     init_logs();
-    let run_label = unique("act");
-    let tmp = TempDir::new("actions")?;
-    let c = TestContainer::run(
-        &unique("zt-act"),
-        &run_label,
-        &[
-            "--label",
-            "zedops.action.lbl.command=sh -c 'echo from label'",
-        ],
-    )?;
+    let tmp = TempDir::new(prefix)?;
+    let c = TestContainer::run(&unique(&format!("zt-{prefix}")), &unique(prefix), labels)?;
     let (good, broken) = write_actions(&tmp.path, &c.name)?;
-    let agent = unique("act");
-    let serve = Serve::start(
-        &[
-            &format!("--local-agent={agent}"),
-            &format!("--actions={good},{broken}"),
-        ],
-        "warn",
-    )?;
+    let agent = unique(prefix);
+    let mut args = vec![
+        format!("--local-agent={agent}"),
+        format!("--actions={good},{broken}"),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let serve = Serve::start(&args, "warn")?;
     let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
     eventually(
         "the actions advertised",
         Duration::from_secs(15),
         || async {
-            let n = names(&admin, &agent).await;
-            (n.contains(&"touch".to_owned()) && n.contains(&"lbl".to_owned())).then_some(())
+            names(&admin, &agent)
+                .await
+                .contains(&"say".to_owned())
+                .then_some(())
         },
     )
+    .await?;
+    Ok(Stack {
+        tmp,
+        c,
+        agent,
+        serve,
+        admin,
+        good,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_run_from_http_and_the_cli_within_their_schema_roles_and_bounds(
+) -> anyhow::Result<()> {
+    let label = "zedops.action.lbl.command=sh -c 'echo from label'";
+    let Stack {
+        tmp,
+        c,
+        agent,
+        serve,
+        admin,
+        ..
+    } = stack("act", &["--label", label], &[]).await?;
+    let run_label = c.run_label.clone();
+    eventually("the label's action", Duration::from_secs(15), || async {
+        names(&admin, &agent)
+            .await
+            .contains(&"lbl".to_owned())
+            .then_some(())
+    })
     .await?;
     // The broken file is refused with its name and line; the valid actions are served.
     let logs = serve.logs();
@@ -353,19 +387,15 @@ async fn actions_run_from_http_and_the_cli_within_their_schema_roles_and_bounds(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
 ) -> anyhow::Result<()> {
-    init_logs();
-    let tmp = TempDir::new("actions-rr")?;
-    let c = TestContainer::run(&unique("zt-rr"), &unique("rr"), &[])?;
-    let (good, _) = write_actions(&tmp.path, &c.name)?;
-    let local = unique("rrlocal");
-    let serve = Serve::start(
-        &[
-            &format!("--local-agent={local}"),
-            &format!("--actions={good}"),
-        ],
-        "warn",
-    )?;
-    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let Stack {
+        tmp,
+        c: _container,
+        agent: local,
+        serve,
+        admin,
+        good,
+        ..
+    } = stack("rr", &[], &[]).await?;
     let agent = unique("rr");
     let enrollment = admin
         .register_agent(&NewAgent {
@@ -457,22 +487,15 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result(
 ) -> anyhow::Result<()> {
-    init_logs();
-    let tmp = TempDir::new("actions-ha")?;
-    let c = TestContainer::run(&unique("zt-ha"), &unique("ha"), &[])?;
-    let (good, _) = write_actions(&tmp.path, &c.name)?;
-    let agent = unique("ha");
-    let serve = Serve::start(
-        &[
-            &format!("--local-agent={agent}"),
-            &format!("--actions={good}"),
-            "--ha",
-            "--mqtt311-listen",
-            "127.0.0.1:0",
-        ],
-        "warn",
-    )?;
-    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let extra = ["--ha", "--mqtt311-listen", "127.0.0.1:0"];
+    let Stack {
+        tmp,
+        c,
+        agent,
+        serve,
+        admin,
+        ..
+    } = stack("ha", &[], &extra).await?;
     let user = admin
         .create_mqtt_user(&NewMqttUser {
             name: unique("ha"),
@@ -563,7 +586,6 @@ async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result
 /// on the host (checked here), and one that fails, each output shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_runs_actions_with_their_forms() -> anyhow::Result<()> {
-    init_logs();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
@@ -574,29 +596,14 @@ async fn the_dashboard_runs_actions_with_their_forms() -> anyhow::Result<()> {
         "the browser test needs /usr/bin/chromium and {}: run `bash scripts/provision-browser.sh`",
         modules.display()
     );
-    let tmp = TempDir::new("actions-ui")?;
-    let c = TestContainer::run(&unique("zt-ui"), &unique("ui"), &[])?;
-    let (good, _) = write_actions(&tmp.path, &c.name)?;
-    let agent = unique("ui");
-    let serve = Serve::start(
-        &[
-            &format!("--local-agent={agent}"),
-            &format!("--actions={good}"),
-        ],
-        "warn",
-    )?;
-    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
-    eventually(
-        "the actions advertised",
-        Duration::from_secs(15),
-        || async {
-            names(&admin, &agent)
-                .await
-                .contains(&"say".to_owned())
-                .then_some(())
-        },
-    )
-    .await?;
+    let Stack {
+        tmp,
+        c: _container,
+        agent,
+        serve,
+        admin,
+        ..
+    } = stack("ui", &[], &[]).await?;
     let mut tokens = Vec::new();
     for role in [Role::Operator, Role::Viewer] {
         let name = unique(role.as_str());
