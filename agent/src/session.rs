@@ -21,7 +21,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use zedops_proto::topics::{self, Topic};
-use zedops_proto::{AgentState, DockerStatus};
+use zedops_proto::{AgentState, AgentStatus, DockerStatus};
 
 use crate::actions::Book;
 use crate::dedup::Dedup;
@@ -66,7 +66,14 @@ pub(crate) async fn run(
     let started_at = Utc::now();
     let host = zedops_proto::client::hostname().unwrap_or_else(|| "unknown".to_owned());
 
-    let (opts, will) = mqtt_options(&cfg, &agent, &host, started_at)?;
+    // Operator-defined actions: the main loop serves them, and the Last Will advertises them too,
+    // so that an agent that died still shows what it offers (greyed out) rather than nothing.
+    let actions = Arc::new(Book::new(
+        cfg.action_files.clone(),
+        cfg.state_dir.as_deref(),
+    ));
+    log_refused(&actions.reload_files());
+    let (opts, will) = mqtt_options(&cfg, &agent, &host, started_at, actions.clone())?;
     let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
     let (driver, monitor, docker) = start_docker(&agent, &cfg).await;
     let (in_tx, inbound) = mpsc::channel::<Inbound>(1024);
@@ -78,7 +85,14 @@ pub(crate) async fn run(
     );
     // Actions ask the main loop to publish their outcome before they reply (Ctx::published_row).
     let (publish_tx, rows) = mpsc::channel::<PublishRow>(64);
-    let mut m = MainLoop::new(&cfg, &client, &host, started_at, driver, publish_tx);
+    let mut m = MainLoop::new(
+        &cfg,
+        &client,
+        (&host, started_at),
+        driver,
+        publish_tx,
+        actions,
+    );
     info!(agent = %m.agent, broker = %cfg.broker, docker = %cfg.docker.describe(), "agent starting");
     let inputs = Inputs {
         inbound,
@@ -149,6 +163,7 @@ fn mqtt_options(
     agent: &str,
     host: &str,
     started_at: chrono::DateTime<Utc>,
+    actions: Arc<Book>,
 ) -> Result<(rumqttc::v5::MqttOptions, WillFn), AgentError> {
     // Generous connect timeout: a broker busy with a connection storm (a fleet restarting)
     // answers late, and a client that gives up reconnects with the same client id, which makes
@@ -163,7 +178,20 @@ fn mqtt_options(
     zedops_proto::client::set_tls(&mut opts, &cfg.broker, cfg.tls_ca.as_deref())?;
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
     let (agent, host) = (agent.to_owned(), host.to_owned());
-    let will = move || last_will(&agent, &host, started_at, signing_key.as_ref());
+    let will = move || {
+        let status = AgentStatus {
+            actions: actions.advertised(),
+            ..status_payload(
+                &agent,
+                &host,
+                started_at,
+                AgentState::Offline,
+                DockerStatus::unavailable("the agent is offline, so Docker's state is unknown"),
+                Default::default(),
+            )
+        };
+        last_will(&agent, &status, signing_key.as_ref())
+    };
     opts.set_last_will(will());
     Ok((opts, Box::new(will)))
 }
@@ -226,17 +254,12 @@ impl MainLoop {
     fn new(
         cfg: &AgentConfig,
         client: &AsyncClient,
-        host: &str,
-        started_at: chrono::DateTime<Utc>,
+        (host, started_at): (&str, chrono::DateTime<Utc>),
         driver: Driver,
         publish: mpsc::Sender<PublishRow>,
+        actions: Arc<Book>,
     ) -> Self {
         let agent = cfg.name.as_str().to_owned();
-        let actions = Arc::new(Book::new(
-            cfg.action_files.clone(),
-            cfg.state_dir.as_deref(),
-        ));
-        log_refused(&actions.reload_files());
         let ctx = Arc::new(Ctx {
             agent: agent.clone(),
             driver: driver.clone(),
@@ -351,7 +374,7 @@ impl MainLoop {
         }
         let advertised = self.actions.advertised();
         if let Some(h) = &mut self.ha {
-            h.sync_actions(&advertised);
+            h.sync_actions(&advertised, self.publisher.current());
         }
         if self.publisher.set_actions(advertised) {
             let names: Vec<String> = self
@@ -554,19 +577,10 @@ async fn refresh(driver: &Driver, publisher: &mut Publisher, again: Republish) -
 /// (`api/src/freshness.rs`).
 fn last_will(
     agent: &str,
-    host: &str,
-    started_at: chrono::DateTime<Utc>,
+    will: &zedops_proto::AgentStatus,
     key: Option<&zedops_proto::sign::KeyPair>,
 ) -> LastWill {
-    let will = status_payload(
-        agent,
-        host,
-        started_at,
-        AgentState::Offline,
-        DockerStatus::unavailable("the agent is offline, so Docker's state is unknown"),
-        Default::default(),
-    );
-    let payload = json(&will);
+    let payload = json(will);
     let props = key.map(|key| LastWillProperties {
         delay_interval: None,
         payload_format_indicator: None,

@@ -16,8 +16,9 @@ export function formValues(form, action) {
   for (const p of action.params ?? []) {
     const el = form.elements.namedItem(p.name);
     if (!el) continue;
+    // Integers go as their digits (the API takes them as text): no precision lost past 2^53.
     if (p.type === 'bool') out[p.name] = el.checked;
-    else if (el.value !== '') out[p.name] = p.type === 'int' ? Number(el.value) : el.value;
+    else if (el.value !== '') out[p.name] = el.value;
   }
   return out;
 }
@@ -72,14 +73,18 @@ function actionCard(h, { agent, a, role, online, st, onRun }) {
 }
 
 function field(h, key, p, st) {
-  const id = `p-${key}/${p.name}`.replace(/[^a-zA-Z0-9_-]/g, '_');
+  // Names are [a-z0-9_-]: '.' cannot occur in them, so the id is unique on the page.
+  const id = `p.${key.replace('/', '.')}.${p.name}`;
   const vkey = `${key}/${p.name}`;
   const value = st.values.get(vkey) ?? p.default ?? '';
   const remember = (ev) => st.values.set(vkey, p.type === 'bool' ? String(ev.target.checked) : ev.target.value);
   let input;
   if (p.type === 'enum') {
-    input = h('select', { id, name: p.name, onchange: remember, 'data-key': `in:${vkey}` },
-      (p.choices ?? []).map((c) => h('option', { value: c, selected: c === value }, c)));
+    // Without a default nothing is chosen for the user: a required choice is made on purpose.
+    const none = p.default == null ? [h('option', { value: '', selected: value === '' }, '— choose —')] : [];
+    input = h('select', {
+      id, name: p.name, onchange: remember, required: p.default == null, 'data-key': `in:${vkey}`,
+    }, none, (p.choices ?? []).map((c) => h('option', { value: c, selected: c === value }, c)));
   } else if (p.type === 'bool') {
     input = h('input', {
       id, name: p.name, type: 'checkbox', checked: value === 'true', onchange: remember, 'data-key': `in:${vkey}`,

@@ -601,12 +601,27 @@ function agentView(name) {
       fact('Last seen', when(a.last_seen)),
       fact('Started', a.started_at ? when(a.started_at) : '—')));
   }
-  out.push(h('h2', {}, 'Containers'));
+  out.push(h('h2', {}, 'Containers'), ...containersPart(name, a));
+  // The actions show whatever became of the list: host actions work while Docker is down.
+  out.push(h('h2', {}, 'Actions'), ...actionsPanel(h, {
+    agent: name,
+    actions: S.defined.get(name),
+    role: S.me.role,
+    online: a ? a.online : Boolean(S.lists.get(name)?.agent_online),
+    st: S.actionState,
+    onRun: runDefined,
+  }));
+  return out;
+}
+
+/** The agent view's container list, or why it is not there. */
+function containersPart(name, a) {
   const list = S.lists.get(name);
   const err = S.listErrors.get(name);
-  if (err && !list) return [...out, h('p', { class: 'empty' }, `Could not load the containers: ${err}`)];
-  if (!list) return [...out, h('p', { class: 'muted' }, 'Loading containers…')];
+  if (err && !list) return [h('p', { class: 'empty' }, `Could not load the containers: ${err}`)];
+  if (!list) return [h('p', { class: 'muted' }, 'Loading containers…')];
   const offline = a ? !a.online : !list.agent_online;
+  const out = [];
   if (offline) {
     out.push(h('p', { class: 'muted' },
       'The agent is offline: this is its last known list',
@@ -615,15 +630,6 @@ function agentView(name) {
   }
   const rows = list.containers.map((c) => ({ agent: name, container: c }));
   out.push(containerTable(rows, false, !offline, list.taken_at));
-  out.push(h('h2', {}, 'Actions'));
-  out.push(...actionsPanel(h, {
-    agent: name,
-    actions: S.defined.get(name),
-    role: S.me.role,
-    online: !offline,
-    st: S.actionState,
-    onRun: runDefined,
-  }));
   return out;
 }
 

@@ -530,7 +530,24 @@ pub fn command() -> clap::Command {
             .about(spec.summary)
             .after_long_help(examples)
     });
-    Cli::command().subcommands(verbs)
+    let cmd = Cli::command().subcommands(verbs);
+    // Help lists the action verbs beside `inspect` and `exec`, not after `completions`.
+    let mut names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .filter(|n| !zedops_proto::ACTIONS.iter().any(|a| a.action.as_str() == n))
+        .collect();
+    let at = names
+        .iter()
+        .position(|n| n == "inspect")
+        .map_or(names.len(), |i| i + 1);
+    let verbs = zedops_proto::ACTIONS
+        .iter()
+        .map(|a| a.action.as_str().to_owned());
+    names.splice(at..at, verbs);
+    names.iter().enumerate().fold(cmd, |cmd, (i, n)| {
+        cmd.mut_subcommand(n, |s| s.display_order(i))
+    })
 }
 
 /// Parses the process's arguments with [`command`].

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 
 use chrono::{DateTime, Utc};
 
-/// Whether to colour stdout.
 /// Prints `v` as pretty JSON. A closed stdout (`| head`) is not an error worth a panic, so write
 /// errors are ignored (`println!` panics on them).
 pub fn print_json(v: &impl serde::Serialize) {
@@ -14,6 +13,7 @@ pub fn print_json(v: &impl serde::Serialize) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
+/// Whether to colour stdout.
 pub fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }

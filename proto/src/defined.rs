@@ -22,6 +22,10 @@ pub const MAX_PARAMS: usize = 16;
 /// Longest description, and longest parameter pattern.
 pub const MAX_DESCRIPTION_CHARS: usize = 200;
 pub const MAX_PATTERN_CHARS: usize = 500;
+/// Most choices of an `enum` parameter.
+pub const MAX_CHOICES: usize = 64;
+/// Most bytes the actions of one agent take in its status, as JSON; more are refused at load.
+pub const MAX_ADVERTISED_BYTES: usize = 256 * 1024;
 /// Compiled size bound of a parameter pattern (patterns also come from agents to the API).
 const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
@@ -118,6 +122,18 @@ pub struct DefinedAction {
     pub source: String,
 }
 
+/// Deserializes a status's `actions`, leaving out those that do not parse (a newer agent's).
+pub fn lenient_actions<'de, D>(d: D) -> Result<Vec<DefinedAction>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw: Vec<Value> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect())
+}
+
 /// Arguments of `action.run`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,22 +191,26 @@ impl DefinedAction {
         let mut out = BTreeMap::new();
         for p in &self.params {
             let value = match (given.get(&p.name), &p.default) {
-                (Some(v), _) => p.check(v).map_err(|why| err(&p.name, why))?,
-                (None, Some(d)) => d.clone(),
-                (None, None) => return Err(err(&p.name, "is required".into())),
+                (Some(v), _) => p.check(v),
+                (None, Some(d)) => p.normalize(d),
+                (None, None) => Err("is required".into()),
             };
+            let value = value.map_err(|why| err(&p.name, why))?;
             out.insert(p.name.clone(), value);
         }
         Ok(out)
     }
 
     /// The deadline of a run: the request's `timeout_s` when it is within the action's own.
+    /// The action's own timeout is clamped to [`MAX_ACTION_TIMEOUT_S`] whatever an agent
+    /// advertises, so no requester ever waits longer.
     pub fn deadline(&self, asked: Option<u32>) -> Result<std::time::Duration, ErrorBody> {
-        let t = asked.unwrap_or(self.timeout_s);
-        if t == 0 || t > self.timeout_s {
+        let own = self.timeout_s.clamp(1, MAX_ACTION_TIMEOUT_S);
+        let t = asked.unwrap_or(own);
+        if t == 0 || t > own {
             return Err(ErrorBody::bad_request(format!(
-                "timeout_s {t} is out of range for action {}: use 1 to {} seconds",
-                self.name, self.timeout_s
+                "timeout_s {t} is out of range for action {}: use 1 to {own} seconds",
+                self.name
             )));
         }
         Ok(std::time::Duration::from_secs(t.into()))
@@ -206,12 +226,23 @@ impl ParamSpec {
             (_, Value::String(s)) => s.clone(),
             _ => return Err(format!("must be {}", self.expects())),
         };
-        self.check_text(&text)?;
-        Ok(text)
+        self.normalize(&text)
     }
 
-    /// A value given as text (the CLI's `-p name=value`, a default) checked against the type.
-    pub fn check_text(&self, s: &str) -> Result<(), String> {
+    /// A value given as text (the CLI's `-p name=value`, a default) checked against the type;
+    /// the text it is substituted as (an integer as the number it is: `+5`, `007` become `5`, `7`).
+    pub fn normalize(&self, s: &str) -> Result<String, String> {
+        self.check_text(s)?;
+        match self.kind {
+            ParamKind::Int => s
+                .parse::<i64>()
+                .map(|n| n.to_string())
+                .map_err(|_| format!("must be {}", self.expects())),
+            _ => Ok(s.to_owned()),
+        }
+    }
+
+    fn check_text(&self, s: &str) -> Result<(), String> {
         if s.chars().count() > MAX_EXEC_ARG_CHARS || s.contains('\0') {
             return Err(format!(
                 "must be at most {MAX_EXEC_ARG_CHARS} characters without NUL"
@@ -220,6 +251,10 @@ impl ParamSpec {
         match self.kind {
             ParamKind::String => match &self.pattern {
                 Some(p) if !compile(p)?.is_match(s) => Err(format!("must match {p}")),
+                // Without a pattern, a value that a program would read as an option is refused.
+                None if s.starts_with('-') => Err(
+                    "may not start with '-' (a program would read it as an option; give the parameter a pattern that allows it)".into(),
+                ),
                 _ => Ok(()),
             },
             ParamKind::Int => {
@@ -265,6 +300,7 @@ impl ParamSpec {
                 self.name
             ));
         }
+        self.validate_bounds()?;
         match self.kind {
             ParamKind::String => {
                 if let Some(p) = &self.pattern {
@@ -297,12 +333,52 @@ impl ParamSpec {
     }
 }
 
-/// A pattern compiled to match the whole value, within a size bound.
+impl ParamSpec {
+    /// Keys of another type are refused (a typo must not pass silently), and what the status
+    /// carries is bounded.
+    fn validate_bounds(&self) -> Result<(), String> {
+        let stray = match self.kind {
+            ParamKind::String => {
+                self.min.is_some() || self.max.is_some() || !self.choices.is_empty()
+            }
+            ParamKind::Int => self.pattern.is_some() || !self.choices.is_empty(),
+            ParamKind::Enum => self.pattern.is_some() || self.min.is_some() || self.max.is_some(),
+            ParamKind::Bool => {
+                self.pattern.is_some()
+                    || self.min.is_some()
+                    || self.max.is_some()
+                    || !self.choices.is_empty()
+            }
+        };
+        if stray {
+            return Err("pattern is for strings, min and max for ints, choices for enums".into());
+        }
+        if self.description.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(format!(
+                "the description is longer than {MAX_DESCRIPTION_CHARS} characters"
+            ));
+        }
+        let long = |c: &String| c.is_empty() || c.chars().count() > MAX_DESCRIPTION_CHARS;
+        if self.choices.len() > MAX_CHOICES || self.choices.iter().any(long) {
+            return Err(format!(
+                "at most {MAX_CHOICES} choices of 1 to {MAX_DESCRIPTION_CHARS} characters"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A pattern compiled to match the whole value, within a size bound. It is compiled alone first,
+/// so that it cannot close the anchoring group (`a)|(.*` is refused, not "anything").
 fn compile(pattern: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| format!("pattern {pattern:?} is not a valid regular expression: {e}"))
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| format!("pattern {pattern:?} is not a valid regular expression: {e}"))
+    };
+    build(pattern)?;
+    build(&format!(r"\A(?:{pattern})\z"))
 }
 
 /// Whether `arg` is a whole-element parameter reference, `{name}`; the name.
@@ -375,6 +451,7 @@ mod tests {
             (json!({"message": "hi", "loud": "yes"}), "loud"),
             (json!({"message": 5}), "message"),
             (json!({"message": "hi", "extra": 1}), "extra"),
+            (json!({"message": "hi", "times": "1e3"}), "times"),
         ] {
             let e = a.check_params(&params(bad.clone())).unwrap_err();
             assert_eq!(e.param, param, "{bad}: {e}");
@@ -403,6 +480,11 @@ mod tests {
         assert!(p(json!({"name": "A", "type": "bool"})).is_err());
         assert!(p(json!({"name": "a", "type": "int", "max": 3, "default": "9"})).is_err());
         assert!(p(json!({"name": "a", "type": "enum", "choices": ["x"]})).is_ok());
+        // Keys of another type, and a pattern that would escape its anchoring.
+        assert!(p(json!({"name": "a", "type": "string", "max": 3})).is_err());
+        assert!(p(json!({"name": "a", "type": "int", "pattern": "x"})).is_err());
+        assert!(p(json!({"name": "a", "type": "bool", "choices": ["x"]})).is_err());
+        assert!(p(json!({"name": "a", "type": "string", "pattern": "a)|(.*"})).is_err());
     }
 
     #[test]

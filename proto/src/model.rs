@@ -250,8 +250,13 @@ pub struct AgentStatus {
     pub counts: Counts,
     /// When this status was published (for the Last Will: when the session began).
     pub updated_at: DateTime<Utc>,
-    /// The operator-defined actions this agent serves (`docs/actions.md`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The operator-defined actions this agent serves (`docs/actions.md`). Read leniently: an
+    /// action this version cannot read (a newer agent's) is left out, not the whole status.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::defined::lenient_actions"
+    )]
     #[cfg_attr(feature = "openapi", oai(default))]
     pub actions: Vec<crate::defined::DefinedAction>,
 }
@@ -373,6 +378,14 @@ mod tests {
         let back: AgentStatus = serde_json::from_slice(&serde_json::to_vec(&st).unwrap()).unwrap();
         assert_eq!(back, st);
         assert_eq!(back.counts.running, 1);
+        // An action of a kind this version does not know is left out, not the status.
+        let mut v = serde_json::to_value(&st).unwrap();
+        v["actions"] = serde_json::json!([
+            {"name": "a", "target": "exec", "container": "c", "role": "operator", "timeout_s": 1, "source": "file"},
+            {"name": "b", "target": "teleport", "role": "operator", "timeout_s": 1, "source": "file"}
+        ]);
+        let back: AgentStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(back.actions.len(), 1);
     }
 
     #[test]

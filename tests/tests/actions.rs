@@ -405,7 +405,7 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
         .await?;
     let state = tmp.path.join("state");
     let state_s = state.to_string_lossy().into_owned();
-    let _proc = spawn_agent_process(
+    let proc = spawn_agent_process(
         &agent,
         serve.mqtt,
         &[
@@ -477,6 +477,21 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
     let refused = rr(&local, say)?;
     assert_eq!(refused["ok"], false, "{refused}");
     assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+
+    // An agent that dies (its Last Will) still shows its actions, offline.
+    proc.signal("KILL")?;
+    eventually(
+        "the dead agent's actions, offline",
+        Duration::from_secs(15),
+        || async {
+            let l = admin.defined_actions(Some(&agent)).await.ok()?;
+            l.actions
+                .iter()
+                .any(|a| a.action.name == "say" && !a.online)
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -487,6 +502,19 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result(
 ) -> anyhow::Result<()> {
+    // A container hidden from Home Assistant gets no button, whatever its action says.
+    let _hidden = TestContainer::run(
+        &unique("zt-hidden"),
+        &unique("ha"),
+        &[
+            "--label",
+            "zedops.ha=false",
+            "--label",
+            "zedops.action.hid.command=true",
+            "--label",
+            "zedops.action.hid.ha=true",
+        ],
+    )?;
     let extra = ["--ha", "--mqtt311-listen", "127.0.0.1:0"];
     let Stack {
         tmp,
@@ -508,6 +536,14 @@ async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result
         pass: user.password,
     };
     let node = format!("zedops_{agent}");
+    // The hidden container's action is served (so it is the label that keeps its button away).
+    eventually("hid served", Duration::from_secs(10), || async {
+        names(&admin, &agent)
+            .await
+            .contains(&"hid".to_owned())
+            .then_some(())
+    })
+    .await?;
     let configs = |platform: &'static str| {
         let (m, node) = (m.clone(), node.clone());
         async move {
@@ -519,13 +555,16 @@ async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result
                 .filter(|s| s.topic.contains("/action_"))
                 .filter_map(|s| serde_json::from_str(&s.payload).ok())
                 .collect();
-            (!found.is_empty()).then_some(found)
+            // Both buttons (and sensors) are there: a missing one would show as too few below.
+            (found.len() >= 2).then_some(found)
         }
     };
     let buttons = eventually("the action's button", Duration::from_secs(20), || {
         configs("button")
     })
     .await?;
+    // Anything late (a third, hidden one) would be retained by now.
+    let buttons = configs("button").await.unwrap_or(buttons);
     assert_eq!(
         buttons.len(),
         2,

@@ -69,17 +69,29 @@ pub fn parse_file(path: &Path) -> (Vec<Definition>, Vec<Refused>) {
             }],
         )
     };
-    let text = match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
-            return whole(format!("larger than {MAX_FILE_BYTES} bytes; not read"))
-        }
-        Ok(_) => match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => return whole(format!("cannot read it: {e}")),
-        },
-        Err(e) => return whole(format!("cannot read it: {e}")),
-    };
-    parse_str(&shown, &text)
+    match read_bounded(path) {
+        Ok(text) => parse_str(&shown, &text),
+        Err(message) => whole(message),
+    }
+}
+
+/// A regular file's text, at most [`MAX_FILE_BYTES`]: a FIFO or a device (`/dev/zero` behind a
+/// symlink) is refused rather than read, so a reload never hangs nor fills memory.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file; not read".into());
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {MAX_FILE_BYTES} bytes; not read"));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
 /// [`parse_file`] on text already read (`shown` names it in messages).
@@ -191,16 +203,28 @@ fn line_of(text: &str, byte: usize) -> usize {
     text.get(..byte).map_or(1, |t| t.matches('\n').count() + 1)
 }
 
-/// The line of `[action.NAME]` (or of the first line mentioning `action.NAME`); 1 if not found.
+/// The line of the table `[action.NAME]` (or, without one, of its first sub-table
+/// `[action.NAME.…]`); 1 if not found.
 fn header_line(text: &str, name: &str) -> usize {
-    let needle = format!("action.{name}");
-    let quoted = format!("action.\"{name}\"");
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.starts_with('[') && (l.contains(&needle) || l.contains(&quoted))
-        })
-        .map_or(1, |i| i + 1)
+    let headers = [format!("action.{name}"), format!("action.\"{name}\"")];
+    let table = |l: &str| {
+        let inner = l
+            .trim()
+            .strip_prefix('[')?
+            .split(']')
+            .next()?
+            .trim()
+            .to_owned();
+        Some(inner)
+    };
+    let find = |pred: &dyn Fn(&str) -> bool| {
+        text.lines()
+            .position(|l| table(l).is_some_and(|t| pred(&t)))
+            .map(|i| i + 1)
+    };
+    find(&|t| headers.iter().any(|h| t == h))
+        .or_else(|| find(&|t| headers.iter().any(|h| t.starts_with(&format!("{h}.")))))
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -253,6 +277,13 @@ role = "admin"
     }
 
     #[test]
+    fn lines_are_those_of_the_exact_table() {
+        let text = "[action.save-all]\ntarget = \"host\"\ncommand = [\"x\"]\n\n[action.save]\ncommand = [\"x\"]\n";
+        let (_, refused) = parse_str("d.toml", text);
+        assert_eq!(refused[0].origin, "d.toml:5", "{refused:?}");
+    }
+
+    #[test]
     fn not_toml_is_one_refusal_with_the_line() {
         let (defs, refused) = parse_str("b.toml", "[action.x]\ncommand = [\"a\"\n");
         assert!(defs.is_empty());
@@ -267,9 +298,11 @@ role = "admin"
             ("[action.a]\ntarget = \"host\"\ncommand = []\n", "cmd must name"),
             ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\"]\nrole = \"viewer\"\n", "viewers"),
             ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\"]\ntimeout = \"16m\"\n", "out of range"),
-            ("[action.a]\ncontainer = \"c\"\ncommand = [\"{p}\"]\n", "names no parameter"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\", \"{p}\"]\n", "names no parameter"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"{p}\"]\n[action.a.params.p]\ntype = \"string\"\n", "the program"),
             ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\"]\nrole = \"admin\"\nha = true\n", "admin action"),
-            ("[action.a]\ncontainer = \"c\"\ncommand = [\"{p}\"]\nha = true\n[action.a.params.p]\ntype = \"string\"\n", "default"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\", \"{p}\"]\nha = true\n[action.a.params.p]\ntype = \"string\"\n", "default"),
+            ("[action.a]\ncontainer = \"c\"\ncommand = [\"x\"]\n[action.a.params.p]\ntype = \"string\"\nmax = 3\n", "min and max for ints"),
             ("[action.a]\ntarget = \"host\"\ncommand = [\"x\"]\nuser = \"root\"\n", "exec only"),
             ("[action.A]\ntarget = \"host\"\ncommand = [\"x\"]\n", "invalid"),
             ("[action.a]\ntarget = \"host\"\ncommand = [\"x\"]\nshell = true\n", "unknown field"),

@@ -59,7 +59,9 @@ pub async fn run_host(
             }
         }
     };
-    let pid = child.id();
+    // Kills the whole group whenever this run ends early: at the deadline, or when the request
+    // is dropped (the agent stopping).
+    let mut group = child.id().map(Group);
     let (mut out, mut err) = (Capture::new(max_bytes), Capture::new(max_bytes));
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let (status, timed_out) = {
@@ -71,19 +73,24 @@ pub async fn run_host(
         match tokio::time::timeout(deadline, &mut reading).await {
             Ok(status) => (status, false),
             Err(_) => {
-                if let Some(pid) = pid {
-                    kill_group(pid);
+                if let Some(g) = &group {
+                    g.kill();
                 }
                 let drained = tokio::time::timeout(DRAIN, &mut reading).await;
                 (drained.ok().flatten(), true)
             }
         }
     };
+    if !timed_out {
+        // It ended by itself: its group is gone, and its number may soon be someone else's.
+        group = None;
+    }
+    drop(group);
     CommandResult {
         exit_code: if timed_out {
             None
         } else {
-            status.and_then(|s| s.code()).map(i64::from)
+            status.and_then(exit_code)
         },
         stdout: out.text(),
         stderr: err.text(),
@@ -104,14 +111,35 @@ async fn drain(pipe: Option<impl AsyncRead + Unpin>, into: &mut Capture) {
     }
 }
 
-/// SIGKILL to the process group the command leads.
-fn kill_group(pgid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// The process group a command leads (its PID): SIGKILL to all of it on [`Group::kill`] and on
+/// drop.
+struct Group(u32);
+
+impl Group {
+    fn kill(&self) {
+        let Ok(pgid) = i32::try_from(self.0) else {
+            return;
+        };
+        // ESRCH (already gone) is fine.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The exit code as a shell reports it: the code, or 128 + the signal that killed it.
+fn exit_code(s: std::process::ExitStatus) -> Option<i64> {
+    use std::os::unix::process::ExitStatusExt;
+    s.code()
+        .or_else(|| s.signal().map(|sig| 128 + sig))
+        .map(i64::from)
 }
 
 fn elapsed_ms(started: Instant) -> u64 {
@@ -124,6 +152,19 @@ mod tests {
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_signal_is_128_plus_its_number() {
+        let r = run_host(
+            &argv(&["sh", "-c", "kill -TERM $$"]),
+            None,
+            &[],
+            Duration::from_secs(5),
+            64,
+        )
+        .await;
+        assert_eq!(r.exit_code, Some(128 + 15), "{r:?}");
     }
 
     #[tokio::test]

@@ -21,7 +21,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use zedops_proto::defined::{placeholder, DefinedAction, Target, MAX_ACTIONS, MAX_PARAMS};
+use zedops_proto::defined::{
+    placeholder, DefinedAction, Target, MAX_ACTIONS, MAX_ADVERTISED_BYTES, MAX_PARAMS,
+};
 use zedops_proto::ops::ExecArgs;
 use zedops_proto::{Container, ContainerRef};
 
@@ -114,6 +116,9 @@ impl Definition {
         for p in params {
             p.validate()
                 .map_err(|why| format!("parameter {}: {why}", p.name))?;
+        }
+        if self.command.first().and_then(|a| placeholder(a)).is_some() {
+            return Err("the program (the first element of command) cannot be a parameter".into());
         }
         for arg in &self.command {
             if let Some(name) = placeholder(arg) {
@@ -224,19 +229,26 @@ fn dedupe(
         .iter()
         .map(|d| (d.info.name.clone(), d.origin.clone()))
         .collect();
+    let size = |d: &Definition| serde_json::to_vec(&d.info).map_or(usize::MAX, |v| v.len());
+    let mut bytes: usize = taken.iter().map(size).sum();
     let mut kept = Vec::new();
     for d in found {
+        let more = size(&d);
         if let Some(first) = seen.get(&d.info.name) {
             refused.push(Refused {
                 origin: d.origin.clone(),
                 message: format!("action {} is already defined at {first}", d.info.name),
             });
-        } else if seen.len() >= MAX_ACTIONS {
+        } else if seen.len() >= MAX_ACTIONS || bytes.saturating_add(more) > MAX_ADVERTISED_BYTES {
             refused.push(Refused {
                 origin: d.origin.clone(),
-                message: format!("an agent serves at most {MAX_ACTIONS} actions"),
+                message: format!(
+                    "an agent serves at most {MAX_ACTIONS} actions, advertised in at most {} KiB",
+                    MAX_ADVERTISED_BYTES / 1024
+                ),
             });
         } else {
+            bytes += more;
             seen.insert(d.info.name.clone(), d.origin.clone());
             kept.push(d);
         }

@@ -31,6 +31,14 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<CommandResult, ErrorBody> {
             let container = ContainerRef::new(container.as_str())
                 .map_err(|e| ErrorBody::internal(e.to_string()))?;
             let t = ctx.driver.resolve(&container).await?;
+            // By name only: a hex name such as `beef` must not fall back to an ID prefix of
+            // another container once its own is gone.
+            if t.name != container.as_str().trim_start_matches('/') {
+                return Err(ErrorBody::not_found(format!(
+                    "action {} runs in container {container}, which is not on agent {}",
+                    def.info.name, ctx.agent
+                )));
+            }
             let args = ExecArgs {
                 container,
                 cmd: argv,

@@ -127,11 +127,12 @@ fn kill_in_container(pid: i64, id: &str) -> bool {
     if !cgroup.contains(id) {
         return false;
     }
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .is_ok()
 }

@@ -96,10 +96,19 @@ pub fn result_payload(outcome: &Result<CommandResult, ErrorBody>) -> Value {
 
 impl Ha {
     /// Follows the actions served: announces buttons of new `ha` actions, removes those gone.
-    pub fn sync_actions(&mut self, actions: &[DefinedAction]) {
+    /// An action in a container labelled `zedops.ha=false` gets none (the container is not
+    /// exposed to Home Assistant at all).
+    pub fn sync_actions(&mut self, actions: &[DefinedAction], current: Option<&[Container]>) {
+        let hidden = |a: &DefinedAction| {
+            let c = a.container.as_deref();
+            current
+                .unwrap_or_default()
+                .iter()
+                .any(|k| Some(k.name.as_str()) == c && !is_exposed(k))
+        };
         let want: BTreeMap<String, DefinedAction> = actions
             .iter()
-            .filter(|a| a.ha)
+            .filter(|a| a.ha && !hidden(a))
             .map(|a| (a.name.clone(), a.clone()))
             .collect();
         if want == self.buttons {

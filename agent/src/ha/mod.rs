@@ -218,6 +218,8 @@ impl Ha {
     /// Publishes the discovery configs of every exposed container (after a CONNACK, and when Home
     /// Assistant comes online), and removes those of containers that are gone.
     pub fn publish_all(&mut self, current: Option<&[Container]>) {
+        // Action buttons need no container list (host actions work while Docker is down).
+        self.announce_actions();
         let Some(list) = current else {
             return;
         };
@@ -229,7 +231,6 @@ impl Ha {
         for name in &names {
             self.announce(name);
         }
-        self.announce_actions();
         info!(
             containers = names.len(),
             "Home Assistant discovery published"
