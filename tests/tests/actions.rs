@@ -205,11 +205,24 @@ async fn actions_run_from_http_and_the_cli_within_their_schema_roles_and_bounds(
         .context("say in the fleet listing")?;
     ensure!(say.online && say.action.confirm && say.action.params[0].name == "message");
 
-    // HTTP: an injection attempt is one literal argument, echoed as it is.
+    // HTTP: an injection attempt is one literal argument, echoed as it is; the run is an event.
+    let mut events = admin.events().await?;
     let evil = "; rm -rf / $(id) `id` && echo pwned";
     let r = run(&admin, &agent, "say", json!({ "message": evil })).await?;
     assert_eq!(r.stdout, format!("{evil}\n"), "{r:?}");
     assert_eq!(r.exit_code, Some(0));
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(e)) = events.next().await {
+            if e.action.as_deref() == Some("run say") {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await?
+    .context("no event of the run")?;
+    assert_eq!(seen.ok, Some(true));
+    drop(events);
 
     // Out of schema: 400 naming the parameter, and nothing is sent to the agent.
     let before = requests_of_action_run(&serve.http).await?;

@@ -9,7 +9,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 use zedops_proto::defined::{DefinedAction, RunArgs};
-use zedops_proto::http::{ActionListing, FleetAction, RunActionRequest};
+use zedops_proto::http::{ActionListing, EventKind, FleetAction, FleetEvent, RunActionRequest};
 use zedops_proto::ops::{ActionRun, CommandResult, Op};
 use zedops_proto::ErrorBody;
 
@@ -117,6 +117,14 @@ impl ActionsApi {
             .requester
             .call::<ActionRun>(name.as_str(), &args, run_for + RUN_SLACK)
             .await;
+        // On the event stream too (`zedops events`, the dashboard): ok when it ran and exited 0.
+        let _ = self.state.events.send(FleetEvent {
+            container: def.container.clone(),
+            action: Some(format!("run {}", def.name)),
+            ok: Some(matches!(&result, Ok(r) if r.exit_code == Some(0))),
+            error: result.as_ref().err().cloned(),
+            ..FleetEvent::new(EventKind::Action, name.as_str())
+        });
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), ActionRun::NAME)
                 .agent(Some(name.to_string()))
