@@ -96,12 +96,13 @@ function field(h, key, p, st) {
       type: p.type === 'int' ? 'number' : 'text',
       min: p.min, max: p.max,
       required: p.default == null,
+      title: p.pattern ? `must match ${p.pattern}` : null,
       value,
       oninput: remember,
       'data-key': `in:${vkey}`,
     });
   }
-  const hint = p.type === 'string' && p.pattern ? `matches ${p.pattern}` : p.description;
+  const hint = p.description || (p.type === 'string' && p.pattern ? `matches ${p.pattern}` : null);
   return h('label', { for: id, class: 'param' }, p.name, input, hint ? h('small', { class: 'muted' }, hint) : null);
 }
 

@@ -318,12 +318,15 @@ fn event_line(v: &FleetEvent, col: bool) -> String {
         EventKind::Action => {
             let outcome = match (&v.ok, &v.error) {
                 (Some(true), _) => "ok".to_owned(),
-                (_, e) => format!(
-                    "failed: {}",
-                    e.as_ref().map(|e| e.message.as_str()).unwrap_or_default()
-                ),
+                (_, Some(e)) => format!("failed: {}", e.message),
+                // An operator-defined action that ran and exited non-zero.
+                (_, None) => "failed".to_owned(),
             };
-            format!("action {action} {}/{container} {outcome}", v.agent)
+            let on = match v.container.as_deref() {
+                Some(c) => format!("{}/{c}", v.agent),
+                None => v.agent.clone(),
+            };
+            format!("action {action} {on} {outcome}")
         }
     };
     format!("{time}  {line}")

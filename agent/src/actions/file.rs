@@ -277,6 +277,15 @@ role = "admin"
     }
 
     #[test]
+    fn the_examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for f in ["actions.toml", "game-server.toml"] {
+            let (defs, refused) = parse_file(&dir.join(f));
+            assert!(refused.is_empty() && !defs.is_empty(), "{f}: {refused:?}");
+        }
+    }
+
+    #[test]
     fn lines_are_those_of_the_exact_table() {
         let text = "[action.save-all]\ntarget = \"host\"\ncommand = [\"x\"]\n\n[action.save]\ncommand = [\"x\"]\n";
         let (_, refused) = parse_str("d.toml", text);
