@@ -55,6 +55,38 @@ proptest! {
         if let Ok(a) = ops::parse_args::<ops::ContainerLogs>(&p) {
             let _ = a.tail();
         }
+        args_reject_with_a_message::<ops::ContainerExec>(&p);
+        args_reject_with_a_message::<ops::ActionRun>(&p);
+    }
+
+    /// `action.run` parameters of any JSON shape against a schema of every type: checked, never
+    /// a panic, and a refusal always names a parameter.
+    #[test]
+    fn action_parameters(values in proptest::collection::btree_map(
+        "[a-z]{1,6}",
+        prop_oneof![
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            "\\PC{0,40}".prop_map(serde_json::Value::from),
+            Just(serde_json::json!({"a": [1]})),
+            Just(serde_json::Value::Null),
+        ],
+        0..5,
+    )) {
+        let action: zedops_proto::defined::DefinedAction = serde_json::from_value(serde_json::json!({
+            "name": "a", "target": "host", "role": "operator", "timeout_s": 5, "source": "file",
+            "params": [
+                {"name": "s", "type": "string", "pattern": "[a-z ]{1,20}", "default": "x"},
+                {"name": "i", "type": "int", "min": -5, "max": 5, "default": "0"},
+                {"name": "e", "type": "enum", "choices": ["x", "y"], "default": "x"},
+                {"name": "b", "type": "bool", "default": "false"},
+                {"name": "free", "type": "string", "default": "ok"}
+            ]
+        })).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match action.check_params(&values) {
+            Ok(got) => prop_assert_eq!(got.len(), 5),
+            Err(e) => prop_assert!(!e.param.is_empty() && !e.why.is_empty()),
+        }
     }
 
     #[test]
