@@ -7,6 +7,8 @@
 //!   how they run; `capture` bounds a command's output.
 //! - [`handlers`]: the op registry; one handler per op of `zedops_proto::ops`, container actions
 //!   from the action table, extensible at run time.
+//! - [`connection`]: what the agent says about failed broker connections, and when a refusal
+//!   of its credentials is for good.
 //! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe) and the main
 //!   loop (event-driven republish, periodic resync); `requests` runs each request (expiry, size,
 //!   trust, duplicates, slots, reply), `trust` says whether a request is signed by the server,
@@ -22,6 +24,7 @@
 pub mod actions;
 pub mod admission;
 mod capture;
+pub mod connection;
 pub mod dedup;
 pub mod docker;
 mod events;
@@ -152,6 +155,9 @@ pub enum AgentError {
     HaNeedsContainerTopics,
     #[error(transparent)]
     Tls(#[from] zedops_proto::client::TlsError),
+    /// The broker refused the agent's credentials several times in a row (a removed agent).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Runs the agent until `shutdown` completes; then publishes `offline` and disconnects.

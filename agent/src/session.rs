@@ -47,6 +47,8 @@ enum Inbound {
     Connected,
     Disconnected(String),
     Publish(Publish),
+    /// The broker refuses the agent's credentials for good (`connection::REFUSALS_FOR_GOOD`).
+    Refused(String),
 }
 
 enum DockerSignal {
@@ -80,8 +82,15 @@ pub(crate) async fn run(
     let (stop_poll_tx, stop_poll_rx) = tokio::sync::oneshot::channel::<()>();
     let backoff = Backoff::new(Duration::from_millis(100), cfg.reconnect_max);
     let poll = tokio::spawn(
-        poll_loop(eventloop, in_tx, stop_poll_rx, backoff, will)
-            .instrument(info_span!("mqtt", agent = %agent)),
+        poll_loop(
+            eventloop,
+            in_tx,
+            stop_poll_rx,
+            backoff,
+            will,
+            cfg.broker.to_string(),
+        )
+        .instrument(info_span!("mqtt", agent = %agent)),
     );
     // Actions ask the main loop to publish their outcome before they reply (Ctx::published_row).
     let (publish_tx, rows) = mpsc::channel::<PublishRow>(64);
@@ -100,6 +109,11 @@ pub(crate) async fn run(
         rows,
     };
     m.serve(shutdown, inputs, cfg.resync_interval).await;
+    if let Some(cause) = m.refused.take() {
+        monitor.abort();
+        let _ = stop_poll_tx.send(());
+        return Err(AgentError::Refused(cause));
+    }
 
     info!("shutting down: publishing offline status");
     monitor.abort();
@@ -248,6 +262,8 @@ struct MainLoop {
     action_labels: Option<crate::actions::ActionLabels>,
     /// The snapshot `seq` the actions were last synced with (`None`: sync at the next turn).
     actions_synced: Option<u64>,
+    /// Set when the broker refused the agent's credentials for good: the loop ends.
+    refused: Option<String>,
 }
 
 impl MainLoop {
@@ -296,6 +312,7 @@ impl MainLoop {
             actions,
             action_labels: None,
             actions_synced: None,
+            refused: None,
         }
     }
 
@@ -323,6 +340,10 @@ impl MainLoop {
                 }
                 msg = i.inbound.recv() => {
                     let Some(msg) = msg else { break };
+                    if let Inbound::Refused(cause) = msg {
+                        self.refused = Some(cause);
+                        break;
+                    }
                     self.on_inbound(msg).await;
                 }
                 sig = i.docker.recv() => {
@@ -400,6 +421,8 @@ impl MainLoop {
                 self.publisher.set_connected(false);
             }
             Inbound::Publish(p) => self.on_publish(p).await,
+            // Handled in `serve`: the loop ends.
+            Inbound::Refused(_) => {}
         }
     }
 
@@ -610,8 +633,10 @@ async fn poll_loop(
     mut stop: tokio::sync::oneshot::Receiver<()>,
     mut backoff: Backoff,
     will: WillFn,
+    broker: String,
 ) {
     let mut stopping = false;
+    let mut log = crate::connection::ReconnectLog::default();
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
@@ -624,6 +649,7 @@ async fn poll_loop(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
+                log.connected();
                 if tx.try_send(Inbound::Connected).is_err() {
                     warn!("main loop busy; CONNACK not forwarded");
                 }
@@ -645,7 +671,11 @@ async fn poll_loop(
                 let _ = tx.try_send(Inbound::Disconnected(e.to_string()));
                 eventloop.options.set_last_will(will());
                 let delay = backoff.next_delay();
-                debug!(error = %e, ?delay, "MQTT connection error; retrying");
+                let failure = crate::connection::describe(&e, &broker);
+                if log.failed(&failure, delay) {
+                    let _ = tx.send(Inbound::Refused(failure.cause)).await;
+                    return;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = &mut stop => return,

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`admission`]: per-token bounds on requests to agents and event streams (`429 busy`).
+//! - [`advertised`]: the public URL and broker URLs the server tells agents about.
 //! - [`cache`]: the fleet view built from retained status and snapshot topics.
 //! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
 //! - [`routes`]: the endpoints, one module per OpenAPI tag, and their schemas.
@@ -14,6 +15,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admission;
+pub mod advertised;
 pub mod auth;
 pub mod cache;
 pub mod dashboard;
@@ -70,6 +72,8 @@ pub struct State {
     pub limiter: Arc<limits::RateLimiter>,
     /// Failed enrollments, summarised in the audit log.
     pub enroll_failures: limits::FailureDigest,
+    /// The server's public URL and brokers, for enrollment ([`Api::advertise`]).
+    pub advertised: advertised::AdvertisedCell,
     /// Becomes true when the server stops: event streams end so that the HTTP server's graceful
     /// shutdown does not wait out its grace period for clients that never hang up.
     closing: tokio::sync::watch::Sender<bool>,
@@ -108,6 +112,7 @@ impl State {
                 limits.streams,
             ),
             limiter: Arc::default(),
+            advertised: Default::default(),
             enroll_failures: limits::FailureDigest::default(),
             closing: tokio::sync::watch::Sender::new(false),
         })
@@ -216,6 +221,11 @@ impl Api {
         let (link, task) = mqtt::start(cfg, fleet.clone(), changes.clone(), security);
         let state = State::new(fleet, link, changes, events, store, limits);
         Self { state, task }
+    }
+
+    /// Sets what registration and enrollment answers tell agents about where the server is.
+    pub fn advertise(&self, a: advertised::Advertised) {
+        self.state.advertised.set(a);
     }
 
     /// The HTTP application: API routes, `/openapi.json`, `/docs`.

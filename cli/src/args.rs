@@ -260,6 +260,7 @@ impl ServeArgs {
         let data_dir = self.data_dir.clone().unwrap_or_else(crate::paths::data_dir);
         let mut cfg = zedops_server::ServeConfig::new(data_dir);
         cfg.listen = self.listen;
+        cfg.public_url = self.public_url.clone();
         cfg.no_auth = self.no_auth;
         cfg.broker = self.broker.clone();
         cfg.mqtt_listen = self.mqtt_listen;
@@ -335,6 +336,12 @@ pub struct ServeArgs {
     /// HTTP listener of the API, the docs and the dashboard.
     #[arg(long, env = "ZEDOPS_LISTEN", default_value = "127.0.0.1:8420")]
     pub listen: SocketAddr,
+
+    /// The URL agents on other hosts reach the API at, printed by `zedops agents add` and naming
+    /// the broker's host in enrollment answers (default: this host's name and the --listen port
+    /// when it listens beyond loopback).
+    #[arg(long, env = "ZEDOPS_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 
     /// Server data dir: tokens, audit log (default $XDG_DATA_HOME/zedops, else ~/.local/share/zedops).
     #[arg(long, env = "ZEDOPS_DATA_DIR")]
@@ -423,7 +430,7 @@ pub struct AgentArgs {
     #[arg(long, env = "ZEDOPS_AGENT_NAME")]
     pub name: Option<AgentName>,
 
-    /// The MQTT 5 broker (default: the enrolled server's host on port 1883, else 127.0.0.1:1883).
+    /// The MQTT 5 broker (default: the broker the server named at enrollment, else 127.0.0.1:1883).
     #[arg(long, env = "ZEDOPS_BROKER")]
     pub broker: Option<BrokerUrl>,
 

@@ -452,10 +452,14 @@ pub async fn agents_admin(o: &ClientOpts, cmd: &AgentsCommand) -> anyhow::Result
                 e.expires_at.to_rfc3339()
             );
             println!();
+            // The server's public URL: the address this CLI used may be loopback or a tunnel.
+            let server = e
+                .server_url
+                .clone()
+                .unwrap_or_else(|| c.server().to_owned());
             println!(
-                "  zedops agent --enroll {} --server {} --name {name}",
-                e.token,
-                c.server()
+                "  zedops agent --enroll {} --server {server} --name {name}",
+                e.token
             );
         }
         AgentsCommand::Remove { name } => {

@@ -20,6 +20,9 @@ pub struct Credentials {
     /// Hex seed of the agent's Ed25519 key.
     pub agent_key: String,
     pub server_public_key: String,
+    /// The brokers the server named at enrollment, in order (none from older servers).
+    #[serde(default)]
+    pub brokers: Vec<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -95,6 +98,7 @@ pub async fn enroll(
         mqtt_password: answer.mqtt_password,
         agent_key: key.seed_hex(),
         server_public_key: answer.server_public_key,
+        brokers: answer.brokers,
     };
     let file = creds.save(state_dir)?;
     println!(
@@ -128,7 +132,18 @@ fn check_server_key(server: &str, name: &str, token: &str, key_hex: &str) -> any
     }
 }
 
-/// The broker an enrolled agent uses when `--broker` is not given: the server's host, port 1883.
+impl Credentials {
+    /// The broker to use without `--broker`: the first the server named at enrollment, else
+    /// (credentials of an older server) its host on port 1883.
+    pub fn broker(&self) -> Option<zedops_proto::BrokerUrl> {
+        self.brokers
+            .iter()
+            .find_map(|b| b.parse().ok())
+            .or_else(|| broker_from_server(&self.server))
+    }
+}
+
+/// The broker of credentials that name none: the server's host, port 1883.
 pub fn broker_from_server(server: &str) -> Option<zedops_proto::BrokerUrl> {
     let rest = server.split("://").nth(1)?;
     let hostport = rest.split('/').next()?;
@@ -171,7 +186,9 @@ mod tests {
             mqtt_password: "supersecret".into(),
             agent_key: "00".repeat(32),
             server_public_key: "ab".into(),
+            brokers: vec!["mqtts://s:18883".into()],
         };
+        assert_eq!(c.broker().unwrap().to_string(), "mqtts://s:18883");
         let d = format!("{c:?}");
         assert!(!d.contains("supersecret") && !d.contains(&"00".repeat(32)));
     }

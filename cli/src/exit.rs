@@ -39,6 +39,9 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
     if let Some(x) = e.downcast_ref::<Exit>() {
         return x.code;
     }
+    if let Some(zedops_agent::AgentError::Refused(_)) = e.downcast_ref() {
+        return AUTH;
+    }
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Api { body, .. }) => for_code(body.code),
         Some(ClientError::Timeout { .. }) => TIMEOUT,

@@ -163,11 +163,7 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
     let broker = a
         .broker
         .clone()
-        .or_else(|| {
-            creds
-                .as_ref()
-                .and_then(|c| crate::enroll::broker_from_server(&c.server))
-        })
+        .or_else(|| creds.as_ref().and_then(crate::enroll::Credentials::broker))
         .unwrap_or(BrokerUrl {
             host: "127.0.0.1".into(),
             port: 1883,

@@ -267,6 +267,10 @@ pub struct Enrollment {
     pub name: String,
     pub token: String,
     pub expires_at: DateTime<Utc>,
+    /// Where the agent enrolls: the server's public URL (`zedops serve --public-url`), which
+    /// `zedops agents add` prints in the command to run on the agent's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
 }
 
 /// What an agent presents to enroll.
@@ -304,6 +308,11 @@ pub struct EnrollResponse {
     pub mqtt_password: String,
     /// The server's Ed25519 public key, hex: commands must carry its signature.
     pub server_public_key: String,
+    /// The MQTT brokers the agent connects to, in order (`mqtt://host:port`, `mqtts://…`): the
+    /// server's own listener at its public address, or the external broker it uses.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub brokers: Vec<String>,
 }
 
 impl std::fmt::Debug for EnrollResponse {

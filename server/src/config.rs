@@ -25,6 +25,9 @@ pub struct ServeConfig {
     /// Also run an agent for this host's Docker engine.
     pub local_agent: Option<LocalAgent>,
     pub limits: zedops_api::admission::Limits,
+    /// Where agents on other hosts reach the API (`--public-url`); default from the listeners
+    /// (`crate::public`).
+    pub public_url: Option<String>,
 }
 
 /// The agent inside `zedops serve`.
@@ -52,6 +55,7 @@ impl ServeConfig {
             tls: None,
             local_agent: None,
             limits: Default::default(),
+            public_url: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`files`]: the data dir's secrets: the first admin token, the server's signing key.
 //! - [`broker_auth`]: who may connect to the embedded broker, and as which identity.
 //! - [`local_agent`]: the agent inside `serve`, enrolled through the one-time token path.
+//! - [`public`]: the public URL and brokers agents on other hosts are told about.
 //! - [`error`]: the one error type, [`ServerError`].
 //!
 //! Start-up order: store and key → broker → HTTP listener → API (MQTT session) → local agent.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod local_agent;
+pub mod public;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,8 @@ pub struct Server {
     /// HTTPS and MQTT over TLS (`ServeConfig::tls`).
     tls: bool,
     admin_token_file: Option<PathBuf>,
+    /// What agents on other hosts are told (enrollment), and why it may not reach them.
+    public: public::Public,
     agent: Option<(String, tokio::task::JoinHandle<()>)>,
     stop_agent: Option<tokio::sync::oneshot::Sender<()>>,
     stop_http: Option<tokio::sync::oneshot::Sender<()>>,
@@ -132,6 +136,20 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             addr: cfg.listen,
             source,
         })?;
+    let public = public::public(
+        public::Listeners {
+            http: http_addr,
+            mqtt: broker.as_ref().map(BrokerHandle::v5_addr),
+            tls: cfg.tls.is_some(),
+        },
+        cfg.public_url.as_deref(),
+        cfg.broker.as_ref(),
+        &zedops_proto::client::hostname().unwrap_or_default(),
+    )
+    .map_err(|e| ServerError::Config(e.to_string()))?;
+    for w in &public.warnings {
+        tracing::warn!("{w}");
+    }
     let credentials = (broker.is_some() && sec.is_some()).then(|| {
         (
             zedops_proto::identity::INTERNAL_USER.to_owned(),
@@ -149,6 +167,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         sec.as_ref().map(|s| s.security.clone()),
         cfg.limits,
     );
+    api.advertise(public.advertised.clone());
     let (stop_agent, agent) = match &cfg.local_agent {
         Some(local) => {
             let secured = sec.as_ref().map(|s| (&*s.store, &*s.security));
@@ -188,6 +207,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         http_addr,
         tls: cfg.tls.is_some(),
         admin_token_file: sec.map(|s| s.admin_token_file),
+        public,
         agent,
         stop_agent,
         stop_http: Some(stop_http),
@@ -229,6 +249,22 @@ impl Server {
             None => s += &format!("  MQTT broker   {} (external)\n", self.broker_url),
         }
         s += &format!("  HTTP API      {base}/api/v1/agents\n");
+        if let Some(url) = &self.public.advertised.server_url {
+            let brokers: Vec<String> = self
+                .public
+                .advertised
+                .brokers
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            s += &format!(
+                "  Public        {url} for agents on other hosts (broker {})\n",
+                brokers.join(", ")
+            );
+        }
+        for w in &self.public.warnings {
+            s += &format!("  Note          {w}\n");
+        }
         s += &format!("  API docs      {base}/docs\n");
         s += &format!("  Dashboard     {base}/\n");
         if let Some((line, _)) = &self.agent {
@@ -248,7 +284,15 @@ impl Server {
                 s += "                and MQTT is anonymous: its listeners stay on loopback unless --mqtt-listen names another address\n";
             }
         }
-        s += &format!("Next: {me} ps   (or {me} --server {base} ps from elsewhere; Ctrl-C stops)");
+        let elsewhere = self
+            .public
+            .advertised
+            .server_url
+            .as_deref()
+            .unwrap_or(&base);
+        s += &format!(
+            "Next: {me} ps   (or {me} --server {elsewhere} ps from elsewhere; Ctrl-C stops)"
+        );
         s
     }
 

@@ -9,6 +9,8 @@ pub mod api;
 pub mod docker;
 pub mod ha;
 pub mod mqtt;
+pub mod netns;
+pub mod pki;
 pub mod procs;
 
 use std::time::{Duration, Instant};

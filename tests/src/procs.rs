@@ -272,17 +272,16 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(extra: &[&str], log: &str) -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1:0", "127.0.0.1:0", extra, log)
+    }
+
+    /// [`Serve::start`] with the HTTP and MQTT 5 listeners on these addresses.
+    pub fn start_on(listen: &str, mqtt: &str, extra: &[&str], log: &str) -> anyhow::Result<Self> {
         use std::io::{BufRead, BufReader};
         let home = TempDir::new("serve")?;
         let no_311 = (!extra.contains(&"--mqtt311-listen")).then_some("--no-mqtt311");
         let mut child = Command::new(zedops_bin()?)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--mqtt-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--mqtt-listen", mqtt])
             .args(no_311)
             .args(extra)
             .env("XDG_DATA_HOME", home.path.join("data"))

@@ -4,86 +4,17 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{ensure, Context};
+use anyhow::Context;
 use serde_json::{json, Value};
+use zedops_tests::pki::make_ca;
 use zedops_tests::procs::{zedops_bin, Proc, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique, TestClient};
-
-/// A CA and a server certificate for localhost / 127.0.0.1, made with openssl.
-fn make_ca(dir: &std::path::Path) -> anyhow::Result<()> {
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .context("openssl")?;
-        ensure!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    };
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )?;
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=zedops test CA",
-    ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ])?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ])?;
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_and_mqtts_end_to_end() -> anyhow::Result<()> {
     init_logs();
     let pki = TempDir::new("pki")?;
-    make_ca(&pki.path)?;
+    make_ca(&pki.path, &[])?;
     let p = |f: &str| pki.path.join(f).display().to_string();
     let local = unique("tlshost");
     let serve = Serve::start(

@@ -164,6 +164,14 @@ impl AdminApi {
             mqtt_username: creds.mqtt_username,
             mqtt_password: creds.mqtt_password,
             server_public_key: sec.key.public_hex(),
+            brokers: self
+                .state
+                .advertised
+                .get()
+                .brokers
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }))
     }
 

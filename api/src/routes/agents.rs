@@ -131,6 +131,7 @@ impl AgentsApi {
             name: body.name.clone(),
             token,
             expires_at,
+            server_url: self.state.advertised.get().server_url,
         }))
     }
 

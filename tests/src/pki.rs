@@ -1,0 +1,77 @@
+//! A test PKI made with openssl: a CA and a server certificate.
+
+use std::process::Command;
+
+use anyhow::{ensure, Context};
+
+/// A CA (`ca.pem`) and a server certificate (`server.pem`, `server.key`) for localhost,
+/// 127.0.0.1 and the `extra_ips`, made with openssl in `dir`.
+pub fn make_ca(dir: &std::path::Path, extra_ips: &[&str]) -> anyhow::Result<()> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("openssl")?;
+        ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let ips: String = extra_ips.iter().map(|ip| format!(",IP:{ip}")).collect();
+    std::fs::write(
+        dir.join("san.ext"),
+        format!("subjectAltName=DNS:localhost,IP:127.0.0.1{ips}\n"),
+    )?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=zedops test CA",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ])?;
+    Ok(())
+}

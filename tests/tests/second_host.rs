@@ -1,0 +1,290 @@
+//! Issue 17, items 1–3: tour step 2 ("a second agent on another host") as a new user does it, with
+//! the agent in a network namespace of its own (its own address; the server reachable only at the
+//! veth pair's address, not at 127.0.0.1): register on the server, copy the printed command as it
+//! is, run it on the "other host"; the agent finds the broker from its enrollment (non-default
+//! ports, TLS, an external Mosquitto), `zedops ps` on the server shows its containers and a
+//! restart through the API reaches it. A broker that is down is reported within seconds, and a
+//! removed agent exits with a clear message instead of retrying in silence.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use zedops_client::{Action, ActionOptions, Client};
+use zedops_tests::netns::OtherHost;
+use zedops_tests::pki::make_ca;
+use zedops_tests::procs::{zedops_bin, Mosquitto, Proc, Serve, TempDir};
+use zedops_tests::{eventually, free_port, init_logs, unique, TestContainer};
+
+/// `zedops agents add NAME` on the server, as an admin; the command it prints, split.
+fn agents_add(
+    serve: &Serve,
+    server: &str,
+    name: &str,
+    ca: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let mut cmd = Command::new(zedops_bin()?);
+    cmd.args(["--server", server, "--token", &serve.admin_token]);
+    if let Some(ca) = ca {
+        cmd.args(["--ca-file", ca]);
+    }
+    let out = cmd.args(["agents", "add", name]).output()?;
+    ensure!(out.status.success(), "agents add: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("zedops agent --enroll"))
+        .with_context(|| format!("no command in:\n{text}"))?;
+    Ok(line.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The printed command run as it is in `other` (its `zedops` is our binary), its state under
+/// `home`; `extra` only for what a user adds on purpose (`--ca-file`).
+fn run_printed(
+    other: &OtherHost,
+    printed: &[String],
+    home: &TempDir,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
+    let child = other
+        .command(&zedops_bin()?)
+        .args(&printed[1..])
+        .args(extra)
+        .env("XDG_STATE_HOME", home.path.join("state"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the agent in the namespace")?;
+    Ok(Proc {
+        child,
+        what: "agent in the namespace".into(),
+    })
+}
+
+/// The agent is online, lists `container`, and a restart through the API reaches it.
+async fn reaches(admin: &Client, agent: &str, container: &TestContainer) -> anyhow::Result<()> {
+    eventually(
+        "the other host's agent online with its containers",
+        Duration::from_secs(30),
+        || async {
+            let online = admin.agent(agent).await.ok()?.online;
+            let here = admin
+                .locate(&container.name)
+                .await
+                .ok()?
+                .contains(&agent.to_owned());
+            (online && here).then_some(())
+        },
+    )
+    .await?;
+    let before = container.started_at()?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = admin
+        .act(
+            agent,
+            &container.name,
+            Action::Restart,
+            &ActionOptions::default(),
+        )
+        .await?;
+    ensure!(r.changed, "the restart changed nothing");
+    ensure!(container.started_at()? != before, "Docker shows no restart");
+    Ok(())
+}
+
+async fn step_two(other: &OtherHost, tls: bool) -> anyhow::Result<()> {
+    init_logs();
+    let pki = TempDir::new("pki")?;
+    make_ca(&pki.path, &[&other.host_ip])?;
+    let p = |f: &str| pki.path.join(f).display().to_string();
+    let (http_port, mqtt_port) = (free_port(), free_port());
+    let scheme = if tls { "https" } else { "http" };
+    let public = format!("{scheme}://{}:{http_port}", other.host_ip);
+    let mut extra = vec!["--public-url".to_owned(), public.clone()];
+    if tls {
+        extra.extend([
+            "--tls-cert".into(),
+            p("server.pem"),
+            "--tls-key".into(),
+            p("server.key"),
+        ]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let serve = Serve::start_on(
+        &format!("0.0.0.0:{http_port}"),
+        &format!("0.0.0.0:{mqtt_port}"),
+        &extra,
+        "warn",
+    )?;
+    let ca = tls.then(|| p("ca.pem"));
+    // From the namespace, 127.0.0.1 is its own loopback: the server is not there.
+    let probe = other
+        .command(&zedops_bin()?)
+        .args([
+            "--server",
+            &format!("{scheme}://127.0.0.1:{http_port}"),
+            "agents",
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(
+        !probe.status.success(),
+        "the namespace reaches the server on loopback"
+    );
+    let container = TestContainer::run(&unique("zt-other"), &unique("other"), &[])?;
+    let agent = unique("other");
+    let here = format!("{scheme}://127.0.0.1:{http_port}");
+    let printed = agents_add(&serve, &here, &agent, ca.as_deref())?;
+    let server_arg = printed
+        .iter()
+        .position(|a| a == "--server")
+        .map(|i| &printed[i + 1]);
+    assert_eq!(server_arg, Some(&public), "printed: {printed:?}");
+
+    let home = TempDir::new("other-host")?;
+    let ca_args: Vec<&str> = ca.iter().flat_map(|c| ["--ca-file", c.as_str()]).collect();
+    let _proc = run_printed(other, &printed, &home, &ca_args)?;
+    let ca_path = ca.as_deref().map(std::path::Path::new);
+    let admin = Client::new(&here, Some(serve.admin_token.clone()), ca_path)?;
+    reaches(&admin, &agent, &container).await?;
+    // The credentials remember the broker the server named, so later starts need nothing.
+    let creds = std::fs::read_to_string(home.path.join("state/zedops-agent/credentials.json"))?;
+    let mqtt = if tls { "mqtts" } else { "mqtt" };
+    ensure!(
+        creds.contains(&format!("{mqtt}://{}:{mqtt_port}", other.host_ip)),
+        "the credentials name no broker: {creds}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tour_step_two_from_another_network_namespace() -> anyhow::Result<()> {
+    let other = OtherHost::new(41)?;
+    step_two(&other, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tour_step_two_over_tls_from_another_network_namespace() -> anyhow::Result<()> {
+    let other = OtherHost::new(42)?;
+    step_two(&other, true).await
+}
+
+/// `serve --broker` an external Mosquitto: the enrollment answer names it, and the enrolled
+/// agent connects there with no `--broker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrollment_answer_names_the_external_broker() -> anyhow::Result<()> {
+    init_logs();
+    let mosquitto = Mosquitto::start().await?;
+    let broker = format!("mqtt://{}", mosquitto.addr);
+    let serve = Serve::start(&["--broker", &broker], "warn")?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let container = TestContainer::run(&unique("zt-ext"), &unique("ext"), &[])?;
+    let agent = unique("ext");
+    let printed = agents_add(&serve, &serve.http, &agent, None)?;
+    let home = TempDir::new("ext-host")?;
+    let child = Command::new(zedops_bin()?)
+        .args(&printed[1..])
+        .env("XDG_STATE_HOME", home.path.join("state"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let _proc = Proc {
+        child,
+        what: "agent".into(),
+    };
+    reaches(&admin, &agent, &container).await?;
+    let creds = std::fs::read_to_string(home.path.join("state/zedops-agent/credentials.json"))?;
+    ensure!(
+        creds.contains(&broker),
+        "the credentials name no broker: {creds}"
+    );
+    Ok(())
+}
+
+/// Nothing listens where the agent looks for its broker: it says so, with the cause, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_is_reported_within_seconds() -> anyhow::Result<()> {
+    let port = free_port();
+    let mut child = tokio::process::Command::new(zedops_bin()?)
+        .args(["agent", "--name", &unique("lonely")])
+        .args(["--broker", &format!("mqtt://127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stderr = child.stderr.take().context("stderr")?;
+    let mut seen = String::new();
+    let read = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while !seen.contains("retrying") {
+            let n = stderr.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .with_context(|| format!("no warning within 5 s; the agent said: {seen}"))??;
+    ensure!(
+        seen.contains("cannot connect to the broker") && seen.contains("nothing listens at"),
+        "{seen}"
+    );
+    Ok(())
+}
+
+/// An agent removed on the server (`zedops agents remove`) stops with a clear message and exit
+/// code 6 at its next start instead of retrying in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_agent_stops_with_a_clear_message() -> anyhow::Result<()> {
+    init_logs();
+    let serve = Serve::start(&[], "warn")?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let agent = unique("gone");
+    let printed = agents_add(&serve, &serve.http, &agent, None)?;
+    let home = TempDir::new("gone-host")?;
+    let spawn = |args: &[String]| -> anyhow::Result<std::process::Child> {
+        Ok(Command::new(zedops_bin()?)
+            .args(args)
+            .env("XDG_STATE_HOME", home.path.join("state"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?)
+    };
+    let mut first = Proc {
+        child: spawn(&printed[1..])?,
+        what: "agent".into(),
+    };
+    eventually("the agent online", Duration::from_secs(20), || async {
+        admin.agent(&agent).await.ok()?.online.then_some(())
+    })
+    .await?;
+    first.signal("TERM")?;
+    first.wait_exit(Duration::from_secs(10)).await?;
+    admin.remove_agent(&agent).await?;
+
+    let again = spawn(&["agent".to_owned()])?;
+    let out = tokio::task::spawn_blocking(move || again.wait_with_output());
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .context("the removed agent kept retrying for 30 s")???;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    ensure!(
+        stderr.contains("refuses this agent's credentials"),
+        "{stderr}"
+    );
+    Ok(())
+}
