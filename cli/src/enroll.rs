@@ -23,6 +23,9 @@ pub struct Credentials {
     /// The brokers the server named at enrollment, in order (none from older servers).
     #[serde(default)]
     pub brokers: Vec<String>,
+    /// `zedops_proto::enrollment::digest` of the token these credentials came from.
+    #[serde(default)]
+    pub enrolled_with: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -72,6 +75,38 @@ impl Credentials {
     }
 }
 
+/// The agent's credentials: enrolled now with `--enroll`, or those saved in `state_dir`. The token
+/// the saved credentials came from is no new enrollment: a container restarted with its
+/// `docker run` command (`--enroll` included) starts the enrolled agent again.
+pub async fn credentials(
+    a: &crate::args::AgentArgs,
+    client: &crate::args::ClientOpts,
+    state_dir: &Path,
+) -> anyhow::Result<Option<Credentials>> {
+    let saved = Credentials::load(state_dir)?;
+    let Some(token) = &a.enroll else {
+        return Ok(saved);
+    };
+    let digest = zedops_proto::enrollment::digest(token);
+    if saved.as_ref().and_then(|c| c.enrolled_with.as_deref()) == Some(digest.as_str()) {
+        tracing::info!("already enrolled with this token; starting with the saved credentials");
+        return Ok(saved);
+    }
+    let Some(server) = client.server.clone() else {
+        return Err(Exit::usage(
+            "--enroll needs --server URL (the zedops server that issued the token)",
+        )
+        .into());
+    };
+    let name = match (&a.name, zedops_proto::enrollment::agent_of(token)) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(n)) => n.to_owned(),
+        (None, None) => return Err(Exit::usage("--enroll needs --name NAME").into()),
+    };
+    let creds = enroll(&server, &name, token, state_dir, client.ca_file.as_deref()).await?;
+    Ok(Some(creds))
+}
+
 /// Presents the one-time token to the server and stores the permanent credentials.
 pub async fn enroll(
     server: &str,
@@ -99,6 +134,7 @@ pub async fn enroll(
         agent_key: key.seed_hex(),
         server_public_key: answer.server_public_key,
         brokers: answer.brokers,
+        enrolled_with: Some(zedops_proto::enrollment::digest(token)),
     };
     let file = creds.save(state_dir)?;
     println!(
@@ -187,6 +223,7 @@ mod tests {
             agent_key: "00".repeat(32),
             server_public_key: "ab".into(),
             brokers: vec!["mqtts://s:18883".into()],
+            enrolled_with: None,
         };
         assert_eq!(c.broker().unwrap().to_string(), "mqtts://s:18883");
         let d = format!("{c:?}");

@@ -120,26 +120,7 @@ fn openapi(a: OpenapiArgs) -> anyhow::Result<()> {
 
 async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result<()> {
     let state_dir = a.state_dir.clone().unwrap_or_else(crate::paths::state_dir);
-    let creds = match &a.enroll {
-        Some(token) => {
-            let Some(server) = client.server.clone() else {
-                return Err(Exit::usage(
-                    "--enroll needs --server URL (the zedops server that issued the token)",
-                )
-                .into());
-            };
-            let name = match (&a.name, zedops_proto::enrollment::agent_of(token)) {
-                (Some(n), _) => n.to_string(),
-                (None, Some(n)) => n.to_owned(),
-                (None, None) => return Err(Exit::usage("--enroll needs --name NAME").into()),
-            };
-            Some(
-                crate::enroll::enroll(&server, &name, token, &state_dir, client.ca_file.as_deref())
-                    .await?,
-            )
-        }
-        None => crate::enroll::Credentials::load(&state_dir)?,
-    };
+    let creds = crate::enroll::credentials(&a, client, &state_dir).await?;
     let name = match (&a.name, &creds) {
         (Some(n), Some(c)) if n.as_str() != c.name => {
             return Err(Exit::usage(format!(

@@ -22,6 +22,16 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A digest of a token (hex, 32 digits) an agent keeps to recognise the token it enrolled with:
+/// the same `--enroll TOKEN` again (a container restarted with its command) is no new enrollment.
+pub fn digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The token for `agent` with `secret`, naming the server key `fingerprint`.
 pub fn token(agent: &str, secret: &str, fingerprint: Option<&str>) -> String {
     match fingerprint {
