@@ -147,8 +147,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         &zedops_proto::client::hostname().unwrap_or_default(),
     )
     .map_err(|e| ServerError::Config(e.to_string()))?;
+    // The banner shows them as notes; the log says them once at info (the default set-up, one
+    // host on loopback, is no fault).
     for w in &public.warnings {
-        tracing::warn!("{w}");
+        tracing::info!("{w}");
     }
     let credentials = (broker.is_some() && sec.is_some()).then(|| {
         (

@@ -38,6 +38,13 @@ impl OtherHost {
         let (veth, peer) = (format!("zd{id}h"), format!("zd{id}n"));
         let sub = n.clamp(1, 250);
         let (host_ip, ns_ip) = (format!("10.213.{sub}.1"), format!("10.213.{sub}.2"));
+        // Leftovers of a killed run with the same numbers (a 10.213.N.1 on another veth would
+        // make this one's route ambiguous).
+        let _ = ip(&["link", "del", &veth]);
+        let _ = ip(&["netns", "del", &name]);
+        for stale in stale_with_address(&host_ip) {
+            let _ = ip(&["link", "del", &stale]);
+        }
         ip(&["netns", "add", &name])?;
         let me = Self {
             name: name.clone(),
@@ -66,6 +73,20 @@ impl OtherHost {
         c.args(["netns", "exec", &self.name]).arg(program);
         c
     }
+}
+
+/// Our veth interfaces (`zd…h`) that carry `addr`.
+fn stale_with_address(addr: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["-o", "-4", "addr", "show"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!(" {addr}/")))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|dev| dev.split('@').next().unwrap_or(dev).to_owned())
+        .filter(|dev| dev.starts_with("zd") && dev.ends_with('h'))
+        .collect()
 }
 
 impl Drop for OtherHost {

@@ -95,12 +95,13 @@ async fn reaches(admin: &Client, agent: &str, container: &TestContainer) -> anyh
     Ok(())
 }
 
-async fn step_two(other: &OtherHost, tls: bool) -> anyhow::Result<()> {
+/// Tour step 2 with the agent in `other`; `ports`: the HTTP and MQTT ports (`None`: free ones).
+async fn step_two(other: &OtherHost, tls: bool, ports: Option<(u16, u16)>) -> anyhow::Result<()> {
     init_logs();
     let pki = TempDir::new("pki")?;
     make_ca(&pki.path, &[&other.host_ip])?;
     let p = |f: &str| pki.path.join(f).display().to_string();
-    let (http_port, mqtt_port) = (free_port(), free_port());
+    let (http_port, mqtt_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
     let scheme = if tls { "https" } else { "http" };
     let public = format!("{scheme}://{}:{http_port}", other.host_ip);
     let mut extra = vec!["--public-url".to_owned(), public.clone()];
@@ -150,6 +151,26 @@ async fn step_two(other: &OtherHost, tls: bool) -> anyhow::Result<()> {
     let ca_path = ca.as_deref().map(std::path::Path::new);
     let admin = Client::new(&here, Some(serve.admin_token.clone()), ca_path)?;
     reaches(&admin, &agent, &container).await?;
+    // `zedops ps` on the server shows the other host's containers.
+    let mut ps = Command::new(zedops_bin()?);
+    ps.args([
+        "--server",
+        &here,
+        "--token",
+        &serve.admin_token,
+        "ps",
+        "--agent",
+        &agent,
+    ]);
+    if let Some(ca) = &ca {
+        ps.args(["--ca-file", ca]);
+    }
+    let out = ps.output()?;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && listed.contains(&container.name),
+        "zedops ps: {listed}"
+    );
     // The credentials remember the broker the server named, so later starts need nothing.
     let creds = std::fs::read_to_string(home.path.join("state/zedops-agent/credentials.json"))?;
     let mqtt = if tls { "mqtts" } else { "mqtt" };
@@ -163,13 +184,28 @@ async fn step_two(other: &OtherHost, tls: bool) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tour_step_two_from_another_network_namespace() -> anyhow::Result<()> {
     let other = OtherHost::new(41)?;
-    step_two(&other, false).await
+    step_two(&other, false, None).await
+}
+
+/// The same on the default ports (8420, 1883), where the old guess of "the server's host, port
+/// 1883" happened to be right: now the broker comes from the enrollment answer there too. Fails
+/// with the port's name when something on this machine holds one (a `zedops serve` of one's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tour_step_two_on_the_default_ports() -> anyhow::Result<()> {
+    for port in [8420, 1883] {
+        ensure!(
+            std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            "port {port} is taken on this machine: this test needs the default ports free"
+        );
+    }
+    let other = OtherHost::new(43)?;
+    step_two(&other, false, Some((8420, 1883))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tour_step_two_over_tls_from_another_network_namespace() -> anyhow::Result<()> {
     let other = OtherHost::new(42)?;
-    step_two(&other, true).await
+    step_two(&other, true, None).await
 }
 
 /// `serve --broker` an external Mosquitto: the enrollment answer names it, and the enrolled
