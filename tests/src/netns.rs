@@ -77,7 +77,10 @@ impl OtherHost {
 
 /// Our veth interfaces (`zd…h`) that carry `addr`.
 fn stale_with_address(addr: &str) -> Vec<String> {
-    let Ok(out) = Command::new("ip").args(["-o", "-4", "addr", "show"]).output() else {
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+    else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)

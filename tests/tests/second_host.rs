@@ -39,16 +39,17 @@ fn agents_add(
     Ok(line.split_whitespace().map(str::to_owned).collect())
 }
 
-/// The printed command run as it is in `other` (its `zedops` is our binary), its state under
-/// `home`; `extra` only for what a user adds on purpose (`--ca-file`).
+/// The printed command run as it is in `other` (this host with `None`; its `zedops` is our
+/// binary), its state under `home`; `extra` only for what a user adds on purpose (`--ca-file`).
 fn run_printed(
-    other: &OtherHost,
+    other: Option<&OtherHost>,
     printed: &[String],
     home: &TempDir,
     extra: &[&str],
 ) -> anyhow::Result<Proc> {
+    let bin = zedops_bin()?;
     let child = other
-        .command(&zedops_bin()?)
+        .map_or_else(|| Command::new(&bin), |o| o.command(&bin))
         .args(&printed[1..])
         .args(extra)
         .env("XDG_STATE_HOME", home.path.join("state"))
@@ -57,10 +58,10 @@ fn run_printed(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting the agent in the namespace")?;
+        .context("starting the agent")?;
     Ok(Proc {
         child,
-        what: "agent in the namespace".into(),
+        what: "agent".into(),
     })
 }
 
@@ -147,7 +148,7 @@ async fn step_two(other: &OtherHost, tls: bool, ports: Option<(u16, u16)>) -> an
 
     let home = TempDir::new("other-host")?;
     let ca_args: Vec<&str> = ca.iter().flat_map(|c| ["--ca-file", c.as_str()]).collect();
-    let _proc = run_printed(other, &printed, &home, &ca_args)?;
+    let _proc = run_printed(Some(other), &printed, &home, &ca_args)?;
     let ca_path = ca.as_deref().map(std::path::Path::new);
     let admin = Client::new(&here, Some(serve.admin_token.clone()), ca_path)?;
     reaches(&admin, &agent, &container).await?;
@@ -221,18 +222,7 @@ async fn the_enrollment_answer_names_the_external_broker() -> anyhow::Result<()>
     let agent = unique("ext");
     let printed = agents_add(&serve, &serve.http, &agent, None)?;
     let home = TempDir::new("ext-host")?;
-    let child = Command::new(zedops_bin()?)
-        .args(&printed[1..])
-        .env("XDG_STATE_HOME", home.path.join("state"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let _proc = Proc {
-        child,
-        what: "agent".into(),
-    };
+    let _proc = run_printed(None, &printed, &home, &[])?;
     reaches(&admin, &agent, &container).await?;
     let creds = std::fs::read_to_string(home.path.join("state/zedops-agent/credentials.json"))?;
     ensure!(
