@@ -151,6 +151,13 @@ impl Registry {
             let max = ops::DEFAULT_OUTPUT_BYTES;
             Ok(ctx.driver.exec(&t, &a, deadline, max).await?)
         });
+        r.register::<ops::ContainerStats, _, _>(|ctx, a| async move {
+            let t = match &a.container {
+                Some(c) => Some(ctx.driver.resolve(c).await?),
+                None => None,
+            };
+            Ok(ctx.driver.stats(t.as_ref()).await?)
+        });
         r.register::<ops::ActionRun, _, _>(
             |ctx, a| async move { crate::actions::run(&ctx, a).await },
         );

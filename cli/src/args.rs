@@ -84,6 +84,12 @@ pub enum Command {
     Plugin(Vec<OsString>),
     /// Print a container's logs.
     Logs(LogsArgs),
+    /// CPU, memory, network, block I/O and PIDs of running containers, like `docker stats
+    /// --no-stream`: the fleet (with an AGENT column), one agent, or the containers named.
+    #[command(
+        after_long_help = "Examples:\n  zedops stats\n  zedops stats --agent maestro web-1 -o json"
+    )]
+    Stats(StatsArgs),
     /// Follow live events: agents online/offline, container changes, action results.
     Events,
     /// Save the server URL and token for later commands (in the client config file).
@@ -204,6 +210,19 @@ pub struct ExecCmdArgs {
 /// A `--timeout` as the API's `timeout_s`: whole seconds, at least 1.
 pub fn whole_seconds(d: Option<Duration>) -> Option<u32> {
     d.map(|t| u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX))
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Container names or ID prefixes (default: every running container).
+    #[arg(value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+    /// Only this agent's containers.
+    #[arg(long)]
+    pub agent: Option<AgentName>,
+    /// Print one snapshot and exit (the only mode yet: a live table is not built).
+    #[arg(long)]
+    pub no_stream: bool,
 }
 
 #[derive(Debug, Args)]

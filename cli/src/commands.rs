@@ -296,6 +296,10 @@ pub async fn exec(o: &ClientOpts, a: &ExecCmdArgs) -> anyhow::Result<()> {
     crate::actions::finish(o, &r)
 }
 
+pub async fn stats(o: &ClientOpts, a: &crate::args::StatsArgs) -> anyhow::Result<()> {
+    crate::stats::stats(&client(o)?, o, a).await
+}
+
 pub async fn actions(o: &ClientOpts, a: &crate::args::ActionsArgs) -> anyhow::Result<()> {
     crate::actions::list(&client(o)?, o, a).await
 }

@@ -9,6 +9,7 @@
 //!   client of `zedops-client`.
 //! - [`actions`]: `zedops actions` and `zedops run` (operator-defined actions), and how a
 //!   command's result is printed and becomes the exit code (`exec` too).
+//! - [`stats`]: `zedops stats`, like `docker stats --no-stream`, fleet-wide.
 //! - [`client`]: where the client connects: server and token resolution, the client config file.
 //! - [`plugins`]: `zedops-<name>` CLI plugins: discovery, metadata, exec with the client settings.
 //! - [`enroll`]: an agent's enrollment and its saved credentials.
@@ -29,6 +30,7 @@ pub mod output;
 pub mod paths;
 pub mod plugins;
 pub mod run;
+pub mod stats;
 
 use std::process::ExitCode;
 

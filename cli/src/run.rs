@@ -25,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => c::inspect(o, &a).await,
         Command::Act(action, a) => c::action(o, action, &a).await,
         Command::Logs(a) => c::logs(o, &a).await,
+        Command::Stats(a) => c::stats(o, &a).await,
         Command::Exec(a) => c::exec(o, &a).await,
         Command::Actions(a) => c::actions(o, &a).await,
         Command::Run(a) => c::run_action(o, &a).await,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use zedops_proto::http::*;
-use zedops_proto::ops::{self, ActionResult, CommandResult, Logs};
+use zedops_proto::ops::{self, ActionResult, CommandResult, Logs, Stats};
 use zedops_proto::{Action, ContainerDetail, ContainerRef};
 
 use crate::client::{enc, Client, DEFAULT_TIMEOUT};
@@ -234,6 +234,16 @@ impl Client {
         let run_for = req.timeout_s.unwrap_or(ops::DEFAULT_EXEC_TIMEOUT_S);
         let timeout = Duration::from_secs(run_for.into()) + EXEC_MARGIN;
         self.call(Method::POST, &path, Some(req), timeout).await
+    }
+
+    /// `GET /api/v1/agents/{agent}/stats`, or one container's: what `docker stats --no-stream`
+    /// shows.
+    pub async fn stats(&self, agent: &str, container: Option<&str>) -> Result<Stats, ClientError> {
+        let path = match container {
+            Some(c) => format!("{}/stats", container_path(agent, c)),
+            None => format!("/api/v1/agents/{}/stats", enc(agent)),
+        };
+        self.get(&path, deadline(None, READ_TIMEOUT_S)).await
     }
 
     /// `GET /api/v1/container-actions`: the table of container actions.

@@ -30,5 +30,5 @@ pub use error::ClientError;
 pub use events::EventStream;
 /// The types of requests and answers, re-exported so that users need no other crate.
 pub use zedops_proto::http::*;
-pub use zedops_proto::ops::{ActionResult, CommandResult, LogLine, Logs};
+pub use zedops_proto::ops::{ActionResult, CommandResult, ContainerStat, LogLine, Logs, Stats};
 pub use zedops_proto::{Action, Container, ContainerDetail, ContainerState, ErrorBody, ErrorCode};

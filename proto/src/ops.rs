@@ -323,6 +323,51 @@ pub struct CommandResult {
     pub duration_ms: u64,
 }
 
+/// Arguments of `container.stats`: one container, or (without `container`) every running one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsArgs {
+    #[serde(default)]
+    pub container: Option<ContainerRef>,
+}
+
+/// One container's resource use: the numbers `docker stats` shows, computed the same way.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStat {
+    pub id: String,
+    pub name: String,
+    /// CPU use between two samples about a second apart; 100 = one core busy.
+    pub cpu_percent: f64,
+    /// Memory in use without the page cache, in bytes, and the limit (the host's memory when the
+    /// container has none).
+    pub memory_usage: u64,
+    pub memory_limit: u64,
+    pub memory_percent: f64,
+    /// Network bytes received and sent, every interface.
+    pub net_rx: u64,
+    pub net_tx: u64,
+    /// Block device bytes read and written.
+    pub block_read: u64,
+    pub block_write: u64,
+    pub pids: u64,
+}
+
+/// Result of `container.stats`.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub stats: Vec<ContainerStat>,
+}
+
 macro_rules! op {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $args:ty, $out:ty) => {
         $(#[$doc])*
@@ -377,9 +422,11 @@ op!(/// One non-interactive command in a container.
     ContainerExec, "container.exec", ExecArgs, CommandResult);
 op!(/// An operator-defined action (`docs/actions.md`).
     ActionRun, "action.run", crate::defined::RunArgs, CommandResult);
+op!(/// Resource use of one container, or of every running one.
+    ContainerStats, "container.stats", StatsArgs, Stats);
 
 /// Every v1 op name.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     Ping::NAME,
     ContainersList::NAME,
     ContainerInspect::NAME,
@@ -392,6 +439,7 @@ pub const ALL: [&str; 12] = [
     ContainerLogs::NAME,
     ContainerExec::NAME,
     ActionRun::NAME,
+    ContainerStats::NAME,
 ];
 
 #[cfg(test)]

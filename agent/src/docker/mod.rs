@@ -10,6 +10,7 @@
 //! - [`reads`]: list, row, inspect, logs;
 //! - [`actions`]: start, stop, restart, kill, pause, unpause;
 //! - [`exec`]: one command in a container, bounded and killed at its deadline;
+//! - [`stats`]: CPU, memory, network, block I/O and PIDs, as `docker stats` computes them;
 //! - [`convert`]: bollard's models to `zedops-proto`'s.
 
 mod actions;
@@ -18,6 +19,7 @@ pub mod error;
 mod exec;
 mod reads;
 mod resolve;
+mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

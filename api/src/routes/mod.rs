@@ -2,8 +2,8 @@
 //! the fleet come from the cache; inspect, logs, live lists and actions go to the agent through
 //! the requester.
 //!
-//! - [`agents`], [`containers`], [`actions`], [`events`], [`admin`], [`operations`]: the endpoints
-//!   of each tag.
+//! - [`agents`], [`containers`] (and [`stats`]), [`actions`], [`events`], [`admin`],
+//!   [`operations`]: the endpoints of each tag.
 //! - [`schemas`]: the request and response bodies.
 
 pub mod actions;
@@ -13,6 +13,7 @@ pub mod containers;
 pub mod events;
 pub mod operations;
 pub mod schemas;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub(crate) enum Tag {
 pub type FleetApi = (
     agents::AgentsApi,
     containers::ContainersApi,
+    stats::StatsApi,
     actions::ActionsApi,
     events::EventsApi,
     admin::AdminApi,
@@ -61,6 +63,9 @@ pub fn api(state: Arc<State>) -> FleetApi {
             state: state.clone(),
         },
         containers::ContainersApi {
+            state: state.clone(),
+        },
+        stats::StatsApi {
             state: state.clone(),
         },
         actions::ActionsApi {
