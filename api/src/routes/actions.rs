@@ -21,9 +21,6 @@ use crate::State;
 
 use super::*;
 
-/// What a run's request waits beyond the command's own deadline: Docker's calls around it.
-const RUN_SLACK: std::time::Duration = std::time::Duration::from_secs(20);
-
 pub struct ActionsApi {
     pub state: Arc<State>,
 }
@@ -115,7 +112,7 @@ impl ActionsApi {
         let result = self
             .state
             .requester
-            .call::<ActionRun>(name.as_str(), &args, run_for + RUN_SLACK)
+            .call::<ActionRun>(name.as_str(), &args, run_for + COMMAND_SLACK)
             .await;
         // On the event stream too (`zedops events`, the dashboard): ok when it ran and exited 0.
         let _ = self.state.events.send(FleetEvent {
@@ -129,10 +126,7 @@ impl ActionsApi {
             AuditRecord::http(auth.0.name.clone(), ActionRun::NAME)
                 .agent(Some(name.to_string()))
                 .container(def.container.clone())
-                .outcome(match &result {
-                    Ok(r) => format!("exit {}", r.exit_code.map_or("-".into(), |c| c.to_string())),
-                    Err(e) => e.code.as_str().to_owned(),
-                })
+                .outcome(command_outcome(&result))
                 .message(Some(format!(
                     "{} {}",
                     def.name,

@@ -20,9 +20,6 @@ use crate::State;
 use super::schemas::*;
 use super::*;
 
-/// What an exec's request waits beyond the command's own deadline: Docker's calls around it.
-const EXEC_SLACK: std::time::Duration = std::time::Duration::from_secs(20);
-
 pub struct ContainersApi {
     pub state: Arc<State>,
 }
@@ -334,17 +331,14 @@ impl ContainersApi {
         let result = self
             .state
             .requester
-            .call::<ContainerExec>(name.as_str(), &args, run_for + EXEC_SLACK)
+            .call::<ContainerExec>(name.as_str(), &args, run_for + COMMAND_SLACK)
             .await;
         // The command line is audited, the environment is not (it may carry secrets).
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), ContainerExec::NAME)
                 .agent(Some(name.to_string()))
                 .container(Some(c.to_string()))
-                .outcome(match &result {
-                    Ok(r) => format!("exit {}", r.exit_code.map_or("-".into(), |c| c.to_string())),
-                    Err(e) => e.code.as_str().to_owned(),
-                })
+                .outcome(command_outcome(&result))
                 .message(Some(format!("{:?}", args.cmd))),
         );
         Ok(Json(result?))

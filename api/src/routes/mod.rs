@@ -81,6 +81,19 @@ pub fn api(state: Arc<State>) -> FleetApi {
     )
 }
 
+/// What a command's request (exec, an operator-defined action) waits beyond the command's own
+/// deadline: Docker's calls around it.
+pub(crate) const COMMAND_SLACK: Duration = Duration::from_secs(20);
+
+/// A command's outcome as the audit log records it: `exit N` (`exit -` when it was killed), or
+/// the error code when it could not run.
+pub(crate) fn command_outcome(r: &Result<zedops_proto::ops::CommandResult, ErrorBody>) -> String {
+    match r {
+        Ok(r) => format!("exit {}", r.exit_code.map_or("-".into(), |c| c.to_string())),
+        Err(e) => e.code.as_str().to_owned(),
+    }
+}
+
 pub(crate) fn agent_name(s: &str) -> Result<AgentName, ApiError> {
     AgentName::new(s).map_err(|e| ApiError::from(ErrorBody::bad_request(e.to_string())))
 }
