@@ -5,7 +5,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Serialize;
 use zedops_client::{
     ActionOptions, Client, ClientError, Container, EventKind, FleetEvent, ListOptions, LogsOptions,
     NewAgent, NewMqttUser, NewToken,
@@ -19,18 +18,10 @@ use crate::args::{
 };
 use crate::client::{connect, ClientConfig};
 use crate::exit::{self, Exit};
-use crate::output::{ago, color, paint_state, print_json, table};
+use crate::output::{ago, color, paint_state, print_json, table, OnAgent};
 
 fn client(o: &ClientOpts) -> Result<Client, ClientError> {
     connect(o.server.clone(), o.token.clone(), o.ca_file.as_deref())
-}
-
-/// A row of the fleet: a value with the agent it is on.
-#[derive(Serialize)]
-struct OnAgent<'a, T: Serialize> {
-    agent: &'a str,
-    #[serde(flatten)]
-    value: &'a T,
 }
 
 pub async fn agents(o: &ClientOpts) -> anyhow::Result<()> {

@@ -5,6 +5,14 @@ use std::io::IsTerminal;
 
 use chrono::{DateTime, Utc};
 
+/// A row of the fleet in JSON: a value with the agent it is on.
+#[derive(serde::Serialize)]
+pub struct OnAgent<'a, T: serde::Serialize> {
+    pub agent: &'a str,
+    #[serde(flatten)]
+    pub value: &'a T,
+}
+
 /// Prints `v` as pretty JSON. A closed stdout (`| head`) is not an error worth a panic, so write
 /// errors are ignored (`println!` panics on them).
 pub fn print_json(v: &impl serde::Serialize) {

@@ -4,19 +4,11 @@
 
 use std::io::Write;
 
-use serde::Serialize;
 use zedops_client::Client;
 use zedops_proto::ops::ContainerStat;
 
 use crate::args::{ClientOpts, Output, StatsArgs};
-use crate::output::{print_json, table};
-
-#[derive(Serialize)]
-struct OnAgent<'a> {
-    agent: &'a str,
-    #[serde(flatten)]
-    stat: &'a ContainerStat,
-}
+use crate::output::{print_json, table, OnAgent};
 
 pub async fn stats(c: &Client, o: &ClientOpts, a: &StatsArgs) -> anyhow::Result<()> {
     let agents: Vec<String> = match &a.agent {
@@ -47,9 +39,9 @@ pub async fn stats(c: &Client, o: &ClientOpts, a: &StatsArgs) -> anyhow::Result<
     };
     rows.retain(|(_, s)| wanted(s));
     if o.output == Output::Json {
-        let out: Vec<OnAgent> = rows
+        let out: Vec<OnAgent<ContainerStat>> = rows
             .iter()
-            .map(|(agent, stat)| OnAgent { agent, stat })
+            .map(|(agent, value)| OnAgent { agent, value })
             .collect();
         print_json(&out);
         return Ok(());

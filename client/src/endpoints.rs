@@ -14,8 +14,9 @@ use crate::error::ClientError;
 
 /// What the client waits beyond a request's own deadline for the server's answer.
 const MARGIN: Duration = Duration::from_secs(5);
-/// For exec: beyond the command's deadline, the server's slack (20 s) and the margin.
-const EXEC_MARGIN: Duration = Duration::from_secs(25);
+/// For commands (exec, operator-defined actions): the server's slack beyond the command's own
+/// deadline (`COMMAND_SLACK` in the API), waited for on top of [`MARGIN`].
+const COMMAND_SLACK: Duration = Duration::from_secs(20);
 
 /// Options of `GET /api/v1/agents/{agent}/containers`.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +63,11 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 /// The client-side deadline of a request whose server-side one is `timeout_s` or `default`.
 fn deadline(timeout_s: Option<u32>, default: u32) -> Duration {
     Duration::from_secs(timeout_s.unwrap_or(default).into()) + MARGIN
+}
+
+/// The client-side deadline of a command that runs for `timeout_s` or `default` seconds.
+fn command_deadline(timeout_s: Option<u32>, default: u32) -> Duration {
+    deadline(timeout_s, default) + COMMAND_SLACK
 }
 
 fn container_path(agent: &str, container: &str) -> String {
@@ -231,8 +237,7 @@ impl Client {
         req: &ExecRequest,
     ) -> Result<CommandResult, ClientError> {
         let path = format!("{}/exec", container_path(agent, container));
-        let run_for = req.timeout_s.unwrap_or(ops::DEFAULT_EXEC_TIMEOUT_S);
-        let timeout = Duration::from_secs(run_for.into()) + EXEC_MARGIN;
+        let timeout = command_deadline(req.timeout_s, ops::DEFAULT_EXEC_TIMEOUT_S);
         self.call(Method::POST, &path, Some(req), timeout).await
     }
 
@@ -271,8 +276,7 @@ impl Client {
         default_s: u32,
     ) -> Result<CommandResult, ClientError> {
         let path = format!("/api/v1/agents/{}/actions/{}", enc(agent), enc(action));
-        let run_for = req.timeout_s.unwrap_or(default_s);
-        let timeout = Duration::from_secs(run_for.into()) + EXEC_MARGIN;
+        let timeout = command_deadline(req.timeout_s, default_s);
         self.call(Method::POST, &path, Some(req), timeout).await
     }
 
