@@ -1,6 +1,6 @@
 //! Bounded output of a command (`container.exec`, operator-defined actions): the first `max`
 //! bytes of a stream, and whether more came. The rest is read and dropped, so the command never
-//! blocks on a full pipe.
+//! blocks on a full pipe. Also the command's duration as its result reports it.
 
 pub(crate) struct Capture {
     bytes: Vec<u8>,
@@ -28,4 +28,9 @@ impl Capture {
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
+}
+
+/// Milliseconds since `started`, as `CommandResult::duration_ms`.
+pub(crate) fn elapsed_ms(started: std::time::Instant) -> u64 {
+    started.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
 }

@@ -96,17 +96,14 @@ impl Publisher {
 
     /// The status payload; also used for the Last Will (with `Offline`).
     pub fn status(&self, state: AgentState, docker: DockerStatus) -> AgentStatus {
-        AgentStatus {
-            actions: self.actions.clone(),
-            ..status_payload(
-                &self.agent,
-                &self.hostname,
-                self.started_at,
-                state,
-                docker,
-                self.counts(),
-            )
-        }
+        status_payload(
+            &self.agent,
+            &self.hostname,
+            self.started_at,
+            (state, docker),
+            self.counts(),
+            self.actions.clone(),
+        )
     }
 
     fn counts(&self) -> Counts {
@@ -252,13 +249,14 @@ impl Publisher {
     }
 }
 
+/// A status of `agent`, now; `state` with what it knows of Docker.
 pub fn status_payload(
     agent: &str,
     hostname: &str,
     started_at: DateTime<Utc>,
-    state: AgentState,
-    docker: DockerStatus,
+    (state, docker): (AgentState, DockerStatus),
     counts: Counts,
+    actions: Vec<zedops_proto::defined::DefinedAction>,
 ) -> AgentStatus {
     AgentStatus {
         agent: agent.to_owned(),
@@ -269,7 +267,7 @@ pub fn status_payload(
         started_at,
         counts,
         updated_at: Utc::now(),
-        actions: Vec::new(),
+        actions,
     }
 }
 

@@ -21,7 +21,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use zedops_proto::topics::{self, Topic};
-use zedops_proto::{AgentState, AgentStatus, DockerStatus};
+use zedops_proto::{AgentState, DockerStatus};
 
 use crate::actions::Book;
 use crate::dedup::Dedup;
@@ -193,17 +193,16 @@ fn mqtt_options(
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
     let (agent, host) = (agent.to_owned(), host.to_owned());
     let will = move || {
-        let status = AgentStatus {
-            actions: actions.advertised(),
-            ..status_payload(
-                &agent,
-                &host,
-                started_at,
-                AgentState::Offline,
-                DockerStatus::unavailable("the agent is offline, so Docker's state is unknown"),
-                Default::default(),
-            )
-        };
+        let offline =
+            DockerStatus::unavailable("the agent is offline, so Docker's state is unknown");
+        let status = status_payload(
+            &agent,
+            &host,
+            started_at,
+            (AgentState::Offline, offline),
+            Default::default(),
+            actions.advertised(),
+        );
         last_will(&agent, &status, signing_key.as_ref())
     };
     opts.set_last_will(will());
@@ -397,13 +396,8 @@ impl MainLoop {
         if let Some(h) = &mut self.ha {
             h.sync_actions(&advertised, self.publisher.current());
         }
+        let names: Vec<String> = advertised.iter().map(|a| a.name.clone()).collect();
         if self.publisher.set_actions(advertised) {
-            let names: Vec<String> = self
-                .actions
-                .all()
-                .into_iter()
-                .map(|d| d.info.name)
-                .collect();
             info!(actions = ?names, "the actions served changed");
             self.publisher
                 .publish_status(AgentState::Online, self.driver.status());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use zedops_proto::ops::CommandResult;
 
-use crate::capture::Capture;
+use crate::capture::{elapsed_ms, Capture};
 
 /// Variables of the agent's environment a host action sees.
 const PASSED_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"];
@@ -140,10 +140,6 @@ fn exit_code(s: std::process::ExitStatus) -> Option<i64> {
     s.code()
         .or_else(|| s.signal().map(|sig| 128 + sig))
         .map(i64::from)
-}
-
-fn elapsed_ms(started: Instant) -> u64 {
-    started.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

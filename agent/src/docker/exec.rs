@@ -13,7 +13,7 @@ use bollard::models::ExecConfig;
 use zedops_proto::ops::{CommandResult, ExecArgs};
 
 use super::*;
-use crate::capture::Capture;
+use crate::capture::{elapsed_ms, Capture};
 
 impl Driver {
     /// Runs `a.cmd` in `t`; the output of each stream is bounded to `max_bytes` (the rest is read
@@ -84,7 +84,7 @@ impl Driver {
             stderr,
             truncated: out.truncated || err.truncated,
             timed_out,
-            duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+            duration_ms: elapsed_ms(started),
         })
     }
 }
