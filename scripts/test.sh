@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# A cold build of the suite needs about 6 GB under target/ (Cargo.toml keeps debug info small);
+# A cold build of the suite needs about 3 GB under target/ (Cargo.toml keeps debug info small);
 # say so up front instead of failing in the linker twenty minutes in.
 free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
 if [ "${free_gb:-0}" -lt 8 ]; then
-  echo "warning: only ${free_gb} GB free here; a cold build and test run needs about 8 GB" >&2
+  echo "warning: only ${free_gb} GB free here; a cold build and test run needs about 3 GB (and Docker images and logs more)" >&2
 fi
 # A fresh clone (CI) gains nothing from incremental compilation and it costs gigabytes of disk.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi

@@ -28,6 +28,8 @@ pub struct Ctx {
     pub publish: mpsc::Sender<PublishRow>,
     /// The operator-defined actions served (`crate::actions`).
     pub actions: Arc<crate::actions::Book>,
+    /// The streams served now (`crate::streams`).
+    pub streams: Arc<crate::streams::Streams>,
 }
 
 /// A request to the main loop: list, publish what changed, answer with one container's row as
@@ -126,6 +128,7 @@ impl Registry {
                 agent: ctx.agent.clone(),
                 version: zedops_proto::VERSION.to_owned(),
                 docker: ctx.driver.status(),
+                streams: u32::try_from(ctx.streams.active()).unwrap_or(u32::MAX),
             })
         });
         r.register::<ContainersList, _, _>(|ctx, args| async move {
@@ -140,10 +143,10 @@ impl Registry {
             r.register_action(spec.action);
         }
         r.register::<ContainerLogs, _, _>(|ctx, a| async move {
-            let tail = a.tail()?;
+            let q = crate::streams::log_query(&a)?;
             let t = ctx.driver.resolve(&a.container).await?;
             let budget = zedops_proto::MAX_REPLY_BYTES / 2;
-            Ok(ctx.driver.logs(&t, tail, a.timestamps, budget).await?)
+            Ok(ctx.driver.logs(&t, &q, budget).await?)
         });
         r.register::<ops::ContainerExec, _, _>(|ctx, a| async move {
             let deadline = a.check()?;

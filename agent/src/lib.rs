@@ -15,6 +15,7 @@
 //!   `events` interprets Docker's events.
 //! - [`publisher`]: retained status, snapshot and per-container topics; events.
 //! - [`admission`]: request slots, reads and actions apart (actions never wait behind reads).
+//! - [`streams`]: log follows and stats streams: chunks under the requester's credit and lease.
 //! - [`dedup`]: the bounded cache that answers a repeated correlation id without running it twice.
 //! - [`ha`]: Home Assistant MQTT discovery and `/set` commands (opt-in, `--ha`).
 //!
@@ -34,6 +35,7 @@ pub mod publisher;
 mod requests;
 pub mod retained;
 pub mod session;
+pub mod streams;
 mod trust;
 
 use std::time::Duration;

@@ -124,6 +124,18 @@ async fn serve(s: Serving, req: Request) {
             .await;
         return;
     }
+    if crate::streams::is_control(&req.op) {
+        if let Some(key) = req.reply_to.stream_key() {
+            s.ctx.streams.control(&req.op, &key, &req.p.payload);
+        }
+        return;
+    }
+    if crate::streams::wanted(&req.op, &req.p.payload) {
+        let sink =
+            crate::streams::Sink::new(s.client.clone(), req.reply_to.clone(), s.trust.clone());
+        crate::streams::serve(&s.ctx, &req.op, &req.p.payload, sink).await;
+        return;
+    }
     let key = req.dedup_key();
     if let Some(key) = &key {
         if answered_before(&s, &req, key).await {
@@ -206,9 +218,10 @@ async fn execute(s: &Serving, req: &Request) -> Option<Reply> {
 /// Where a request's reply goes: its response topic, its correlation data, and the request's
 /// signature, which the reply's signature covers (so the requester accepts only the reply to
 /// the request it signed).
-struct ReplyTo {
-    topic: Option<String>,
-    correlation: Option<Bytes>,
+#[derive(Clone)]
+pub(crate) struct ReplyTo {
+    pub(crate) topic: Option<String>,
+    pub(crate) correlation: Option<Bytes>,
     request_sig: Option<String>,
 }
 
@@ -228,7 +241,12 @@ impl ReplyTo {
         }
     }
 
-    async fn send(&self, client: &AsyncClient, reply: Bytes, trust: &Trust) {
+    /// The stream a request with this response topic and correlation data opens or controls.
+    pub(crate) fn stream_key(&self) -> Option<crate::streams::Key> {
+        Some((self.topic.clone()?, self.correlation.clone()?))
+    }
+
+    pub(crate) async fn send(&self, client: &AsyncClient, reply: Bytes, trust: &Trust) {
         let Some(topic) = self.topic.as_deref() else {
             return;
         };

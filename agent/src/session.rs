@@ -280,6 +280,7 @@ impl MainLoop {
             driver: driver.clone(),
             publish,
             actions: actions.clone(),
+            streams: Default::default(),
         });
         let record = cfg.state_dir.as_deref();
         let mut publisher = Publisher::new(

@@ -5,11 +5,12 @@
 // and a small Server-Sent Events parser, because EventSource cannot send an Authorization header).
 //
 // Views (location.hash): #/ agents, #/agents/NAME one agent's containers, #/search/TEXT a
-// fleet-wide search by container name. The DOM is built with createElement only (no innerHTML), so
+// fleet-wide search by container name, #/logs/AGENT/CONTAINER a container's log (logs.js). The DOM is built with createElement only (no innerHTML), so
 // names from the fleet can never inject markup.
 
 import { follow } from './sse.js';
 import { actionsPanel } from './actions.js';
+import { LogView } from './logs.js';
 
 const API = '/api/v1';
 const TOKEN_KEY = 'zedops.token';
@@ -60,6 +61,7 @@ function fresh() {
     defined: new Map(), // agent → its operator-defined actions (GET /agents/{a}/actions)
     // What the action forms keep across re-renders (actions.js).
     actionState: { values: new Map(), outputs: new Map(), pending: new Set() },
+    logView: null, // the LogView of the #/logs view
   };
 }
 
@@ -185,6 +187,7 @@ async function onSignIn(ev) {
 
 function signOut(error) {
   S.events?.abort();
+  S.logView?.stop();
   S.timers.forEach(clearInterval);
   S.refreshSoon.forEach(clearTimeout);
   sessionStorage.removeItem(TOKEN_KEY);
@@ -231,6 +234,9 @@ function parseRoute() {
   const arg = decodeURIComponent(rest.join('/'));
   if (head === 'agents' && arg) return { view: 'agent', agent: arg };
   if (head === 'search' && arg) return { view: 'search', q: arg };
+  if (head === 'logs' && rest.length >= 2) {
+    return { view: 'logs', agent: decodeURIComponent(rest[0]), container: decodeURIComponent(rest[1]) };
+  }
   return { view: 'fleet' };
 }
 
@@ -245,9 +251,22 @@ function onRoute(moveFocus) {
   if (r.view === 'agent') loadList(r.agent);
   if (r.view === 'agent') loadDefined(r.agent);
   if (r.view === 'search') loadSearch(r.q);
+  routeLogs(r);
   render();
   // Screen readers follow a new view from its heading; typing in the search box keeps its focus.
   if (moveFocus && !typing) $('#view h1')?.focus();
+}
+
+/** Starts the log view of a #/logs route (operators only), and stops any other. */
+function routeLogs(r) {
+  const same = r.view === 'logs' && S.logView
+    && S.logView.agent === r.agent && S.logView.container === r.container;
+  if (same) return;
+  S.logView?.stop();
+  S.logView = null;
+  if (r.view !== 'logs' || !canAct()) return;
+  S.logView = new LogView(h, { agent: r.agent, container: r.container, headers, toError: failure });
+  S.logView.start();
 }
 
 // Each loader drops its answer when the user signed out meanwhile (S was replaced).
@@ -555,6 +574,7 @@ function render() {
   let content;
   if (r.view === 'agent') content = agentView(r.agent);
   else if (r.view === 'search') content = searchView(r.q);
+  else if (r.view === 'logs') content = logsView(r);
   else content = fleetView();
   view.replaceChildren(...content);
   if (focusKey) view.querySelector(`[data-key="${CSS.escape(focusKey)}"]`)?.focus();
@@ -633,6 +653,15 @@ function containersPart(name, a) {
   return out;
 }
 
+function logsView(r) {
+  const out = [
+    h('p', { class: 'crumbs' }, h('a', { href: `#/agents/${enc(r.agent)}` }, `← ${r.agent}`)),
+    h('h1', { tabindex: '-1' }, `Logs of ${r.container}`),
+  ];
+  if (!S.logView) return [...out, h('p', { class: 'empty' }, 'Logs need the operator role.')];
+  return [...out, S.logView.el];
+}
+
 function searchView(q) {
   const out = [h('h1', { tabindex: '-1' }, `Containers matching “${q}”`)];
   const s = S.search;
@@ -661,7 +690,9 @@ function containerTable(rows, showAgent, actionsOk, takenAt) {
       cells.push(h('td', { 'data-label': 'Agent' }, h('a', { href: `#/agents/${enc(agent)}` }, agent)));
     }
     cells.push(
-      h('td', { class: 'name', 'data-label': 'Name' }, c.name),
+      h('td', { class: 'name', 'data-label': 'Name' }, c.name, acting ? [' ', h('a', {
+        href: `#/logs/${enc(agent)}/${enc(c.name)}`, class: 'log-link', 'aria-label': `Logs of ${c.name}`,
+      }, 'logs')] : ''),
       h('td', { class: 'image', 'data-label': 'Image' }, c.image),
       h('td', { 'data-label': 'State' }, badge(c.state)),
       h('td', { class: 'status', 'data-label': 'Status' },

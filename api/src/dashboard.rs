@@ -1,6 +1,6 @@
 //! The web dashboard: static assets built into the binary, served at `/`.
 //!
-//! `index.html` loads `/assets/app.js` (an ES module importing `sse.js` and `actions.js`, no dependencies) and
+//! `index.html` loads `/assets/app.js` (an ES module importing `sse.js`, `actions.js` and `logs.js`, no dependencies) and
 //! `/assets/style.css`;
 //! the page then talks to the API under `/api/v1` with the user's bearer token. Nothing comes from
 //! elsewhere, so every response carries a Content-Security-Policy that allows this origin only.
@@ -43,6 +43,11 @@ const ASSETS: &[Asset] = &[
         name: "actions.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../assets/actions.js"),
+    },
+    Asset {
+        name: "logs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/logs.js"),
     },
     Asset {
         name: "sse.js",

@@ -6,6 +6,7 @@
 //! - [`advertised`]: the public URL and broker URLs the server tells agents about.
 //! - [`cache`]: the fleet view built from retained status and snapshot topics.
 //! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
+//! - [`streams`]: streams from agents (log follows, stats), credit granted as they are read.
 //! - [`routes`]: the endpoints, one module per OpenAPI tag, and their schemas.
 //! - [`error`]: `{code, message}` errors with their HTTP status.
 //! - [`metrics`]: Prometheus text.
@@ -27,6 +28,7 @@ pub mod mqtt;
 pub mod routes;
 pub mod security;
 pub mod store;
+pub mod streams;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

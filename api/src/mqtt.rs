@@ -70,6 +70,8 @@ pub struct Link {
     pub freshness: crate::freshness::Freshness,
     /// Signing and verification; `None` trusts the broker.
     pub security: Option<Arc<crate::security::Security>>,
+    /// Open streams (`crate::streams`).
+    pub(crate) streams: crate::streams::Routes,
     next_id: AtomicU64,
 }
 
@@ -86,8 +88,14 @@ impl Link {
             inflight: Mutex::new(HashMap::new()),
             freshness: Default::default(),
             security: None,
+            streams: Default::default(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// A fresh request id (the correlation data of a request or stream).
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     fn complete(
@@ -105,6 +113,8 @@ impl Link {
         };
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         let Some(pending) = inflight.get(&id) else {
+            drop(inflight);
+            self.streams.deliver(self, topic, props, id, payload);
             return;
         };
         if let Some(sec) = &self.security {
@@ -186,6 +196,7 @@ pub fn start(
         inflight: Mutex::new(HashMap::new()),
         freshness: Default::default(),
         security,
+        streams: Default::default(),
         next_id: AtomicU64::new(1),
     });
     info!(broker = %cfg.broker, client_id = %link.client_id, "API connecting to the broker");
@@ -398,33 +409,43 @@ impl Requester {
         result
     }
 
-    /// The user properties of a request: its absolute deadline and, with security on, the
-    /// server's signature (returned too: the reply must cover it).
-    fn request_properties(
+    /// The properties of request `id` to `topic`: where to reply, its correlation data, its
+    /// expiry and absolute deadline, and with security on the server's signature (returned too:
+    /// the reply must cover it).
+    pub(crate) fn publish_properties(
         &self,
         topic: &str,
-        correlation: &[u8],
+        id: u64,
         deadline: Duration,
         payload: &[u8],
-    ) -> (Vec<(String, String)>, Option<String>) {
+    ) -> (PublishProperties, Option<String>) {
+        let correlation = Bytes::from(id.to_string());
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         let deadline_ms = now_ms + deadline.as_millis() as u64;
-        let mut props = vec![(DEADLINE_PROPERTY.to_owned(), deadline_ms.to_string())];
-        let Some(sec) = &self.link.security else {
-            return (props, None);
+        let mut user_properties = vec![(DEADLINE_PROPERTY.to_owned(), deadline_ms.to_string())];
+        let mut sig = None;
+        if let Some(sec) = &self.link.security {
+            let signature = sec.sign_request(zedops_proto::sign::Signed {
+                topic,
+                response_topic: Some(&self.link.reply_topic),
+                correlation: Some(&correlation),
+                deadline_ms: Some(deadline_ms),
+                ts_ms: now_ms,
+                payload,
+                request_sig: None,
+            });
+            sig = zedops_proto::sign::user_property(&signature, zedops_proto::sign::SIG_PROPERTY)
+                .map(str::to_owned);
+            user_properties.extend(signature);
+        }
+        let props = PublishProperties {
+            response_topic: Some(self.link.reply_topic.clone()),
+            correlation_data: Some(correlation),
+            message_expiry_interval: Some(deadline.as_secs().max(1) as u32),
+            user_properties,
+            content_type: Some("application/json".into()),
+            ..Default::default()
         };
-        let signature = sec.sign_request(zedops_proto::sign::Signed {
-            topic,
-            response_topic: Some(&self.link.reply_topic),
-            correlation: Some(correlation),
-            deadline_ms: Some(deadline_ms),
-            ts_ms: now_ms,
-            payload,
-            request_sig: None,
-        });
-        let sig = zedops_proto::sign::user_property(&signature, zedops_proto::sign::SIG_PROPERTY)
-            .map(str::to_owned);
-        props.extend(signature);
         (props, sig)
     }
 
@@ -436,11 +457,9 @@ impl Requester {
         deadline: Duration,
     ) -> Result<T, ErrorBody> {
         self.reachable(agent)?;
-        let id = self.link.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.link.next_request_id();
         let topic = topics::request(agent, op);
-        let correlation = Bytes::from(id.to_string());
-        let (user_properties, request_sig) =
-            self.request_properties(&topic, &correlation, deadline, &payload);
+        let (props, request_sig) = self.publish_properties(&topic, id, deadline, &payload);
         let (tx, rx) = oneshot::channel();
         {
             let mut inflight = self.link.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -459,14 +478,6 @@ impl Requester {
         let guard = InflightGuard {
             link: &self.link,
             id,
-        };
-        let props = PublishProperties {
-            response_topic: Some(self.link.reply_topic.clone()),
-            correlation_data: Some(correlation),
-            message_expiry_interval: Some(deadline.as_secs().max(1) as u32),
-            user_properties,
-            content_type: Some("application/json".into()),
-            ..Default::default()
         };
         let timeout_err = || {
             ErrorBody::new(

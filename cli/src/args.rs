@@ -175,12 +175,20 @@ pub struct LogsArgs {
     /// The agent that has it (optional when the name is unique in the fleet).
     #[arg(long)]
     pub agent: Option<AgentName>,
-    /// Number of lines from the end (default 100, at most 10 000).
-    #[arg(long, default_value_t = 100)]
-    pub tail: u32,
+    /// Number of lines from the end (default 100, at most 10 000; with --since and -f, all
+    /// since then).
+    #[arg(short = 'n', long)]
+    pub tail: Option<u32>,
     /// Show Docker's timestamps.
-    #[arg(long)]
+    #[arg(short, long)]
     pub timestamps: bool,
+    /// Follow: print new lines as they come, until the container stops or Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines since then: a duration back from now (10m, 1h30m, 45s, 2d) or an RFC 3339
+    /// time (2026-12-01T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -220,9 +228,12 @@ pub struct StatsArgs {
     /// Only this agent's containers.
     #[arg(long)]
     pub agent: Option<AgentName>,
-    /// Print one snapshot and exit (the only mode yet: a live table is not built).
+    /// Print one snapshot and exit (what happens anyway when stdout is not a terminal).
     #[arg(long)]
     pub no_stream: bool,
+    /// Seconds between refreshes of the live table.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub interval: u32,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use zedops_client::{
-    ActionOptions, Client, ClientError, Container, EventKind, FleetEvent, ListOptions, LogsOptions,
-    NewAgent, NewMqttUser, NewToken,
+    ActionOptions, Client, ClientError, Container, EventKind, FleetEvent, ListOptions, NewAgent,
+    NewMqttUser, NewToken,
 };
 use zedops_proto::http::MAX_TIMEOUT_S;
 use zedops_proto::DockerAvailability;
@@ -249,26 +249,7 @@ pub async fn action(
 pub async fn logs(o: &ClientOpts, a: &LogsArgs) -> anyhow::Result<()> {
     let c = client(o)?;
     let agent = resolve_agent(&c, &a.container, a.agent.as_ref()).await?;
-    let opts = LogsOptions {
-        tail: Some(a.tail),
-        timestamps: a.timestamps,
-        timeout_s: None,
-    };
-    let logs = c.logs(&agent, &a.container, &opts).await?;
-    if o.output == Output::Json {
-        print_json(&logs);
-        return Ok(());
-    }
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    for l in &logs.lines {
-        if l.stream == "stderr" {
-            let _ = writeln!(stderr.lock(), "{}", l.text);
-        } else {
-            let _ = writeln!(stdout.lock(), "{}", l.text);
-        }
-    }
-    Ok(())
+    crate::logs::logs(&c, o, a, &agent).await
 }
 
 /// `zedops exec`: the command's output on stdout and stderr as it wrote them, and its exit code

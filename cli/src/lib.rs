@@ -9,7 +9,8 @@
 //!   client of `zedops-client`.
 //! - [`actions`]: `zedops actions` and `zedops run` (operator-defined actions), and how a
 //!   command's result is printed and becomes the exit code (`exec` too).
-//! - [`stats`]: `zedops stats`, like `docker stats --no-stream`, fleet-wide.
+//! - [`stats`]: `zedops stats`, like `docker stats`: a live table on a terminal, fleet-wide.
+//! - [`logs`]: `zedops logs [-f]`, like `docker logs`.
 //! - [`client`]: where the client connects: server and token resolution, the client config file.
 //! - [`plugins`]: `zedops-<name>` CLI plugins: discovery, metadata, exec with the client settings.
 //! - [`enroll`]: an agent's enrollment and its saved credentials.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod commands;
 pub mod enroll;
 pub mod exit;
+pub mod logs;
 pub mod output;
 pub mod paths;
 pub mod plugins;

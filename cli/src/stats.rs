@@ -1,10 +1,13 @@
-//! `zedops stats`: each container's CPU, memory, network, block I/O and PIDs, like
-//! `docker stats --no-stream`, fleet-wide with an AGENT column or for one agent. Agents are asked
-//! at once, not one after another.
+//! `zedops stats`: each container's CPU, memory, network, block I/O and PIDs, like `docker stats`,
+//! fleet-wide with an AGENT column or for one agent. On a terminal it is a live table, redrawn in
+//! place as each agent's stream sends a snapshot; piped, with `--no-stream` or `-o json`, one
+//! snapshot. Agents are asked at once, not one after another.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 
-use zedops_client::Client;
+use futures_util::StreamExt;
+use zedops_client::{Client, StatsEvent};
 use zedops_proto::ops::ContainerStat;
 
 use crate::args::{ClientOpts, Output, StatsArgs};
@@ -21,6 +24,10 @@ pub async fn stats(c: &Client, o: &ClientOpts, a: &StatsArgs) -> anyhow::Result<
             .map(|x| x.name)
             .collect(),
     };
+    let live = !a.no_stream && o.output != Output::Json && std::io::stdout().is_terminal();
+    if live {
+        return live_table(c, a, &agents).await;
+    }
     let asked = futures_util::future::join_all(agents.iter().map(|n| c.stats(n, None))).await;
     let mut rows: Vec<(String, ContainerStat)> = Vec::new();
     for (agent, r) in agents.iter().zip(asked) {
@@ -31,13 +38,7 @@ pub async fn stats(c: &Client, o: &ClientOpts, a: &StatsArgs) -> anyhow::Result<
             Err(e) => return Err(e.into()),
         }
     }
-    let wanted = |s: &ContainerStat| {
-        a.containers.is_empty()
-            || a.containers
-                .iter()
-                .any(|c| c == &s.name || s.id.starts_with(c.as_str()))
-    };
-    rows.retain(|(_, s)| wanted(s));
+    rows.retain(|(_, s)| wanted(a, s));
     if o.output == Output::Json {
         let out: Vec<OnAgent<ContainerStat>> = rows
             .iter()
@@ -46,7 +47,87 @@ pub async fn stats(c: &Client, o: &ClientOpts, a: &StatsArgs) -> anyhow::Result<
         print_json(&out);
         return Ok(());
     }
-    let with_agent = a.agent.is_none();
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(render(&rows, a.agent.is_none()).as_bytes());
+    Ok(())
+}
+
+/// Whether the command line asked for this container (all, without names).
+fn wanted(a: &StatsArgs, s: &ContainerStat) -> bool {
+    a.containers.is_empty()
+        || a.containers
+            .iter()
+            .any(|c| c == &s.name || s.id.starts_with(c.as_str()))
+}
+
+/// One stats stream per agent, merged; the table is redrawn whenever one sends a snapshot, until
+/// Ctrl-C (exit 0) or every stream has ended.
+async fn live_table(c: &Client, a: &StatsArgs, agents: &[String]) -> anyhow::Result<()> {
+    let opened = futures_util::future::join_all(
+        agents
+            .iter()
+            .map(|n| c.stats_stream(n, None, Some(a.interval))),
+    )
+    .await;
+    let mut streams = futures_util::stream::SelectAll::new();
+    for (agent, r) in agents.iter().zip(opened) {
+        match r {
+            Ok(s) => {
+                let agent = agent.clone();
+                let events = futures_util::stream::unfold(s, |mut s| async move {
+                    s.next().await.map(|e| (e, s))
+                });
+                streams.push(events.map(move |e| (agent.clone(), e)).boxed());
+            }
+            Err(e) if a.agent.is_none() => eprintln!("zedops: no stats from agent {agent}: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut latest: BTreeMap<String, Vec<ContainerStat>> = BTreeMap::new();
+    let _ = std::io::stdout().write_all(b"\x1b[2J");
+    loop {
+        let next = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            n = streams.next() => n,
+        };
+        let Some((agent, event)) = next else {
+            return Ok(());
+        };
+        match event {
+            Ok(StatsEvent::Stats(s)) => {
+                latest.insert(
+                    agent,
+                    s.stats.into_iter().filter(|s| wanted(a, s)).collect(),
+                );
+            }
+            Ok(StatsEvent::End(end)) => {
+                let why = end
+                    .error
+                    .map_or_else(|| end.reason.as_str().to_owned(), |e| e.message);
+                eprintln!("zedops: the stats of agent {agent} ended: {why}");
+                latest.remove(&agent);
+                continue;
+            }
+            Err(e) => {
+                eprintln!("zedops: the stats of agent {agent} broke off: {e}");
+                continue;
+            }
+        }
+        let rows: Vec<(String, ContainerStat)> = latest
+            .iter()
+            .flat_map(|(agent, rows)| rows.iter().map(|r| (agent.clone(), r.clone())))
+            .collect();
+        // Home, the table, then clear what an older, longer table left below it.
+        let frame = format!("\x1b[H{}\x1b[J", render(&rows, a.agent.is_none()));
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(frame.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// The table `docker stats` prints, with an AGENT column fleet-wide.
+fn render(rows: &[(String, ContainerStat)], with_agent: bool) -> String {
     let mut headers = vec![];
     if with_agent {
         headers.push("AGENT");
@@ -80,10 +161,7 @@ pub async fn stats(c: &Client, o: &ClientOpts, a: &StatsArgs) -> anyhow::Result<
             r
         })
         .collect();
-    let _ = std::io::stdout()
-        .lock()
-        .write_all(table(&headers, &lines).as_bytes());
-    Ok(())
+    table(&headers, &lines)
 }
 
 /// Bytes in binary units, as `docker stats` shows memory: `1.5MiB`.

@@ -44,11 +44,13 @@ pub struct LogsOptions {
     /// Lines from the end (the server's default is 100).
     pub tail: Option<u32>,
     pub timestamps: bool,
+    /// Only lines since then: a duration back from now (`10m`) or an RFC 3339 time.
+    pub since: Option<String>,
     pub timeout_s: Option<u32>,
 }
 
 /// `?k=v&…` of the pairs that have a value (empty when none has).
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let q: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v))))
@@ -61,7 +63,7 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 }
 
 /// The client-side deadline of a request whose server-side one is `timeout_s` or `default`.
-fn deadline(timeout_s: Option<u32>, default: u32) -> Duration {
+pub(crate) fn deadline(timeout_s: Option<u32>, default: u32) -> Duration {
     Duration::from_secs(timeout_s.unwrap_or(default).into()) + MARGIN
 }
 
@@ -70,7 +72,7 @@ fn command_deadline(timeout_s: Option<u32>, default: u32) -> Duration {
     deadline(timeout_s, default) + COMMAND_SLACK
 }
 
-fn container_path(agent: &str, container: &str) -> String {
+pub(crate) fn container_path(agent: &str, container: &str) -> String {
     format!(
         "/api/v1/agents/{}/containers/{}",
         enc(agent),
@@ -221,6 +223,7 @@ impl Client {
     ) -> Result<Logs, ClientError> {
         let q = query(&[
             ("tail", o.tail.map(|t| t.to_string())),
+            ("since", o.since.clone()),
             ("timestamps", o.timestamps.then(|| "true".to_owned())),
             ("timeout_s", o.timeout_s.map(|t| t.to_string())),
         ]);

@@ -15,7 +15,8 @@
 //! # Layout
 //! - [`client`]: the connection (server URL, token, CA), one request and its error mapping.
 //! - [`endpoints`]: one typed method per operation, with the options of its query.
-//! - [`events`]: the live event stream (`GET /api/v1/events`) as a stream of typed events.
+//! - [`events`]: Server-Sent Event streams as typed events: the live fleet events, followed logs
+//!   and stats streams.
 //! - [`error`]: [`ClientError`], the one error type of this crate.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -27,8 +28,11 @@ pub mod events;
 pub use client::Client;
 pub use endpoints::{ActionOptions, ListOptions, LogsOptions};
 pub use error::ClientError;
-pub use events::EventStream;
+pub use events::{EventStream, Sse};
 /// The types of requests and answers, re-exported so that users need no other crate.
 pub use zedops_proto::http::*;
-pub use zedops_proto::ops::{ActionResult, CommandResult, ContainerStat, LogLine, Logs, Stats};
+pub use zedops_proto::ops::{
+    ActionResult, CommandResult, ContainerStat, LogChunk, LogLine, Logs, Stats,
+};
+pub use zedops_proto::stream::{EndReason, LogEvent, StatsEvent, StreamEnd};
 pub use zedops_proto::{Action, Container, ContainerDetail, ContainerState, ErrorBody, ErrorCode};

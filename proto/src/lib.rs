@@ -15,6 +15,7 @@
 //! - [`enrollment`]: enrollment tokens (agent name, secret, server-key fingerprint).
 //! - [`sign`]: Ed25519 signatures of requests, replies and agent state, in MQTT user properties.
 //! - [`sse`]: the Server-Sent Events wire format the API writes and clients read.
+//! - [`stream`]: streams over MQTT 5 request/response (chunks, flow control, the end).
 //! - [`url`]: broker URLs (`mqtt://`, `mqtts://`).
 //! - [`client`] (feature `client`): what every zedops MQTT client sets up the same way — options,
 //!   TLS, reconnect backoff, the host name.
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod reply;
 pub mod sign;
 pub mod sse;
+pub mod stream;
 pub mod topics;
 pub mod url;
 

@@ -119,11 +119,24 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct LogsArgs {
     pub container: ContainerRef,
-    /// Last N lines; default 100, at most 10 000.
+    /// Last N lines; default 100, at most 10 000 (a follow with `since` and no `tail`: all
+    /// lines since then).
     #[serde(default)]
     pub tail: Option<u32>,
     #[serde(default)]
     pub timestamps: bool,
+    /// Keep the stream open and send lines as they come (a stream: `crate::stream`).
+    #[serde(default)]
+    pub follow: bool,
+    /// Only lines since then: a duration back from now (`10m`, `1h30m`, `45s`) or an RFC 3339
+    /// time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// A stream's flow-control window and lease (`crate::stream::Flow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_s: Option<u32>,
 }
 
 impl LogsArgs {
@@ -136,6 +149,63 @@ impl LogsArgs {
         }
         Ok(t)
     }
+
+    /// What Docker is asked for: `None` is every line (a follow since a time, with no `tail`).
+    pub fn docker_tail(&self) -> Result<Option<u32>, ErrorBody> {
+        if self.follow && self.since.is_some() && self.tail.is_none() {
+            return Ok(None);
+        }
+        self.tail().map(Some)
+    }
+
+    /// `since` as Unix seconds, relative to `now`.
+    pub fn since_unix(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Option<i64>, ErrorBody> {
+        self.since
+            .as_deref()
+            .map(|s| since_unix(s, now))
+            .transpose()
+    }
+}
+
+/// Most a duration may reach back (ten years), so the arithmetic cannot overflow.
+const MAX_SINCE_S: i64 = 10 * 366 * 86_400;
+
+/// A `since` value — a duration back from `now` (`90s`, `10m`, `1h30m`, `2d`) or an RFC 3339
+/// time — as Unix seconds.
+pub fn since_unix(s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64, ErrorBody> {
+    let bad = || {
+        ErrorBody::bad_request(format!(
+            "since {s:?} is not a duration (such as 10m, 1h30m, 45s, 2d) nor an RFC 3339 time \
+             (such as 2026-12-01T10:00:00Z)"
+        ))
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp());
+    }
+    if s.is_empty() || s.len() > 32 {
+        return Err(bad());
+    }
+    let (mut total, mut digits) = (0i64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        digits.clear();
+    }
+    if !digits.is_empty() || total > MAX_SINCE_S {
+        return Err(bad());
+    }
+    Ok(now.timestamp() - total)
 }
 
 /// Result of `ping`.
@@ -149,6 +219,9 @@ pub struct Pong {
     pub agent: String,
     pub version: String,
     pub docker: DockerStatus,
+    /// Streams (log follows, stats) the agent serves now.
+    #[serde(default)]
+    pub streams: u32,
 }
 
 /// Result of `containers.list`.
@@ -219,6 +292,19 @@ pub struct Logs {
     pub lines: Vec<LogLine>,
     /// True when older lines were dropped to keep the reply within its size bound.
     pub truncated: bool,
+}
+
+/// One chunk of a followed log (`container.logs` with `follow`): the lines since the last chunk,
+/// in order.
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Object),
+    oai(skip_serializing_if_is_none)
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub container: String,
+    pub lines: Vec<LogLine>,
 }
 
 /// Default and largest deadline of a command run in a container (`container.exec`), and the
@@ -329,6 +415,33 @@ pub struct CommandResult {
 pub struct StatsArgs {
     #[serde(default)]
     pub container: Option<ContainerRef>,
+    /// Keep sending a snapshot every `interval_s` (a stream: `crate::stream`).
+    #[serde(default)]
+    pub stream: bool,
+    /// Seconds between snapshots of a stream; default 2, 1 to 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u32>,
+    /// A stream's flow-control window and lease (`crate::stream::Flow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_s: Option<u32>,
+}
+
+/// Default and bounds of a stats stream's interval.
+pub const DEFAULT_STATS_INTERVAL_S: u32 = 2;
+pub const MAX_STATS_INTERVAL_S: u32 = 3600;
+
+impl StatsArgs {
+    pub fn interval(&self) -> Result<std::time::Duration, ErrorBody> {
+        let i = self.interval_s.unwrap_or(DEFAULT_STATS_INTERVAL_S);
+        if !(1..=MAX_STATS_INTERVAL_S).contains(&i) {
+            return Err(ErrorBody::bad_request(format!(
+                "interval_s {i} is out of range: use 1 to {MAX_STATS_INTERVAL_S} seconds"
+            )));
+        }
+        Ok(std::time::Duration::from_secs(i.into()))
+    }
 }
 
 /// One container's resource use: the numbers `docker stats` shows, computed the same way.
@@ -446,6 +559,31 @@ pub const ALL: [&str; 13] = [
 mod tests {
     use super::*;
     use crate::reply::ErrorCode;
+
+    #[test]
+    fn since_is_a_duration_or_a_time() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        let t = now.timestamp();
+        assert_eq!(since_unix("10m", now).unwrap(), t - 600);
+        assert_eq!(since_unix("1h30m", now).unwrap(), t - 5400);
+        assert_eq!(since_unix("45s", now).unwrap(), t - 45);
+        assert_eq!(since_unix("2d", now).unwrap(), t - 172_800);
+        assert_eq!(since_unix("2026-12-01T09:00:00Z", now).unwrap(), t - 3600);
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10x",
+            "-5m",
+            "99999999999999999999d",
+            "1h 2m",
+        ] {
+            let e = since_unix(bad, now).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
+        }
+    }
 
     #[test]
     fn empty_payload_is_empty_object() {

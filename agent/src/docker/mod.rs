@@ -7,7 +7,7 @@
 //!   deadline and error mapping of every call;
 //! - [`error`]: [`DriverError`], and its `{code, message}` on the wire;
 //! - [`resolve`]: container references to containers, by inspect and by list;
-//! - [`reads`]: list, row, inspect, logs;
+//! - [`reads`]: list, row, inspect, logs (whole or followed);
 //! - [`actions`]: start, stop, restart, kill, pause, unpause;
 //! - [`exec`]: one command in a container, bounded and killed at its deadline;
 //! - [`stats`]: CPU, memory, network, block I/O and PIDs, as `docker stats` computes them;
@@ -44,7 +44,9 @@ use zedops_proto::{
 
 use convert::{detail, from_summary, state_of};
 pub use error::DriverError;
+pub use reads::{LogLines, LogQuery};
 pub use resolve::{resolve_in, Resolved};
+pub use stats::Sampler;
 
 /// Deadline of quick engine calls (list, inspect, pause, …).
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);

@@ -59,43 +59,23 @@ impl Driver {
         Ok(detail(row, ins))
     }
 
-    /// The last `tail` lines, bounded to `max_bytes` (oldest lines dropped first).
+    /// The lines `q` asks for, bounded to `max_bytes` (oldest lines dropped first).
     pub async fn logs(
         &self,
         t: &Resolved,
-        tail: u32,
-        timestamps: bool,
+        q: &LogQuery,
         max_bytes: usize,
     ) -> Result<Logs, DriverError> {
-        let docker = self.docker()?;
-        let tail = tail.to_string();
-        let opts = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(timestamps)
-            .tail(&tail)
-            .build();
+        let mut stream = self.log_lines(t, q, false)?;
         let collect = async {
-            let mut stream = docker.logs(&t.id, Some(opts));
             let mut lines = std::collections::VecDeque::new();
             let mut bytes = 0usize;
             let mut truncated = false;
             while let Some(item) = stream.next().await {
-                let (stream_name, message) = match item? {
-                    bollard::container::LogOutput::StdErr { message } => ("stderr", message),
-                    bollard::container::LogOutput::StdOut { message }
-                    | bollard::container::LogOutput::Console { message } => ("stdout", message),
-                    bollard::container::LogOutput::StdIn { .. } => continue,
-                };
-                let text = String::from_utf8_lossy(&message)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned();
+                let Some(line) = item? else { continue };
                 // The encoded size counts: JSON escaping grows control characters up to 6×.
-                bytes += LogLine::encoded_len(stream_name, &text);
-                lines.push_back(LogLine {
-                    stream: stream_name.to_owned(),
-                    text,
-                });
+                bytes += LogLine::encoded_len(&line.stream, &line.text);
+                lines.push_back(line);
                 while bytes > max_bytes {
                     match lines.pop_front() {
                         Some(l) => {
@@ -114,4 +94,65 @@ impl Driver {
         };
         self.call("read the logs", CALL_TIMEOUT, collect).await
     }
+
+    /// Docker's log stream of `t` as lines (`None` for what is not a line of output: stdin
+    /// echoes). With `follow` it lasts until the container stops, and is read only as fast as
+    /// its reader polls it: Docker's socket fills and the engine waits (backpressure).
+    pub fn log_lines(
+        &self,
+        t: &Resolved,
+        q: &LogQuery,
+        follow: bool,
+    ) -> Result<LogLines, DriverError> {
+        let docker = self.docker()?;
+        let tail = q.tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let since = i32::try_from(q.since.unwrap_or(0).max(0)).unwrap_or(i32::MAX);
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .timestamps(q.timestamps)
+            .since(since)
+            .tail(&tail)
+            .build();
+        Ok(Box::pin(
+            docker.logs(&t.id, Some(opts)).map(|item| item.map(line_of)),
+        ))
+    }
+
+    /// Maps a log stream's error (for a reader of [`Driver::log_lines`]).
+    pub fn log_error(&self, e: BollardError) -> DriverError {
+        self.map_error("read the logs", e)
+    }
+}
+
+/// Which lines of a container's output: the last `tail` (all with `None`), since a Unix time,
+/// with Docker's timestamps or not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogQuery {
+    pub tail: Option<u32>,
+    pub since: Option<i64>,
+    pub timestamps: bool,
+}
+
+/// A container's output, line by line (see [`Driver::log_lines`]).
+pub type LogLines =
+    std::pin::Pin<Box<dyn Stream<Item = Result<Option<LogLine>, BollardError>> + Send + 'static>>;
+
+/// One frame of Docker's output as a line: multiplexed frames carry their stream; a TTY
+/// container's output (`Console`) is stdout.
+fn line_of(item: bollard::container::LogOutput) -> Option<LogLine> {
+    use bollard::container::LogOutput;
+    let (stream, message) = match item {
+        LogOutput::StdErr { message } => ("stderr", message),
+        LogOutput::StdOut { message } | LogOutput::Console { message } => ("stdout", message),
+        LogOutput::StdIn { .. } => return None,
+    };
+    let text = String::from_utf8_lossy(&message)
+        .trim_end_matches(['\n', '\r'])
+        .to_owned();
+    Some(LogLine {
+        stream: stream.to_owned(),
+        text,
+    })
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use bollard::models::ContainerStatsResponse;
+use bollard::models::{ContainerCpuStats, ContainerStatsResponse};
 use bollard::query_parameters::StatsOptions;
 use zedops_proto::ops::{ContainerStat, Stats};
 
@@ -21,37 +21,59 @@ impl Driver {
     /// The stats of `target`, or of every running container without one. A container that goes
     /// away meanwhile is left out of the list (only a named target's error is an error).
     pub async fn stats(&self, target: Option<&Resolved>) -> Result<Stats, DriverError> {
+        self.sample(target, &mut Sampler::default()).await
+    }
+
+    /// [`Driver::stats`], for the next of a series of snapshots: a container read before is read
+    /// at once (Docker's `one-shot`) and its CPU % is taken over the time since `sampler`'s last
+    /// read of it; one new to the series waits for Docker's second sample.
+    pub async fn sample(
+        &self,
+        target: Option<&Resolved>,
+        sampler: &mut Sampler,
+    ) -> Result<Stats, DriverError> {
         let docker = self.docker()?;
-        if let Some(t) = target {
-            let row = self.stat(&docker, t.id.clone(), t.name.clone()).await?;
-            return Ok(Stats { stats: vec![row] });
+        let targets: Vec<(String, String)> = match target {
+            Some(t) => vec![(t.id.clone(), t.name.clone())],
+            None => self
+                .list(false)
+                .await?
+                .into_iter()
+                .filter(|c| c.state == zedops_proto::ContainerState::Running)
+                .map(|c| (c.id, c.name))
+                .collect(),
+        };
+        let reads = futures_util::stream::iter(targets).map(|(id, name)| {
+            let before = sampler.prev.get(&id).cloned();
+            self.stat(&docker, id, name, before)
+        });
+        let results: Vec<_> = reads.buffer_unordered(CONCURRENCY).collect().await;
+        if let (Some(_), Some(Err(e))) = (target, results.first()) {
+            return Err(e.clone());
         }
-        let running: Vec<(String, String)> = self
-            .list(false)
-            .await?
-            .into_iter()
-            .filter(|c| c.state == zedops_proto::ContainerState::Running)
-            .map(|c| (c.id, c.name))
-            .collect();
-        let mut stats: Vec<ContainerStat> = futures_util::stream::iter(running)
-            .map(|(id, name)| self.stat(&docker, id, name))
-            .buffer_unordered(CONCURRENCY)
-            .filter_map(|r| async move { r.ok() })
-            .collect()
-            .await;
+        sampler.prev.clear();
+        let mut stats = Vec::new();
+        for (row, cpu) in results.into_iter().flatten() {
+            if let Some(cpu) = cpu {
+                sampler.prev.insert(row.id.clone(), cpu);
+            }
+            stats.push(row);
+        }
         stats.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Stats { stats })
     }
 
+    /// One container's row, and its CPU counters for the next read of a series.
     async fn stat(
         &self,
         docker: &Docker,
         id: String,
         name: String,
-    ) -> Result<ContainerStat, DriverError> {
+        before: Option<ContainerCpuStats>,
+    ) -> Result<(ContainerStat, Option<ContainerCpuStats>), DriverError> {
         let opts = StatsOptions {
             stream: false,
-            one_shot: false,
+            one_shot: before.is_some(),
         };
         let read = async {
             let mut s = Box::pin(docker.stats(&id, Some(opts)));
@@ -62,11 +84,21 @@ impl Driver {
                 })
             })
         };
-        let s = self
+        let mut s = self
             .call("read the container's stats", STATS_TIMEOUT, read)
             .await?;
-        Ok(row_of(id, name, &s))
+        if before.is_some() {
+            s.precpu_stats = before;
+        }
+        let cpu = s.cpu_stats.clone();
+        Ok((row_of(id, name, &s), cpu))
     }
+}
+
+/// The CPU counters of a series' last read, by container ID (only the containers of that read).
+#[derive(Debug, Default)]
+pub struct Sampler {
+    prev: HashMap<String, ContainerCpuStats>,
 }
 
 /// One row from Docker's answer: the docker CLI's arithmetic.

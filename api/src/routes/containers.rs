@@ -1,4 +1,4 @@
-//! Containers: lists (cached and live), search, inspect, actions, logs.
+//! Containers: lists (cached and live), search, inspect, actions, logs (whole or followed).
 
 use std::sync::Arc;
 
@@ -12,12 +12,15 @@ use zedops_proto::ops::{
 };
 use zedops_proto::{Action, ActionRequest, Container, ContainerDetail};
 
+use zedops_proto::stream::LogEvent;
+
 use crate::auth::{Caller, Role};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::store::AuditRecord;
 use crate::State;
 
 use super::schemas::*;
+use super::streamed::{self, Streamed};
 use super::*;
 
 pub struct ContainersApi {
@@ -243,10 +246,17 @@ impl ContainersApi {
         Ok(Json(result?))
     }
 
-    /// Read a container's logs
+    /// Read or follow a container's logs
     ///
-    /// The last `tail` lines (default 100, at most 10 000), stdout and stderr. Needs the
-    /// `operator` role: logs often hold secrets.
+    /// The last `tail` lines (default 100, at most 10 000), stdout and stderr apart, as Docker
+    /// keeps them; `since` keeps only lines since then (a duration back from now such as `10m`
+    /// or `1h30m`, or an RFC 3339 time). Needs the `operator` role: logs often hold secrets.
+    ///
+    /// With `follow=true`, Server-Sent Events instead, like `docker logs -f`: the lines asked
+    /// for, then new ones as they come, in chunks (`event: lines`, a `LogChunk`), until the
+    /// container stops or the client goes away; the last event (`event: end`) says why the
+    /// stream ended. With `since` and no `tail`, a follow starts with every line since then.
+    /// The agent reads the container's output only as fast as the client reads the stream.
     #[oai(
         path = "/api/v1/agents/:agent/containers/:container/logs",
         method = "get",
@@ -267,10 +277,16 @@ impl ContainersApi {
         tail: Query<Option<u32>>,
         /// Prefix each line with Docker's timestamp.
         timestamps: Query<Option<bool>>,
-        /// Deadline in seconds (default 10, at most 300).
+        /// Keep the stream open and send new lines as they come (Server-Sent Events).
+        follow: Query<Option<bool>>,
+        /// Only lines since then: a duration back from now (`10m`, `1h30m`, `45s`, `2d`) or an
+        /// RFC 3339 time.
+        #[oai(validator(max_length = 40))]
+        since: Query<Option<String>>,
+        /// Deadline in seconds (default 10, at most 300); for a follow, of its start.
         #[oai(validator(minimum(value = "1"), maximum(value = "300")))]
         timeout_s: Query<Option<u32>>,
-    ) -> ApiResult<Logs> {
+    ) -> Result<Streamed<Logs, LogEvent>, ApiError> {
         // Logs often hold secrets (tokens printed at start-up, connection strings): an
         // operator's right, not a viewer's (issue 14, item 13).
         auth.0.require(Role::Operator)?;
@@ -281,13 +297,22 @@ impl ContainersApi {
             container: c,
             tail: tail.0,
             timestamps: timestamps.0.unwrap_or(false),
+            follow: follow.0.unwrap_or(false),
+            since: since.0,
+            window: None,
+            lease_s: None,
         };
         args.tail()?;
+        args.since_unix(Utc::now())?;
+        if args.follow {
+            let op = ContainerLogs::NAME;
+            return streamed::open(&self.state, &auth.0, name.as_str(), op, &args, d).await;
+        }
         let r = self
             .state
             .ask::<ContainerLogs>(&auth.0, name.as_str(), &args, d)
             .await?;
-        Ok(Json(r))
+        Ok(Streamed::Whole(Json(r)))
     }
 
     /// Run a command in a container

@@ -14,6 +14,7 @@ pub mod events;
 pub mod operations;
 pub mod schemas;
 pub mod stats;
+pub mod streamed;
 
 use std::sync::Arc;
 use std::time::Duration;
