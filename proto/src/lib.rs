@@ -14,6 +14,7 @@
 //! - [`identity`]: the MQTT client ids and internal username the broker's authentication relies on.
 //! - [`enrollment`]: enrollment tokens (agent name, secret, server-key fingerprint).
 //! - [`sign`]: Ed25519 signatures of requests, replies and agent state, in MQTT user properties.
+//! - [`since`]: the `since` of log reads: a duration back or an RFC 3339 time.
 //! - [`sse`]: the Server-Sent Events wire format the API writes and clients read.
 //! - [`stream`]: streams over MQTT 5 request/response (chunks, flow control, the end).
 //! - [`url`]: broker URLs (`mqtt://`, `mqtts://`).
@@ -35,6 +36,7 @@ pub mod names;
 pub mod ops;
 pub mod reply;
 pub mod sign;
+pub mod since;
 pub mod sse;
 pub mod stream;
 pub mod topics;

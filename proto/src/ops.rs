@@ -162,50 +162,9 @@ impl LogsArgs {
     pub fn since_unix(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Option<i64>, ErrorBody> {
         self.since
             .as_deref()
-            .map(|s| since_unix(s, now))
+            .map(|s| crate::since::unix(s, now))
             .transpose()
     }
-}
-
-/// Most a duration may reach back (ten years), so the arithmetic cannot overflow.
-const MAX_SINCE_S: i64 = 10 * 366 * 86_400;
-
-/// A `since` value — a duration back from `now` (`90s`, `10m`, `1h30m`, `2d`) or an RFC 3339
-/// time — as Unix seconds.
-pub fn since_unix(s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64, ErrorBody> {
-    let bad = || {
-        ErrorBody::bad_request(format!(
-            "since {s:?} is not a duration (such as 10m, 1h30m, 45s, 2d) nor an RFC 3339 time \
-             (such as 2026-12-01T10:00:00Z)"
-        ))
-    };
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp());
-    }
-    if s.is_empty() || s.len() > 32 {
-        return Err(bad());
-    }
-    let (mut total, mut digits) = (0i64, String::new());
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(bad()),
-        };
-        let n: i64 = digits.parse().map_err(|_| bad())?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        digits.clear();
-    }
-    if !digits.is_empty() || total > MAX_SINCE_S {
-        return Err(bad());
-    }
-    Ok(now.timestamp() - total)
 }
 
 /// Result of `ping`.
@@ -559,31 +518,6 @@ pub const ALL: [&str; 13] = [
 mod tests {
     use super::*;
     use crate::reply::ErrorCode;
-
-    #[test]
-    fn since_is_a_duration_or_a_time() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
-            .unwrap()
-            .to_utc();
-        let t = now.timestamp();
-        assert_eq!(since_unix("10m", now).unwrap(), t - 600);
-        assert_eq!(since_unix("1h30m", now).unwrap(), t - 5400);
-        assert_eq!(since_unix("45s", now).unwrap(), t - 45);
-        assert_eq!(since_unix("2d", now).unwrap(), t - 172_800);
-        assert_eq!(since_unix("2026-12-01T09:00:00Z", now).unwrap(), t - 3600);
-        for bad in [
-            "",
-            "10",
-            "m",
-            "10x",
-            "-5m",
-            "99999999999999999999d",
-            "1h 2m",
-        ] {
-            let e = since_unix(bad, now).unwrap_err();
-            assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
-        }
-    }
 
     #[test]
     fn empty_payload_is_empty_object() {

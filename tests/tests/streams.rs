@@ -424,11 +424,12 @@ fn docker_cpu(name: &str) -> anyhow::Result<f64> {
 async fn a_stats_stream_shows_a_cpu_loop_busy_at_every_interval() -> anyhow::Result<()> {
     init_logs();
     let run = unique("sstream");
-    // Half a core at most: the loop's share stays put however busy the tests beside it are.
+    // A quarter of a core at most: the loop's share stays put however busy the tests beside it
+    // are (two cores run the whole suite).
     let busy = TestContainer::run_script(
         &unique("zt-busy"),
         &run,
-        &["--cpus", "0.5"],
+        &["--cpus", "0.25"],
         "while :; do :; done",
     )?;
     let agent = unique("sstream");
@@ -451,13 +452,16 @@ async fn a_stats_stream_shows_a_cpu_loop_busy_at_every_interval() -> anyhow::Res
     drop(s);
     let docker = docker_cpu(&busy.name)?;
     println!("stats stream: {cpu:.1?} %, docker stats {docker:.1} %");
+    // Every snapshot busy; over the stream, what docker stats says (each sample is a second of
+    // a loop that a loaded machine may serve unevenly).
     for c in &cpu {
-        ensure!(*c > 20.0, "a CPU loop at {c:.1} % in {cpu:?}");
-        ensure!(
-            (c - docker).abs() <= 15.0,
-            "{c:.1} % vs docker {docker:.1} %"
-        );
+        ensure!(*c > 10.0, "a CPU loop at {c:.1} % in {cpu:?}");
     }
+    let mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
+    ensure!(
+        (mean - docker).abs() <= 12.0,
+        "{mean:.1} % on average vs docker {docker:.1} %"
+    );
     no_streams_left(&admin, &agent, Duration::from_secs(5)).await?;
 
     // The CLI's live table on a terminal (script(1) gives it one), redrawn in place.

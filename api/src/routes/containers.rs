@@ -281,7 +281,11 @@ impl ContainersApi {
         follow: Query<Option<bool>>,
         /// Only lines since then: a duration back from now (`10m`, `1h30m`, `45s`, `2d`) or an
         /// RFC 3339 time.
-        #[oai(validator(max_length = 40))]
+        // zedops_proto::since::PATTERN (api/src/routes/mod.rs tests that they agree).
+        #[oai(validator(
+            max_length = 40,
+            pattern = r"^(([0-9]{1,10}[smhd]){1,4}|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+        ))]
         since: Query<Option<String>>,
         /// Deadline in seconds (default 10, at most 300); for a follow, of its start.
         #[oai(validator(minimum(value = "1"), maximum(value = "300")))]

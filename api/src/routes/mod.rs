@@ -125,3 +125,21 @@ pub(crate) fn known(state: &State, name: &AgentName) -> Result<AgentEntry, ApiEr
         ErrorBody::not_found(format!("no agent named {name} is known to this server")).into()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The spec's pattern of `since` is `zedops_proto::since::PATTERN` (poem-openapi takes only
+    /// literals), so the API refuses nothing the spec allows and the spec hides nothing.
+    #[test]
+    fn the_since_pattern_is_the_protos() {
+        let spec: serde_json::Value = serde_json::from_str(&crate::openapi_json()).unwrap();
+        let logs = &spec["paths"]["/api/v1/agents/{agent}/containers/{container}/logs"]["get"];
+        let since = logs["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "since")
+            .unwrap();
+        assert_eq!(since["schema"]["pattern"], zedops_proto::since::PATTERN);
+    }
+}
