@@ -16,6 +16,8 @@
 //! - [`publisher`]: retained status, snapshot and per-container topics; events.
 //! - [`admission`]: request slots, reads and actions apart (actions never wait behind reads).
 //! - [`streams`]: log follows and stats streams: chunks under the requester's credit and lease.
+//! - [`usage`]: the running containers' resource use every interval, for `/metrics` and Home
+//!   Assistant's sensors (`--ha-stats`).
 //! - [`dedup`]: the bounded cache that answers a repeated correlation id without running it twice.
 //! - [`ha`]: Home Assistant MQTT discovery and `/set` commands (opt-in, `--ha`).
 //!
@@ -37,6 +39,7 @@ pub mod retained;
 pub mod session;
 pub mod streams;
 mod trust;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -94,6 +97,8 @@ pub struct AgentConfig {
     pub state_dir: Option<std::path::PathBuf>,
     /// Action definitions (`--actions FILE`), read before `<state-dir>/actions.d/*.toml`.
     pub action_files: Vec<std::path::PathBuf>,
+    /// Publish the running containers' resource use this often (`--ha-stats`, [`usage`]).
+    pub stats_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -113,6 +118,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("container_topics", &self.container_topics)
             .field("state_dir", &self.state_dir)
             .field("action_files", &self.action_files)
+            .field("stats_interval", &self.stats_interval)
             .finish()
     }
 }
@@ -137,6 +143,7 @@ impl AgentConfig {
             container_topics: true,
             state_dir: None,
             action_files: Vec::new(),
+            stats_interval: None,
         }
     }
 

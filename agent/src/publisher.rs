@@ -231,6 +231,16 @@ impl Publisher {
         );
     }
 
+    /// Resource use (`--ha-stats`): signed like state, not retained (it is stale at once).
+    pub fn publish_stats(&self, stats: &zedops_proto::ops::Stats) {
+        self.send(
+            topics::stats(&self.agent),
+            QoS::AtMostOnce,
+            false,
+            json(stats),
+        );
+    }
+
     fn send(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) {
         let r = match &self.key {
             Some(key) => {

@@ -103,12 +103,22 @@ pub(crate) async fn run(
         actions,
     );
     info!(agent = %m.agent, broker = %cfg.broker, docker = %cfg.docker.describe(), "agent starting");
+    // --ha-stats: snapshots of every running container each interval (usage.rs).
+    let (usage_tx, usage) = mpsc::channel(1);
+    let sampler = cfg.stats_interval.map(|every| {
+        let task = crate::usage::sample_every(m.driver.clone(), every, usage_tx);
+        tokio::spawn(task.instrument(info_span!("stats", agent = %agent)))
+    });
     let inputs = Inputs {
         inbound,
         docker,
         rows,
+        usage,
     };
     m.serve(shutdown, inputs, cfg.resync_interval).await;
+    if let Some(s) = &sampler {
+        s.abort();
+    }
     if let Some(cause) = m.refused.take() {
         monitor.abort();
         let _ = stop_poll_tx.send(());
@@ -166,6 +176,8 @@ struct Inputs {
     docker: mpsc::Receiver<DockerSignal>,
     /// Rows that finished actions ask to have published before they reply.
     rows: mpsc::Receiver<PublishRow>,
+    /// Stats snapshots to publish (`--ha-stats`; closed without it).
+    usage: mpsc::Receiver<zedops_proto::ops::Stats>,
 }
 
 /// Signs the Last Will afresh (for each connection).
@@ -354,6 +366,11 @@ impl MainLoop {
                     self.flush_events().await;
                 }
                 Some(first) = i.rows.recv() => self.answer_rows(first, &mut i.rows).await,
+                Some(stats) = i.usage.recv() => {
+                    if self.connected {
+                        self.publisher.publish_stats(&stats);
+                    }
+                }
                 _ = tokio::time::sleep_until(self.resync_at.unwrap_or_else(far)), if self.resync_at.is_some() => {
                     self.resync_at = None;
                     self.refresh(Republish::Snapshot).await;

@@ -40,6 +40,8 @@ pub enum Change {
 #[derive(Debug, Default)]
 pub struct Fleet {
     agents: RwLock<HashMap<String, AgentEntry>>,
+    /// What agents with `--ha-stats` publish of their containers' resource use.
+    pub usage: crate::usage::Usage,
 }
 
 impl Fleet {

@@ -6,6 +6,7 @@
 //! - [`advertised`]: the public URL and broker URLs the server tells agents about.
 //! - [`cache`]: the fleet view built from retained status and snapshot topics.
 //! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
+//! - [`usage`]: containers' CPU and memory that agents publish (`--ha-stats`), for `/metrics`.
 //! - [`streams`]: streams from agents (log follows, stats), credit granted as they are read.
 //! - [`routes`]: the endpoints, one module per OpenAPI tag, and their schemas.
 //! - [`error`]: `{code, message}` errors with their HTTP status.
@@ -29,6 +30,7 @@ pub mod routes;
 pub mod security;
 pub mod store;
 pub mod streams;
+pub mod usage;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -169,13 +171,15 @@ impl State {
 
     pub fn render_metrics(&self) -> String {
         let (known, online, containers) = self.fleet.counts();
-        self.metrics.render(&metrics::Gauges {
+        let mut text = self.metrics.render(&metrics::Gauges {
             agents_known: known,
             agents_online: online,
             containers,
             sse_clients: self.streams.in_use(),
             requests_in_flight: self.requests.in_use(),
-        })
+        });
+        self.fleet.usage.render(&mut text);
+        text
     }
 }
 

@@ -139,18 +139,22 @@ struct Pending {
     tx: oneshot::Sender<Bytes>,
 }
 
-/// With security on: whether agent state (status, snapshot, event) on `topic` is taken — signed
-/// by its agent's enrolled key, and newer than what was taken (no replays). Other topics pass.
+/// With security on: whether agent state (status, snapshot, event, stats) on `topic` is taken
+/// — signed by its agent's enrolled key, and newer than what was taken (no replays; stats are
+/// checked by their store, with the signing time returned). Other topics pass (time 0).
 fn admit(
     sec: &crate::security::Security,
     freshness: &crate::freshness::Freshness,
     t: &Topic<'_>,
     topic: &str,
     p: &Publish,
-) -> Result<(), &'static str> {
+) -> Result<u64, &'static str> {
     let agent = match t {
-        Topic::Status { agent } | Topic::Snapshot { agent } | Topic::Events { agent } => *agent,
-        _ => return Ok(()),
+        Topic::Status { agent }
+        | Topic::Snapshot { agent }
+        | Topic::Events { agent }
+        | Topic::Stats { agent } => *agent,
+        _ => return Ok(0),
     };
     let ts = sec
         .from_agent(agent, topic, p.properties.as_ref(), &p.payload)
@@ -159,8 +163,10 @@ fn admit(
     match t {
         Topic::Status { .. } => freshness.status(agent, ts, &p.payload, now),
         Topic::Snapshot { .. } => freshness.snapshot(agent, ts),
+        Topic::Stats { .. } => Ok(()),
         _ => freshness.event(agent, ts, &p.payload, now),
     }
+    .map(|()| ts)
 }
 
 /// Starts the session; returns the link and the task driving it.
@@ -271,6 +277,7 @@ async fn poll(
                     topics::ALL_STATUS.to_owned(),
                     topics::ALL_SNAPSHOTS.to_owned(),
                     topics::ALL_EVENTS.to_owned(),
+                    topics::ALL_STATS.to_owned(),
                     link.reply_topic.clone(),
                 ] {
                     if let Err(e) = link.client.try_subscribe(f.clone(), QoS::AtMostOnce) {
@@ -294,10 +301,14 @@ async fn poll(
                 let parsed = topics::parse(&topic);
                 // With security on, state is taken only when its agent signed it: a forged
                 // (even retained) status or snapshot changes nothing.
+                let mut signed_at = chrono::Utc::now().timestamp_millis().max(0) as u64;
                 if let (Some(sec), Some(t)) = (&link.security, &parsed) {
-                    if let Err(why) = admit(sec, &link.freshness, t, &topic, &p) {
-                        debug!(%topic, why, "ignoring agent state");
-                        continue;
+                    match admit(sec, &link.freshness, t, &topic, &p) {
+                        Ok(ts) => signed_at = ts,
+                        Err(why) => {
+                            debug!(%topic, why, "ignoring agent state");
+                            continue;
+                        }
                     }
                 }
                 match parsed {
@@ -311,6 +322,9 @@ async fn poll(
                         if let Some(c) = fleet.apply_event(agent, &p.payload) {
                             let _ = changes.send(c);
                         }
+                    }
+                    Some(Topic::Stats { agent }) => {
+                        fleet.usage.apply(agent, signed_at, &p.payload);
                     }
                     Some(Topic::Reply { client_id }) if client_id == link.client_id => {
                         if let Some(corr) = p

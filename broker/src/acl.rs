@@ -7,7 +7,7 @@
 //! | identity | may publish | may subscribe |
 //! |---|---|---|
 //! | trusted (the API, no-auth broker) | everything | everything |
-//! | agent `A` | `agents/A/{status,containers,containers/+,events,containers/+/set/result,actions/+/result}`, `replies/…`, topics outside `zedops/` | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
+//! | agent `A` | `agents/A/{status,containers,containers/+,events,stats,containers/+/set/result,actions/+/result}`, `replies/…`, topics outside `zedops/` | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
 //! | MQTT user | `agents/+/req/+` (requests; signatures still apply), `agents/+/containers/+/set` and `agents/+/actions/+/run` only with Home Assistant command rights, topics outside `zedops/` | everything except `$share/…` groups under `zedops/` |
 
 use zedops_proto::topics::ROOT;
@@ -79,7 +79,7 @@ impl Identity {
 fn agent_may_publish(me: &str, rest: &[&str]) -> bool {
     match rest {
         ["replies", ..] => true,
-        ["agents", a, "status" | "containers" | "events"] => a == &me,
+        ["agents", a, "status" | "containers" | "events" | "stats"] => a == &me,
         ["agents", a, "containers", _] => a == &me,
         ["agents", a, "containers", _, "set", "result"] => a == &me,
         ["agents", a, "actions", _, "result"] => a == &me,
@@ -126,6 +126,7 @@ mod tests {
             "zedops/v1/agents/maestro/containers/web",
             "zedops/v1/agents/maestro/containers/web/set/result",
             "zedops/v1/agents/maestro/events",
+            "zedops/v1/agents/maestro/stats",
             "zedops/v1/replies/zedops-api-1",
             "homeassistant/switch/x/config",
         ] {
@@ -133,6 +134,7 @@ mod tests {
         }
         for no in [
             "zedops/v1/agents/other/status",
+            "zedops/v1/agents/other/stats",
             "zedops/v1/agents/other/containers/web",
             "zedops/v1/agents/maestro/req/container.stop",
             "zedops/v1/agents/maestro/containers/web/set",

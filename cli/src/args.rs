@@ -313,6 +313,7 @@ impl ServeArgs {
                 docker_host: self.docker_host.clone(),
                 ha: self.ha.config().map_err(|e| Exit::usage(e.to_string()))?,
                 actions: self.actions.clone(),
+                stats_interval: self.ha.ha_stats,
             });
         }
         Ok(cfg)
@@ -538,6 +539,22 @@ pub struct HaArgs {
     /// one that detection cannot find; Home Assistant gets no switch to stop it.
     #[arg(long, env = "ZEDOPS_HA_OWN_CONTAINER", value_name = "CONTAINER")]
     pub ha_own_container: Option<String>,
+
+    /// Publish the CPU and memory of every running container this often (1s to 1h, e.g. 30s) on
+    /// zedops/v1/agents/NAME/stats: the server shows them on /metrics, and with --ha Home
+    /// Assistant gets a CPU and a memory sensor per container.
+    #[arg(long, visible_alias = "publish-stats", env = "ZEDOPS_HA_STATS", value_name = "INTERVAL", value_parser = parse_stats_interval)]
+    pub ha_stats: Option<Duration>,
+}
+
+/// A `--ha-stats` interval: a duration from 1 s to 1 h.
+fn parse_stats_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{s} is out of range: use 1s to 1h"))
+    }
 }
 
 impl HaArgs {
@@ -550,6 +567,7 @@ impl HaArgs {
         }
         let mut cfg = zedops_agent::HaConfig::new(self.ha_prefix.clone())?;
         cfg.own_container = self.ha_own_container.clone();
+        cfg.stats = self.ha_stats.is_some();
         Ok(Some(cfg))
     }
 }

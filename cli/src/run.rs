@@ -172,6 +172,7 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
     cfg.resync_interval = a.resync_interval;
     cfg.reconnect_max = a.reconnect_max;
     cfg.ha = a.ha.config().map_err(|e| Exit::usage(e.to_string()))?;
+    cfg.stats_interval = a.ha.ha_stats;
     match (a.mqtt_username, a.mqtt_password) {
         (Some(u), Some(p)) => cfg.credentials = Some((u, p)),
         (Some(u), None) => cfg.credentials = Some((u, String::new())),

@@ -24,6 +24,8 @@ pub const ALL_STATUS: &str = "zedops/v1/agents/+/status";
 pub const ALL_SNAPSHOTS: &str = "zedops/v1/agents/+/containers";
 /// Every agent's events (subscription filter).
 pub const ALL_EVENTS: &str = "zedops/v1/agents/+/events";
+/// Every agent's resource use, for agents that publish it (`--ha-stats`; subscription filter).
+pub const ALL_STATS: &str = "zedops/v1/agents/+/stats";
 /// Every agent's per-container topics (subscription filter; not the `/set` topics).
 pub const ALL_CONTAINER_TOPICS: &str = "zedops/v1/agents/+/containers/+";
 
@@ -78,6 +80,11 @@ pub fn events(agent: &str) -> String {
     format!("{ROOT}/agents/{agent}/events")
 }
 
+/// The resource use of `agent`'s running containers, every interval (not retained).
+pub fn stats(agent: &str) -> String {
+    format!("{ROOT}/agents/{agent}/stats")
+}
+
 pub fn request(agent: &str, op: &str) -> String {
     format!("{ROOT}/agents/{agent}/req/{op}")
 }
@@ -121,6 +128,7 @@ pub enum Topic<'a> {
     ContainerSet { agent: &'a str, name: &'a str },
     ActionRun { agent: &'a str, action: &'a str },
     Events { agent: &'a str },
+    Stats { agent: &'a str },
     Request { agent: &'a str, op: &'a str },
     Reply { client_id: &'a str },
     Resync,
@@ -146,6 +154,7 @@ pub fn parse(topic: &str) -> Option<Topic<'_>> {
         ["agents", agent, "containers", name, "set"] => Topic::ContainerSet { agent, name },
         ["agents", agent, "actions", action, "run"] => Topic::ActionRun { agent, action },
         ["agents", agent, "events"] => Topic::Events { agent },
+        ["agents", agent, "stats"] => Topic::Stats { agent },
         ["agents", agent, "req", op] => Topic::Request { agent, op },
         ["replies", client_id] => Topic::Reply { client_id },
         ["fleet", "resync"] => Topic::Resync,
@@ -161,6 +170,7 @@ mod tests {
     fn round_trip() {
         assert_eq!(parse(&status("m")), Some(Topic::Status { agent: "m" }));
         assert_eq!(parse(&snapshot("m")), Some(Topic::Snapshot { agent: "m" }));
+        assert_eq!(parse(&stats("m")), Some(Topic::Stats { agent: "m" }));
         assert_eq!(
             parse(&container("m", "web-1")),
             Some(Topic::Container {

@@ -39,6 +39,8 @@ pub struct LocalAgent {
     pub ha: Option<zedops_agent::HaConfig>,
     /// Action definition files (`--actions`), besides `<data-dir>/local-agent/actions.d`.
     pub actions: Vec<PathBuf>,
+    /// Publish its containers' resource use this often (`--ha-stats`).
+    pub stats_interval: Option<std::time::Duration>,
 }
 
 impl ServeConfig {

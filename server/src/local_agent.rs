@@ -37,5 +37,6 @@ pub fn config(
     };
     cfg.ha = local.ha.clone();
     cfg.action_files = local.actions.clone();
+    cfg.stats_interval = local.stats_interval;
     Ok(cfg)
 }

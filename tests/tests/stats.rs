@@ -102,3 +102,124 @@ async fn stats_show_a_busy_container_busy_as_docker_stats_does() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// `--ha-stats`: the agent publishes its containers' use every interval; Home Assistant gets a CPU
+/// and a memory sensor per container (their templates rendered by Jinja2 against what the agent
+/// published, read with mosquitto_sub over MQTT 3.1.1), and the server's `/metrics` the gauges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_stats_feed_home_assistant_sensors_and_metrics() -> anyhow::Result<()> {
+    use zedops_client::NewMqttUser;
+    use zedops_tests::ha::{mosquitto_sub, render_one, Mqtt311};
+    init_logs();
+    let run = unique("hastats");
+    let busy = TestContainer::run_script(
+        &unique("zt-busy"),
+        &run,
+        &["--cpus", "0.25"],
+        "while :; do :; done",
+    )?;
+    let agent = unique("hastats");
+    let serve = Serve::start(
+        &[
+            &format!("--local-agent={agent}"),
+            "--ha",
+            "--ha-stats",
+            "1s",
+            "--mqtt311-listen",
+            "127.0.0.1:0",
+        ],
+        "warn",
+    )?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let user = admin
+        .create_mqtt_user(&NewMqttUser {
+            name: unique("ha"),
+            ha_commands: false,
+        })
+        .await?;
+    let m = Mqtt311 {
+        port: serve.mqtt311.context("no MQTT 3.1.1 listener")?.port(),
+        user: user.username,
+        pass: user.password,
+    };
+    let node = format!("zedops_{agent}");
+    let filter = format!("homeassistant/sensor/{node}/+/config");
+    let sensors = eventually(
+        "the CPU and memory sensors",
+        Duration::from_secs(20),
+        || {
+            let (m, filter, name) = (m.clone(), filter.clone(), busy.name.clone());
+            async move {
+                let seen = mosquitto_sub(&m, &filter, 2).await.ok()?;
+                let find = |suffix: &str| {
+                    seen.iter()
+                        .filter(|s| s.retain && s.topic.ends_with(&format!("{suffix}/config")))
+                        .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.payload).ok())
+                        .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&name)))
+                };
+                Some((find("_cpu")?, find("_memory")?))
+            }
+        },
+    )
+    .await?;
+    let (cpu, memory) = sensors;
+    assert_eq!(cpu["unit_of_measurement"], "%");
+    assert_eq!(memory["unit_of_measurement"], "MiB");
+    assert_eq!(cpu["state_class"], "measurement");
+    let state_topic = cpu["state_topic"]
+        .as_str()
+        .context("state_topic")?
+        .to_owned();
+    assert_eq!(state_topic, format!("zedops/v1/agents/{agent}/stats"));
+
+    // What the agent publishes, rendered as Home Assistant would.
+    let published = eventually("a stats message", Duration::from_secs(15), || {
+        let (m, t) = (m.clone(), state_topic.clone());
+        async move {
+            let seen = mosquitto_sub(&m, &t, 3).await.ok()?;
+            seen.into_iter()
+                .map(|s| s.payload)
+                .find(|p| p.contains("cpu_percent"))
+        }
+    })
+    .await?;
+    let cpu_value: f64 = render_one(&cpu["value_template"], &published)
+        .await?
+        .parse()
+        .with_context(|| format!("the CPU template on {published}"))?;
+    let mem_value: f64 = render_one(&memory["value_template"], &published)
+        .await?
+        .parse()?;
+    println!("Home Assistant would show: CPU {cpu_value} %, memory {mem_value} MiB");
+    ensure!(cpu_value > 10.0, "CPU {cpu_value} of a quarter-core loop");
+    ensure!(mem_value > 0.0, "memory {mem_value}");
+    // A container the snapshot does not have renders Home Assistant's unknown.
+    let other = cpu["value_template"]
+        .as_str()
+        .unwrap_or_default()
+        .replace(busy.name.as_str(), "not-there");
+    let unknown = render_one(&serde_json::Value::String(other), &published).await?;
+    assert_eq!(unknown, "None");
+
+    // The server's /metrics.
+    let line = eventually("the CPU gauge", Duration::from_secs(15), || async {
+        let text = reqwest::get(format!("{}/metrics", serve.http))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let want = format!(
+            "zedops_container_cpu_percent{{agent=\"{agent}\",container=\"{}\"}} ",
+            busy.name
+        );
+        text.lines()
+            .find(|l| l.starts_with(&want))
+            .map(str::to_owned)
+    })
+    .await?;
+    let value: f64 = line.rsplit(' ').next().unwrap_or_default().parse()?;
+    println!("/metrics: {line}");
+    ensure!(value > 10.0, "{line}");
+    Ok(())
+}

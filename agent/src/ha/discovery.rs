@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// One of the three entities of a container.
+/// One of the entities of a container: three always, two more with `--ha-stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {
     /// `switch`: running ⇄ start/stop.
@@ -11,17 +11,23 @@ pub enum Entity {
     Restart,
     /// `sensor`: Docker's state.
     State,
+    /// `sensor`: CPU % (100 = one core), from the agent's stats topic.
+    Cpu,
+    /// `sensor`: memory used, MiB, from the agent's stats topic.
+    Memory,
 }
 
 impl Entity {
     pub const ALL: [Entity; 3] = [Entity::Switch, Entity::Restart, Entity::State];
+    /// The sensors of `--ha-stats`.
+    pub const USAGE: [Entity; 2] = [Entity::Cpu, Entity::Memory];
 
     /// Home Assistant's platform (the discovery topic's component level).
     pub fn platform(self) -> &'static str {
         match self {
             Self::Switch => "switch",
             Self::Restart => "button",
-            Self::State => "sensor",
+            Self::State | Self::Cpu | Self::Memory => "sensor",
         }
     }
 
@@ -30,6 +36,18 @@ impl Entity {
             Self::Switch => "switch",
             Self::Restart => "restart",
             Self::State => "state",
+            Self::Cpu => "cpu",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// The object ID's suffix: none for the first three (their topics predate the sensors and
+    /// must not change), the kind for the sensors, which share the `sensor` platform with State.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Cpu => "_cpu",
+            Self::Memory => "_memory",
+            _ => "",
         }
     }
 }
@@ -81,10 +99,20 @@ pub fn unique_id(agent: &str, container: &str, e: Entity) -> String {
 /// `{prefix}/{platform}/zedops_{agent}/{object_id}/config`.
 pub fn discovery_topic(prefix: &str, agent: &str, container: &str, e: Entity) -> String {
     format!(
-        "{prefix}/{}/{}/{}/config",
+        "{prefix}/{}/{}/{}{}/config",
         e.platform(),
         node_id(agent),
-        object_id(agent, container)
+        object_id(agent, container),
+        e.suffix()
+    )
+}
+
+/// A value of `container` in the agent's stats: `field` of its row, through `scale`, or `None`
+/// (Home Assistant's unknown) when the container is not in the snapshot. Container names are
+/// `[a-zA-Z0-9_.-]`, safe inside the quotes.
+fn usage_template(container: &str, field: &str, scale: &str) -> String {
+    format!(
+        "{{% set s = (value_json.stats | default([]) | selectattr('name', 'equalto', '{container}') | list) %}}{{{{ ((s[0].{field}{scale}) | round(1)) if s else 'None' }}}}"
     )
 }
 
@@ -166,6 +194,23 @@ pub fn discovery_config(agent: &str, container: &str, e: Entity) -> Value {
             "json_attributes_topic": topics::container(agent, container),
             "json_attributes_template": ATTRIBUTES_TEMPLATE,
         }),
+        Entity::Cpu => json!({
+            "name": format!("{container} CPU"),
+            "icon": "mdi:chip",
+            "state_topic": topics::stats(agent),
+            "value_template": usage_template(container, "cpu_percent", ""),
+            "unit_of_measurement": "%",
+            "state_class": "measurement",
+        }),
+        Entity::Memory => json!({
+            "name": format!("{container} memory"),
+            "icon": "mdi:memory",
+            "device_class": "data_size",
+            "state_topic": topics::stats(agent),
+            "value_template": usage_template(container, "memory_usage", " / 1048576"),
+            "unit_of_measurement": "MiB",
+            "state_class": "measurement",
+        }),
     };
     if let (Some(map), Value::Object(extra)) = (cfg.as_object_mut(), specific) {
         map.extend(extra);
@@ -236,7 +281,9 @@ mod tests {
                     assert_eq!(c["payload_off"], "stop");
                 }
                 Entity::Restart => assert_eq!(c["payload_press"], "restart"),
-                Entity::State => assert!(c["state_topic"].is_string()),
+                Entity::State | Entity::Cpu | Entity::Memory => {
+                    assert!(c["state_topic"].is_string())
+                }
             }
         }
     }

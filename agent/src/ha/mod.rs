@@ -83,6 +83,8 @@ pub struct HaConfig {
     /// The agent's own container (name or ID prefix of ≥ 12 hex digits) when detection from
     /// `/proc/self/cgroup`, `/proc/self/mountinfo` and `HOSTNAME` cannot find it. `None`: detect.
     pub own_container: Option<String>,
+    /// A CPU and a memory sensor per container, fed by the agent's stats (`--ha-stats`).
+    pub stats: bool,
 }
 
 impl Default for HaConfig {
@@ -90,6 +92,7 @@ impl Default for HaConfig {
         Self {
             discovery_prefix: DEFAULT_DISCOVERY_PREFIX.to_owned(),
             own_container: None,
+            stats: false,
         }
     }
 }
@@ -104,7 +107,7 @@ impl HaConfig {
     pub fn new(discovery_prefix: impl Into<String>) -> Result<Self, InvalidPrefix> {
         let c = Self {
             discovery_prefix: discovery_prefix.into(),
-            own_container: None,
+            ..Self::default()
         };
         c.validate()?;
         Ok(c)
@@ -162,6 +165,8 @@ pub struct Ha {
     /// When Home Assistant's last `online` made this agent republish: each one costs a Docker
     /// list and a republish of every config and state, so they are throttled.
     last_birth: Option<std::time::Instant>,
+    /// A CPU and a memory sensor per container (`--ha-stats`).
+    stats: bool,
 }
 
 /// At most one republish for Home Assistant's birth message this often (issue 14, item 14).
@@ -184,6 +189,7 @@ impl Ha {
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
             buttons: Default::default(),
             last_birth: None,
+            stats: cfg.stats,
         }
     }
 
@@ -340,8 +346,14 @@ impl Ha {
         )
     }
 
+    /// The entities of each container: the three, and the sensors with `--ha-stats`.
+    fn entities(&self) -> Vec<Entity> {
+        let usage = if self.stats { &Entity::USAGE[..] } else { &[] };
+        Entity::ALL.iter().chain(usage).copied().collect()
+    }
+
     fn announce(&mut self, name: &str) {
-        for e in Entity::ALL {
+        for e in self.entities() {
             let topic = discovery_topic(&self.prefix, &self.agent, name, e);
             let payload =
                 serde_json::to_vec(&discovery_config(&self.agent, name, e)).unwrap_or_default();
@@ -352,7 +364,7 @@ impl Ha {
 
     /// Empty retained configs: Home Assistant removes the entities.
     fn remove(&mut self, name: &str) {
-        for e in Entity::ALL {
+        for e in Entity::ALL.into_iter().chain(Entity::USAGE) {
             let topic = discovery_topic(&self.prefix, &self.agent, name, e);
             self.topics.remove(&topic);
             self.send(topic, Vec::new());
