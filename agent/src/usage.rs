@@ -1,8 +1,8 @@
 //! `--ha-stats INTERVAL`: a stats snapshot of every running container each interval, handed to
 //! the main loop, which publishes it (signed, not retained) on `zedops/v1/agents/{agent}/stats`.
 //! The server takes it into `/metrics`; with `--ha`, Home Assistant's CPU and memory sensors read
-//! it. After the first snapshot each one reads Docker at once ([`crate::docker::Sampler`]), so
-//! the cost per interval is one quick read per container.
+//! it. After the first snapshot each container is asked for one sample ([`crate::docker::Sampler`]),
+//! all of them at once, so the cost per interval is one read per container.
 
 use std::time::Duration;
 

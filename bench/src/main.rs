@@ -8,7 +8,8 @@
 //! 4. `restart`   — `zedops restart` vs `docker restart`;
 //! 5. `events`    — Docker event → SSE and MQTT per-container topic;
 //! 6. `fleet`     — N simulated agents: API restart until all visible, broker throughput, memory;
-//! 7. `footprint` — idle agent RSS and CPU, binary size.
+//! 7. `footprint` — idle agent RSS and CPU, binary size;
+//! 8. `streams`   — follow latency and throughput vs `docker logs -f`, a stats stream's cost.
 
 mod events;
 mod fleet;
@@ -20,6 +21,7 @@ mod restart;
 mod rtt;
 mod stack;
 mod stats;
+mod streams;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -62,7 +64,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Every scenario, 1 to 7.
+    /// Every scenario, 1 to 8.
     All,
     /// 1. MQTT ping round trip: embedded broker vs Mosquitto.
     Mqtt,
@@ -78,6 +80,8 @@ enum Cmd {
     Fleet,
     /// 7. Idle agent footprint and binary size.
     Footprint,
+    /// 8. Streams: follow latency and throughput, a stats stream's cost.
+    Streams,
     /// (internal) The embedded broker alone in this process, until SIGTERM.
     #[command(hide = true)]
     Broker {
@@ -244,12 +248,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     | ("events", Cmd::Events)
                     | ("fleet", Cmd::Fleet)
                     | ("footprint", Cmd::Footprint)
+                    | ("streams", Cmd::Streams)
             )
     };
     let mut tables: Vec<Table> = Vec::new();
-    let needs_stack = ["mqtt", "http", "list", "restart", "events", "footprint"]
-        .iter()
-        .any(|c| wants(c));
+    let needs_stack = [
+        "mqtt",
+        "http",
+        "list",
+        "restart",
+        "events",
+        "footprint",
+        "streams",
+    ]
+    .iter()
+    .any(|c| wants(c));
     if needs_stack {
         eprintln!(
             "==> starting zedops serve, zedops agent and {} test containers",
@@ -285,6 +298,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(vec![events::run(&stack, &o).await?])
             })
             .await;
+        }
+        if wants("streams") {
+            step(&mut tables, "8. Streams", || streams::run(&stack, &o)).await;
         }
         if wants("footprint") {
             step(&mut tables, "7. Footprint", || async {

@@ -107,7 +107,12 @@ pub fn remove_leftovers() {
 /// `n` running test containers `zb-c00`, `zb-c01`, … (the test image exits at once on SIGTERM),
 /// created a few at a time.
 pub fn create_containers(n: usize) -> anyhow::Result<Vec<TestContainer>> {
-    let names: Vec<String> = (0..n).map(|i| format!("zb-c{i:02}")).collect();
+    create_containers_named("zb-c", n)
+}
+
+/// [`create_containers`] named `{prefix}00`, `{prefix}01`, …
+pub fn create_containers_named(prefix: &str, n: usize) -> anyhow::Result<Vec<TestContainer>> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:02}")).collect();
     let mut out: Vec<TestContainer> = Vec::new();
     for chunk in names.chunks(5) {
         let made: Vec<anyhow::Result<TestContainer>> = std::thread::scope(|s| {

@@ -554,3 +554,34 @@ async fn the_dashboard_follows_a_log_in_a_bounded_view() -> anyhow::Result<()> {
     no_streams_left(&admin, &agent, Duration::from_secs(10)).await?;
     Ok(())
 }
+
+/// A container with a TTY (`docker run -t`) has one output stream, which Docker does not
+/// multiplex: its follow comes through as stdout lines, in order, without the TTY's `\r`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tty_container_is_followed_as_stdout() -> anyhow::Result<()> {
+    init_logs();
+    let run = unique("tty");
+    let tty = TestContainer::run_script(&unique("zt-tty"), &run, &["-t"], TICKER)?;
+    let agent = unique("tty");
+    let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    ready(&admin, &agent, &tty.name).await?;
+    let mut s = admin
+        .follow_logs(&agent, &tty.name, &LogsOptions::default())
+        .await?;
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        match tokio::time::timeout(Duration::from_secs(5), s.next()).await? {
+            Some(Ok(LogEvent::Lines(c))) => {
+                for l in c.lines {
+                    ensure!(l.stream == "stdout", "{l:?}");
+                    ensure!(!l.text.contains('\r'), "{l:?}");
+                    got.push(l.text);
+                }
+            }
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    once_in_order(&ticks(&got)?)?;
+    Ok(())
+}

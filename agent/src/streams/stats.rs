@@ -1,5 +1,5 @@
 //! A stats stream: a snapshot of one container, or of every running one, every interval. After
-//! the first, each snapshot reads Docker at once and takes CPU % over the interval.
+//! the first, each snapshot asks Docker for one sample and takes CPU % over the interval.
 
 use std::time::Duration;
 

@@ -35,7 +35,7 @@ impl StatsApi {
     /// the containers at once; each read takes about a second (Docker's two CPU samples).
     ///
     /// With `stream=true`, Server-Sent Events instead: a snapshot (`event: stats`) every
-    /// `interval_s` (default 2 s), read at once after the first, until the client goes away or
+    /// `interval_s` (default 2 s), one Docker sample each after the first, until the client goes away or
     /// the stream ends (`event: end`, with the reason and, when it failed, the error).
     #[oai(
         path = "/api/v1/agents/:agent/stats",
