@@ -267,6 +267,7 @@ async fn poll(
     changes: broadcast::Sender<Change>,
 ) {
     let mut delay = Duration::from_millis(100);
+    let mut refused_said: Option<Instant> = None;
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -347,6 +348,12 @@ async fn poll(
                 }
                 if link.connected.swap(false, Ordering::SeqCst) {
                     warn!(error = %e, "API lost the broker; reconnecting");
+                } else if let rumqttc::v5::ConnectionError::ConnectionRefused(code) = &e {
+                    // Bad credentials or no right to connect: said, at most every 30 s.
+                    if refused_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        warn!(reason = ?code, "the broker refused the API's connection (with an external broker, check --broker-username and --broker-password); retrying");
+                        refused_said = Some(Instant::now());
+                    }
                 } else {
                     debug!(error = %e, "API cannot reach the broker yet");
                 }

@@ -293,6 +293,18 @@ impl ServeArgs {
         cfg.public_url = self.public_url.clone();
         cfg.no_auth = self.no_auth;
         cfg.broker = self.broker.clone();
+        cfg.broker_credentials = self
+            .broker_username
+            .clone()
+            .map(|u| (u, self.broker_password.clone().unwrap_or_default()));
+        if let Some(ca) = &self.broker_ca_file {
+            cfg.broker_ca = Some(std::fs::read(ca).map_err(|e| {
+                Exit::usage(format!(
+                    "cannot read --broker-ca-file {}: {e}",
+                    ca.display()
+                ))
+            })?);
+        }
         cfg.mqtt_listen = self.mqtt_listen;
         cfg.mqtt311_listen = self.mqtt311_listen;
         cfg.mqtt311 = !self.no_mqtt311;
@@ -403,6 +415,28 @@ pub struct ServeArgs {
     /// Use this external MQTT 5 broker instead of the embedded one (e.g. mqtt://broker.lan:1883).
     #[arg(long, env = "ZEDOPS_BROKER")]
     pub broker: Option<BrokerUrl>,
+
+    /// The username the server (and its local agent) log in to the external broker with.
+    #[arg(long, env = "ZEDOPS_BROKER_USERNAME", requires = "broker")]
+    pub broker_username: Option<String>,
+
+    /// Its password (prefer the environment variable: command lines are visible to every user).
+    #[arg(
+        long,
+        env = "ZEDOPS_BROKER_PASSWORD",
+        hide_env_values = true,
+        requires = "broker_username"
+    )]
+    pub broker_password: Option<String>,
+
+    /// CA certificate (PEM) to trust for an mqtts:// external broker (default: the system's).
+    #[arg(
+        long,
+        env = "ZEDOPS_BROKER_CA_FILE",
+        value_name = "PEM",
+        requires = "broker"
+    )]
+    pub broker_ca_file: Option<std::path::PathBuf>,
 
     /// MQTT 5 listener of the embedded broker (default 0.0.0.0:1883; with --no-auth
     /// 127.0.0.1:1883). Either protocol version is accepted on every listener.

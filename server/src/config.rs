@@ -15,6 +15,10 @@ pub struct ServeConfig {
     pub no_auth: bool,
     /// An external broker instead of the embedded one.
     pub broker: Option<BrokerUrl>,
+    /// How the API and the local agent log in to the external broker (username, password).
+    pub broker_credentials: Option<(String, String)>,
+    /// The CA (PEM) to trust for an external `mqtts://` broker; default the system's roots.
+    pub broker_ca: Option<Vec<u8>>,
     /// The embedded broker's MQTT 5 listener (default port 1883, see [`ServeConfig::mqtt_addr`]).
     pub mqtt_listen: Option<SocketAddr>,
     /// Its MQTT 3.1.1 listener (default port 1884); `None` with `mqtt311: false`.
@@ -51,6 +55,8 @@ impl ServeConfig {
             data_dir,
             no_auth: false,
             broker: None,
+            broker_credentials: None,
+            broker_ca: None,
             mqtt_listen: None,
             mqtt311_listen: None,
             mqtt311: true,

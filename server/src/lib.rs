@@ -152,18 +152,23 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     for w in &public.warnings {
         tracing::info!("{w}");
     }
-    let credentials = (broker.is_some() && sec.is_some()).then(|| {
-        (
-            zedops_proto::identity::INTERNAL_USER.to_owned(),
-            internal_password.clone(),
-        )
-    });
+    // The embedded broker knows the internal user; an external one, what `--broker-username`
+    // names.
+    let credentials = match &broker {
+        Some(_) => sec.is_some().then(|| {
+            (
+                zedops_proto::identity::INTERNAL_USER.to_owned(),
+                internal_password.clone(),
+            )
+        }),
+        None => cfg.broker_credentials.clone(),
+    };
     let api = zedops_api::Api::connect_secured(
         zedops_api::MqttConfig {
             broker: broker_url.clone(),
             credentials,
             client_id: None,
-            tls_ca: None,
+            tls_ca: cfg.broker_ca.clone(),
         },
         sec.as_ref().map(|s| s.store.clone()),
         sec.as_ref().map(|s| s.security.clone()),
@@ -173,7 +178,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let (stop_agent, agent) = match &cfg.local_agent {
         Some(local) => {
             let secured = sec.as_ref().map(|s| (&*s.store, &*s.security));
-            let acfg = local_agent::config(local, broker_url.clone(), &cfg.data_dir, secured)?;
+            let mut acfg = local_agent::config(local, broker_url.clone(), &cfg.data_dir, secured)?;
+            if broker.is_none() {
+                // An external broker: the local agent logs in as the server does there (its
+                // enrollment's MQTT password is the embedded broker's).
+                acfg.credentials = cfg.broker_credentials.clone();
+                acfg.tls_ca = cfg.broker_ca.clone();
+            }
             let line = format!(
                 "local agent {} serving Docker at {}",
                 local.name,

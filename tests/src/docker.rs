@@ -47,6 +47,15 @@ impl Docker {
         Self::inspect(name, "{{.Id}}")
     }
 
+    /// `docker stats --no-stream` CPU % of `name`.
+    pub fn cpu_percent(name: &str) -> anyhow::Result<f64> {
+        let out = Self::run(&["stats", "--no-stream", "--format", "{{.CPUPerc}}", name])?;
+        out.trim()
+            .trim_end_matches('%')
+            .parse()
+            .with_context(|| format!("docker stats said {out:?}"))
+    }
+
     /// Lines of `docker ps -a` for containers with a label, as `name\tstate\timage`.
     pub fn ps_labelled(label: &str) -> anyhow::Result<Vec<String>> {
         let out = Self::run(&[
@@ -99,6 +108,13 @@ impl TestContainer {
             &args,
             &["sh", "-c", script],
         )
+    }
+
+    /// A container spinning in a shell loop, on at most `cpus` cores when given (`--cpus`: its
+    /// share then stays put however busy the machine is).
+    pub fn cpu_loop(name: &str, run_label: &str, cpus: Option<&str>) -> anyhow::Result<Self> {
+        let limit: Vec<&str> = cpus.map(|c| vec!["--cpus", c]).unwrap_or_default();
+        Self::run_script(name, run_label, &limit, "while :; do :; done")
     }
 
     /// `docker create` only (state `created`).

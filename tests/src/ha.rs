@@ -28,6 +28,26 @@ pub struct Mqtt311 {
 }
 
 impl Mqtt311 {
+    /// Home Assistant's way into `serve`: its MQTT 3.1.1 listener, as a new MQTT user (with
+    /// `/set` rights when `ha_commands`).
+    pub async fn user_of(
+        serve: &crate::procs::Serve,
+        admin: &zedops_client::Client,
+        ha_commands: bool,
+    ) -> anyhow::Result<Self> {
+        let user = admin
+            .create_mqtt_user(&zedops_client::NewMqttUser {
+                name: unique("ha"),
+                ha_commands,
+            })
+            .await?;
+        Ok(Self {
+            port: serve.mqtt311.context("no MQTT 3.1.1 listener")?.port(),
+            user: user.username,
+            pass: user.password,
+        })
+    }
+
     pub fn args(&self) -> Vec<String> {
         let port = self.port.to_string();
         [

@@ -6,6 +6,7 @@
 //! drops. Tests never use fixed ports.
 
 pub mod api;
+pub mod browser;
 pub mod docker;
 pub mod ha;
 pub mod mqtt;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use zedops_agent::AgentConfig;
 use zedops_proto::{AgentName, BrokerUrl};
 
@@ -122,8 +122,15 @@ pub fn spawn_enrolled_agent(
     token: &str,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<Proc> {
-    let dir = state_dir.to_string_lossy();
-    let extra = [
+    let args = enroll_args(serve, token, state_dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_agent_process(name, serve.mqtt, &args)
+}
+
+/// `--enroll TOKEN --server URL --state-dir DIR` of an agent of `serve`.
+fn enroll_args(serve: &Serve, token: &str, state_dir: &std::path::Path) -> Vec<String> {
+    let dir = state_dir.to_string_lossy().into_owned();
+    let args = [
         "--enroll",
         token,
         "--server",
@@ -131,7 +138,41 @@ pub fn spawn_enrolled_agent(
         "--state-dir",
         &dir,
     ];
-    spawn_agent_process(name, serve.mqtt, &extra)
+    args.map(str::to_owned).to_vec()
+}
+
+/// [`spawn_enrolled_agent`] with `extra` flags, logging at `log` (a `RUST_LOG` filter) into the
+/// string returned beside it.
+pub fn spawn_logged_agent(
+    serve: &Serve,
+    name: &str,
+    token: &str,
+    state_dir: &std::path::Path,
+    extra: &[&str],
+    log: &str,
+) -> anyhow::Result<(Proc, std::sync::Arc<std::sync::Mutex<String>>)> {
+    use std::io::{BufRead, BufReader};
+    let mut args = enroll_args(serve, token, state_dir);
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = agent_command(name, serve.mqtt, &args, "ZEDOPS_TEST_AGENT_LOG")?
+        .env("RUST_LOG", log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting zedops agent")?;
+    let err = child.stderr.take().context("stderr")?;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&l);
+                s.push('\n');
+            }
+        }
+    });
+    let what = format!("agent {name}");
+    Ok((Proc { child, what }, text))
 }
 
 /// An agent running in this process; stops (publishing `offline`) on [`InProcAgent::stop`] or drop.
@@ -196,13 +237,35 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// [`Mosquitto::start`] refusing anonymous clients: only `user` with `password` connects
+    /// (a password file made with Debian's `mosquitto_passwd`).
+    pub async fn with_user(user: &str, password: &str) -> anyhow::Result<Self> {
+        Self::start_with(Some((user, password))).await
+    }
+
+    async fn start_with(user: Option<(&str, &str)>) -> anyhow::Result<Self> {
         let dir = TempDir::new("mosquitto")?;
         let port = crate::free_port();
         let conf = dir.path.join("mosquitto.conf");
+        let access = match user {
+            None => "allow_anonymous true\n".to_owned(),
+            Some((u, p)) => {
+                let file = dir.path.join("passwd");
+                let st = Command::new("mosquitto_passwd")
+                    .args(["-b", "-c", &file.to_string_lossy(), u, p])
+                    .status()
+                    .context("running mosquitto_passwd (Debian's mosquitto has it)")?;
+                ensure!(st.success(), "mosquitto_passwd: {st}");
+                format!("allow_anonymous false\npassword_file {}\n", file.display())
+            }
+        };
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nmax_packet_size 16777216\n"
+                "listener {port} 127.0.0.1\n{access}persistence false\nlog_dest stderr\nlog_type error\nmax_packet_size 16777216\n"
             ),
         )?;
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]

@@ -537,17 +537,7 @@ async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result
         admin,
         ..
     } = stack("ha", &[], &extra).await?;
-    let user = admin
-        .create_mqtt_user(&NewMqttUser {
-            name: unique("ha"),
-            ha_commands: true,
-        })
-        .await?;
-    let m = Mqtt311 {
-        port: serve.mqtt311.context("no MQTT 3.1.1 listener")?.port(),
-        user: user.username,
-        pass: user.password,
-    };
+    let m = Mqtt311::user_of(&serve, &admin, true).await?;
     let node = format!("zedops_{agent}");
     // The hidden container's action is served (so it is the label that keeps its button away).
     eventually("hid served", Duration::from_secs(10), || async {
@@ -638,16 +628,6 @@ async fn a_home_assistant_button_runs_its_action_and_the_sensor_shows_the_result
 /// on the host (checked here), and one that fails, each output shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_runs_actions_with_their_forms() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?
-        .to_path_buf();
-    let modules = root.join("tests/browser/node_modules/playwright-core/package.json");
-    ensure!(
-        Path::new("/usr/bin/chromium").exists() && modules.exists(),
-        "the browser test needs /usr/bin/chromium and {}: run `bash scripts/provision-browser.sh`",
-        modules.display()
-    );
     let Stack {
         tmp,
         c: _container,
@@ -662,25 +642,13 @@ async fn the_dashboard_runs_actions_with_their_forms() -> anyhow::Result<()> {
         tokens.push(admin.create_token(&NewToken { name, role }).await?.token);
     }
     let made = tmp.path.join("from-browser");
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/actions.mjs"))
-        .args(["--base", &serve.http, "--agent", &agent])
-        .args(["--path", &made.to_string_lossy()])
-        .env("ZEDOPS_TOKEN", &tokens[0])
-        .env("ZEDOPS_VIEWER_TOKEN", &tokens[1])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .context("the browser script ran over 120 s")??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    ensure!(
-        out.status.success(),
-        "the browser script failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let made_s = made.to_string_lossy();
+    let args = ["--base", &serve.http, "--agent", &agent, "--path", &made_s];
+    let env = [
+        ("ZEDOPS_TOKEN", tokens[0].as_str()),
+        ("ZEDOPS_VIEWER_TOKEN", tokens[1].as_str()),
+    ];
+    zedops_tests::browser::run("actions.mjs", &args, &env).await?;
     ensure!(
         made.exists(),
         "the host action run from the dashboard made no file"

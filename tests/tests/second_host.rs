@@ -232,6 +232,61 @@ async fn the_enrollment_answer_names_the_external_broker() -> anyhow::Result<()>
     Ok(())
 }
 
+/// `serve --broker` an external Mosquitto that refuses anonymous clients (issue 19, item 2, in
+/// part): with `--broker-username` and `--broker-password` the API and the local agent log in, and a restart through the API reaches the agent; with a
+/// wrong password the server says the broker refused it and names the flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_in_to_an_authenticated_external_broker() -> anyhow::Result<()> {
+    init_logs();
+    let mosquitto = Mosquitto::with_user("zedops", "s3cret-broker").await?;
+    let broker = format!("mqtt://{}", mosquitto.addr);
+    let container = TestContainer::run(&unique("zt-auth"), &unique("auth"), &[])?;
+    let agent = unique("auth");
+    let serve = Serve::start(
+        &[
+            "--broker",
+            &broker,
+            "--broker-username",
+            "zedops",
+            "--broker-password",
+            "s3cret-broker",
+            &format!("--local-agent={agent}"),
+        ],
+        "warn",
+    )?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    reaches(&admin, &agent, &container).await?;
+
+    let wrong = Serve::start(
+        &[
+            "--broker",
+            &broker,
+            "--broker-username",
+            "zedops",
+            "--broker-password",
+            "bad-pass-8841",
+        ],
+        "warn",
+    )?;
+    let said = eventually(
+        "the refusal in the log",
+        Duration::from_secs(15),
+        || async {
+            let log = wrong.logs();
+            log.contains("refused the API's connection").then_some(log)
+        },
+    )
+    .await?;
+    ensure!(said.contains("--broker-password"), "{said}");
+    ensure!(
+        !said.contains("bad-pass-8841"),
+        "the password is in the log: {said}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", wrong.http)).await?;
+    ensure!(ready.status() == 503, "{}", ready.status());
+    Ok(())
+}
+
 /// Nothing listens where the agent looks for its broker: it says so, with the cause, at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_is_down_is_reported_within_seconds() -> anyhow::Result<()> {

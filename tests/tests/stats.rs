@@ -11,20 +11,11 @@ use zedops_client::Client;
 use zedops_tests::procs::{zedops_bin, Serve};
 use zedops_tests::{eventually, init_logs, unique, Docker, TestContainer};
 
-/// `docker stats --no-stream` CPU % of `name`.
-fn docker_cpu(name: &str) -> anyhow::Result<f64> {
-    let out = Docker::run(&["stats", "--no-stream", "--format", "{{.CPUPerc}}", name])?;
-    out.trim()
-        .trim_end_matches('%')
-        .parse()
-        .with_context(|| format!("docker stats said {out:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_show_a_busy_container_busy_as_docker_stats_does() -> anyhow::Result<()> {
     init_logs();
     let run = unique("stats");
-    let busy = TestContainer::run_script(&unique("zt-busy"), &run, &[], "while :; do :; done")?;
+    let busy = TestContainer::cpu_loop(&unique("zt-busy"), &run, None)?;
     let idle = TestContainer::run(&unique("zt-idle"), &run, &[])?;
     let agent = unique("stats");
     let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
@@ -47,7 +38,7 @@ async fn stats_show_a_busy_container_busy_as_docker_stats_does() -> anyhow::Resu
         "{one:?}"
     );
     let ours = one.stats[0].cpu_percent;
-    let docker = docker_cpu(&busy.name)?;
+    let docker = Docker::cpu_percent(&busy.name)?;
     println!("busy loop: zedops {ours:.1} %, docker stats {docker:.1} %");
     ensure!(ours > 30.0, "a CPU loop at {ours:.1} %");
     ensure!(
@@ -108,16 +99,10 @@ async fn stats_show_a_busy_container_busy_as_docker_stats_does() -> anyhow::Resu
 /// published, read with mosquitto_sub over MQTT 3.1.1), and the server's `/metrics` the gauges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_stats_feed_home_assistant_sensors_and_metrics() -> anyhow::Result<()> {
-    use zedops_client::NewMqttUser;
     use zedops_tests::ha::{mosquitto_sub, render_one, Mqtt311};
     init_logs();
     let run = unique("hastats");
-    let busy = TestContainer::run_script(
-        &unique("zt-busy"),
-        &run,
-        &["--cpus", "0.25"],
-        "while :; do :; done",
-    )?;
+    let busy = TestContainer::cpu_loop(&unique("zt-busy"), &run, Some("0.25"))?;
     let agent = unique("hastats");
     let serve = Serve::start(
         &[
@@ -131,17 +116,7 @@ async fn ha_stats_feed_home_assistant_sensors_and_metrics() -> anyhow::Result<()
         "warn",
     )?;
     let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
-    let user = admin
-        .create_mqtt_user(&NewMqttUser {
-            name: unique("ha"),
-            ha_commands: false,
-        })
-        .await?;
-    let m = Mqtt311 {
-        port: serve.mqtt311.context("no MQTT 3.1.1 listener")?.port(),
-        user: user.username,
-        pass: user.password,
-    };
+    let m = Mqtt311::user_of(&serve, &admin, false).await?;
     let node = format!("zedops_{agent}");
     let filter = format!("homeassistant/sensor/{node}/+/config");
     let sensors = eventually(

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use zedops_client::{Client, LogEvent, LogsOptions, NewAgent, NewMqttUser, StatsEvent};
-use zedops_tests::procs::{agent_command, zedops_bin, Proc, Serve, TempDir};
+use zedops_tests::procs::{spawn_logged_agent, zedops_bin, Proc, Serve, TempDir};
 use zedops_tests::{eventually, init_logs, unique, Docker, TestContainer};
+
+/// What an agent of these tests logs: warnings, and its streams' starts and ends.
+const STREAM_LOG: &str = "warn,zedops_agent::streams=info";
 
 /// A container printing `tick N` every 100 ms, N from 0.
 const TICKER: &str = "i=0; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.1; done";
@@ -263,47 +266,6 @@ async fn a_reader_that_stops_reading_stops_the_agent_reading_docker() -> anyhow:
     Ok(())
 }
 
-/// An enrolled agent of `serve`, a separate process, its log (info for streams) captured.
-fn spawn_logged_agent(
-    serve: &Serve,
-    name: &str,
-    token: &str,
-    state: &TempDir,
-    extra: &[&str],
-) -> anyhow::Result<(Proc, Arc<Mutex<String>>)> {
-    let dir = state.path.to_string_lossy().into_owned();
-    let mut args = vec![
-        "--enroll",
-        token,
-        "--server",
-        &serve.http,
-        "--state-dir",
-        &dir,
-    ];
-    args.extend_from_slice(extra);
-    let mut cmd = agent_command(name, serve.mqtt, &args, "ZEDOPS_TEST_AGENT_LOG")?;
-    let mut child = cmd
-        .env("RUST_LOG", "warn,zedops_agent::streams=info")
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let err = child.stderr.take().context("stderr")?;
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if let Ok(mut s) = sink.lock() {
-                s.push_str(&l);
-                s.push('\n');
-            }
-        }
-    });
-    let proc = Proc {
-        child,
-        what: format!("agent {name}"),
-    };
-    Ok((proc, log))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_api_mid_stream_ends_the_stream_on_the_agent() -> anyhow::Result<()> {
     init_logs();
@@ -319,7 +281,14 @@ async fn killing_the_api_mid_stream_ends_the_stream_on_the_agent() -> anyhow::Re
         })
         .await?;
     let state = TempDir::new("kill")?;
-    let (_proc, log) = spawn_logged_agent(&serve, &agent, &enrollment.token, &state, &[])?;
+    let (_proc, log) = spawn_logged_agent(
+        &serve,
+        &agent,
+        &enrollment.token,
+        &state.path,
+        &[],
+        STREAM_LOG,
+    )?;
     ready(&admin, &agent, &ticker.name).await?;
     let mut s = admin
         .follow_logs(&agent, &ticker.name, &LogsOptions::default())
@@ -375,7 +344,14 @@ async fn paho_follows_a_log_with_only_the_documented_wire_format() -> anyhow::Re
         .await?;
     let state = TempDir::new("paho")?;
     let extra = ["--accept-unsigned"];
-    let (_proc, _log) = spawn_logged_agent(&serve, &agent, &enrollment.token, &state, &extra)?;
+    let (_proc, _log) = spawn_logged_agent(
+        &serve,
+        &agent,
+        &enrollment.token,
+        &state.path,
+        &extra,
+        STREAM_LOG,
+    )?;
     eventually(
         "the second agent online",
         Duration::from_secs(20),
@@ -388,7 +364,7 @@ async fn paho_follows_a_log_with_only_the_documented_wire_format() -> anyhow::Re
             ha_commands: false,
         })
         .await?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = zedops_tests::browser::workspace_root();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new("python3")
@@ -411,27 +387,13 @@ async fn paho_follows_a_log_with_only_the_documented_wire_format() -> anyhow::Re
     Ok(())
 }
 
-/// `docker stats --no-stream` CPU % of `name`.
-fn docker_cpu(name: &str) -> anyhow::Result<f64> {
-    let out = Docker::run(&["stats", "--no-stream", "--format", "{{.CPUPerc}}", name])?;
-    out.trim()
-        .trim_end_matches('%')
-        .parse()
-        .with_context(|| format!("docker stats said {out:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stats_stream_shows_a_cpu_loop_busy_at_every_interval() -> anyhow::Result<()> {
     init_logs();
     let run = unique("sstream");
     // A quarter of a core at most: the loop's share stays put however busy the tests beside it
     // are (two cores run the whole suite).
-    let busy = TestContainer::run_script(
-        &unique("zt-busy"),
-        &run,
-        &["--cpus", "0.25"],
-        "while :; do :; done",
-    )?;
+    let busy = TestContainer::cpu_loop(&unique("zt-busy"), &run, Some("0.25"))?;
     let agent = unique("sstream");
     let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
     let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
@@ -450,7 +412,7 @@ async fn a_stats_stream_shows_a_cpu_loop_busy_at_every_interval() -> anyhow::Res
         }
     }
     drop(s);
-    let docker = docker_cpu(&busy.name)?;
+    let docker = Docker::cpu_percent(&busy.name)?;
     println!("stats stream: {cpu:.1?} %, docker stats {docker:.1} %");
     // Every snapshot busy; over the stream, what docker stats says (each sample is a second of
     // a loop that a loaded machine may serve unevenly).
@@ -514,16 +476,6 @@ async fn a_stats_stream_shows_a_cpu_loop_busy_at_every_interval() -> anyhow::Res
 /// ends its streams on the agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_a_log_in_a_bounded_view() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?
-        .to_path_buf();
-    let modules = root.join("tests/browser/node_modules/playwright-core/package.json");
-    ensure!(
-        std::path::Path::new("/usr/bin/chromium").exists() && modules.exists(),
-        "the browser test needs /usr/bin/chromium and {}: run `bash scripts/provision-browser.sh`",
-        modules.display()
-    );
     let Stack {
         serve,
         admin,
@@ -533,24 +485,18 @@ async fn the_dashboard_follows_a_log_in_a_bounded_view() -> anyhow::Result<()> {
     let script = burst(200, 200, "0.1");
     let flood = TestContainer::run_script(&unique("zt-flood"), &ticker.run_label, &[], &script)?;
     ready(&admin, &agent, &flood.name).await?;
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/logs.mjs"))
-        .args(["--base", &serve.http, "--agent", &agent])
-        .args(["--ticker", &ticker.name, "--flood", &flood.name])
-        .env("ZEDOPS_TOKEN", &serve.admin_token)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .context("the browser script ran over 120 s")??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    ensure!(
-        out.status.success(),
-        "the browser script failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "--base",
+        &serve.http,
+        "--agent",
+        &agent,
+        "--ticker",
+        &ticker.name,
+        "--flood",
+        &flood.name,
+    ];
+    let env = [("ZEDOPS_TOKEN", serve.admin_token.as_str())];
+    zedops_tests::browser::run("logs.mjs", &args, &env).await?;
     no_streams_left(&admin, &agent, Duration::from_secs(10)).await?;
     Ok(())
 }
