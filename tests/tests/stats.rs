@@ -21,9 +21,11 @@ async fn stats_show_a_busy_container_busy_as_docker_stats_does() -> anyhow::Resu
     let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
     let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
     eventually(
-        "both containers in the fleet",
+        "the agent online with both containers",
         Duration::from_secs(15),
         || async {
+            // Online too: a snapshot can arrive before the status does.
+            admin.agent(&agent).await.ok()?.online.then_some(())?;
             let a = admin.locate(&busy.name).await.ok()?;
             let b = admin.locate(&idle.name).await.ok()?;
             (a == [agent.clone()] && b == [agent.clone()]).then_some(())
