@@ -175,7 +175,7 @@ pub struct LogsArgs {
     /// The agent that has it (optional when the name is unique in the fleet).
     #[arg(long)]
     pub agent: Option<AgentName>,
-    /// Number of lines from the end (default 100, at most 10 000; with --since and -f, all
+    /// Number of lines from the end (default 100, at most 10 000; with --since, every line
     /// since then).
     #[arg(short = 'n', long)]
     pub tail: Option<u32>,

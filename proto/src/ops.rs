@@ -119,8 +119,8 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct LogsArgs {
     pub container: ContainerRef,
-    /// Last N lines; default 100, at most 10 000 (a follow with `since` and no `tail`: all
-    /// lines since then).
+    /// Last N lines; default 100, at most 10 000 (with `since` and no `tail`: every line since
+    /// then, as `docker logs --since` prints).
     #[serde(default)]
     pub tail: Option<u32>,
     #[serde(default)]
@@ -150,9 +150,9 @@ impl LogsArgs {
         Ok(t)
     }
 
-    /// What Docker is asked for: `None` is every line (a follow since a time, with no `tail`).
+    /// What Docker is asked for: `None` is every line (since a time, with no `tail`).
     pub fn docker_tail(&self) -> Result<Option<u32>, ErrorBody> {
-        if self.follow && self.since.is_some() && self.tail.is_none() {
+        if self.since.is_some() && self.tail.is_none() {
             return Ok(None);
         }
         self.tail().map(Some)
@@ -518,6 +518,19 @@ pub const ALL: [&str; 13] = [
 mod tests {
     use super::*;
     use crate::reply::ErrorCode;
+
+    #[test]
+    fn since_without_tail_is_every_line_since() {
+        let args = |json: &str| parse_args::<ContainerLogs>(json.as_bytes()).unwrap();
+        let t = |json: &str| args(json).docker_tail().unwrap();
+        assert_eq!(t(r#"{"container":"web"}"#), Some(DEFAULT_TAIL));
+        assert_eq!(t(r#"{"container":"web","since":"10m"}"#), None);
+        assert_eq!(
+            t(r#"{"container":"web","since":"10m","follow":true}"#),
+            None
+        );
+        assert_eq!(t(r#"{"container":"web","since":"10m","tail":5}"#), Some(5));
+    }
 
     #[test]
     fn empty_payload_is_empty_object() {

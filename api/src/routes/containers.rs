@@ -250,7 +250,9 @@ impl ContainersApi {
     ///
     /// The last `tail` lines (default 100, at most 10 000), stdout and stderr apart, as Docker
     /// keeps them; `since` keeps only lines since then (a duration back from now such as `10m`
-    /// or `1h30m`, or an RFC 3339 time). Needs the `operator` role: logs often hold secrets.
+    /// or `1h30m`, or an RFC 3339 time), and without `tail` means every line since then (at
+    /// most 2 MiB of them, the newest, `truncated` beyond). Needs the `operator` role: logs
+    /// often hold secrets.
     ///
     /// With `follow=true`, Server-Sent Events instead, like `docker logs -f`: the lines asked
     /// for, then new ones as they come, in chunks (`event: lines`, a `LogChunk`), until the
