@@ -166,8 +166,7 @@ impl Requester {
     /// stream `id` on `agent`, without waiting.
     fn control(&self, agent: &str, id: u64, op: &str, payload: Vec<u8>) {
         let topic = topics::request(agent, op);
-        let (mut props, _) = self.publish_properties(&topic, id, Duration::from_secs(10), &payload);
-        props.content_type = Some("application/json".into());
+        let (props, _) = self.publish_properties(&topic, id, Duration::from_secs(10), &payload);
         let sent = self.link.client.try_publish_with_properties(
             topic,
             QoS::AtMostOnce,
