@@ -62,6 +62,9 @@ pub struct Signing {
 pub struct AgentConfig {
     pub name: AgentName,
     pub broker: BrokerUrl,
+    /// More brokers (of one cluster) to move to, in order, when the current one is lost
+    /// (`zedops_proto::failover`).
+    pub fallback_brokers: Vec<BrokerUrl>,
     pub docker: DockerTarget,
     /// MQTT username and password, when the broker requires them.
     pub credentials: Option<(String, String)>,
@@ -81,8 +84,8 @@ pub struct AgentConfig {
     pub signing: Option<Signing>,
     /// Accept unsigned requests even with `signing` set (`--accept-unsigned`).
     pub accept_unsigned: bool,
-    /// CA certificate (PEM) for an `mqtts://` broker; default the system's roots.
-    pub tls_ca: Option<Vec<u8>>,
+    /// TLS to an `mqtts://` broker: the CA (default the system's roots), a client certificate.
+    pub tls: zedops_proto::client::TlsSettings,
     /// Home Assistant MQTT discovery and `/set` commands (`--ha`); `None`: off.
     pub ha: Option<HaConfig>,
     /// Publish one retained topic per container (default). Off (`--no-container-topics`), the
@@ -107,6 +110,7 @@ impl std::fmt::Debug for AgentConfig {
         f.debug_struct("AgentConfig")
             .field("name", &self.name)
             .field("broker", &self.broker.to_string())
+            .field("fallback_brokers", &self.fallback_brokers)
             .field("docker", &self.docker.describe())
             .field(
                 "credentials",
@@ -128,6 +132,7 @@ impl AgentConfig {
         Self {
             name,
             broker,
+            fallback_brokers: Vec::new(),
             docker: DockerTarget::default(),
             credentials: None,
             resync_interval: Duration::from_secs(60),
@@ -138,7 +143,7 @@ impl AgentConfig {
             registry: None,
             signing: None,
             accept_unsigned: false,
-            tls_ca: None,
+            tls: Default::default(),
             ha: None,
             container_topics: true,
             state_dir: None,

@@ -31,6 +31,8 @@ use crate::handlers::{Ctx, PublishRow, Registry};
 use crate::publisher::{json, status_payload, Publisher, Republish};
 use crate::{AgentConfig, AgentError};
 use zedops_proto::client::Backoff;
+use zedops_proto::failover::Failover;
+use zedops_proto::BrokerUrl;
 
 use crate::events::{container_event, is_lifecycle, lags_behind, MAX_RECHECKS, RECHECK};
 use crate::requests::{spawn_request, Serving};
@@ -76,21 +78,17 @@ pub(crate) async fn run(
     ));
     log_refused(&actions.reload_files());
     let (opts, will) = mqtt_options(&cfg, &agent, &host, started_at, actions.clone())?;
-    let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
+    let mut first = opts(&cfg.broker)?;
+    first.set_last_will(will());
+    let (client, eventloop) = AsyncClient::new(first, 16 * 1024);
     let (driver, monitor, docker) = start_docker(&agent, &cfg).await;
     let (in_tx, inbound) = mpsc::channel::<Inbound>(1024);
     let (stop_poll_tx, stop_poll_rx) = tokio::sync::oneshot::channel::<()>();
     let backoff = Backoff::new(Duration::from_millis(100), cfg.reconnect_max);
+    let brokers = Failover::new(cfg.broker.clone(), cfg.fallback_brokers.clone(), backoff);
     let poll = tokio::spawn(
-        poll_loop(
-            eventloop,
-            in_tx,
-            stop_poll_rx,
-            backoff,
-            will,
-            cfg.broker.to_string(),
-        )
-        .instrument(info_span!("mqtt", agent = %agent)),
+        poll_loop(eventloop, in_tx, stop_poll_rx, brokers, (opts, will))
+            .instrument(info_span!("mqtt", agent = %agent)),
     );
     // Actions ask the main loop to publish their outcome before they reply (Ctx::published_row).
     let (publish_tx, rows) = mpsc::channel::<PublishRow>(64);
@@ -102,7 +100,7 @@ pub(crate) async fn run(
         publish_tx,
         actions,
     );
-    info!(agent = %m.agent, broker = %cfg.broker, docker = %cfg.docker.describe(), "agent starting");
+    info!(agent = %m.agent, broker = %cfg.broker, fallbacks = cfg.fallback_brokers.len(), docker = %cfg.docker.describe(), "agent starting");
     // --ha-stats: snapshots of every running container each interval (usage.rs).
     let (usage_tx, usage) = mpsc::channel(1);
     let sampler = cfg.stats_interval.map(|every| {
@@ -183,25 +181,45 @@ struct Inputs {
 /// Signs the Last Will afresh (for each connection).
 type WillFn = Box<dyn Fn() -> LastWill + Send>;
 
-/// The MQTT options of the agent, and how to sign its Last Will afresh for each connection.
+/// The agent's MQTT options for a broker, each with a Last Will signed afresh.
+type OptionsFn = Box<
+    dyn Fn(&BrokerUrl) -> Result<rumqttc::v5::MqttOptions, zedops_proto::client::TlsError> + Send,
+>;
+
+/// How to make the agent's MQTT options for any of its brokers, and how to sign its Last Will
+/// afresh for each connection. Fails when TLS cannot be set up for one of the brokers.
 fn mqtt_options(
     cfg: &AgentConfig,
     agent: &str,
     host: &str,
     started_at: chrono::DateTime<Utc>,
     actions: Arc<Book>,
-) -> Result<(rumqttc::v5::MqttOptions, WillFn), AgentError> {
+) -> Result<(OptionsFn, WillFn), AgentError> {
+    let (client_id, credentials) = (cfg.client_id(), cfg.credentials.clone());
+    let (keep_alive, tls) = (cfg.keep_alive, cfg.tls.clone());
     // Generous connect timeout: a broker busy with a connection storm (a fleet restarting)
     // answers late, and a client that gives up reconnects with the same client id, which makes
-    // the storm worse (docs/benchmarks.md).
-    let mut opts = zedops_proto::client::mqtt_options(zedops_proto::client::Connect {
-        client_id: cfg.client_id(),
-        broker: &cfg.broker,
-        credentials: cfg.credentials.clone(),
-        keep_alive: cfg.keep_alive,
-        connect_timeout_s: 30,
-    });
-    zedops_proto::client::set_tls(&mut opts, &cfg.broker, cfg.tls_ca.as_deref())?;
+    // the storm worse (docs/benchmarks.md). With other nodes to go to, a node that does not
+    // answer within 10 s (a cluster electing a new leader) is left for the next one.
+    let connect_timeout_s = if cfg.fallback_brokers.is_empty() {
+        30
+    } else {
+        10
+    };
+    let options = move |broker: &BrokerUrl| {
+        let mut opts = zedops_proto::client::mqtt_options(zedops_proto::client::Connect {
+            client_id: client_id.clone(),
+            broker,
+            credentials: credentials.clone(),
+            keep_alive,
+            connect_timeout_s,
+        });
+        zedops_proto::client::set_tls(&mut opts, broker, &tls)?;
+        Ok(opts)
+    };
+    for b in std::iter::once(&cfg.broker).chain(&cfg.fallback_brokers) {
+        options(b)?;
+    }
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
     let (agent, host) = (agent.to_owned(), host.to_owned());
     let will = move || {
@@ -217,8 +235,7 @@ fn mqtt_options(
         );
         last_will(&agent, &status, signing_key.as_ref())
     };
-    opts.set_last_will(will());
-    Ok((opts, Box::new(will)))
+    Ok((Box::new(options), Box::new(will)))
 }
 
 /// What request tasks share: the op registry (v1 and `cfg.registry` over it), the duplicate
@@ -639,13 +656,14 @@ fn last_will(
     )
 }
 
+/// Drives the MQTT connection: forwards what arrives to the main loop, and on each failure
+/// waits and reconnects, to the next of the brokers when `brokers` says so (`failover`).
 async fn poll_loop(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<Inbound>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-    mut backoff: Backoff,
-    will: WillFn,
-    broker: String,
+    mut brokers: Failover,
+    (options, will): (OptionsFn, WillFn),
 ) {
     let mut stopping = false;
     let mut log = crate::connection::ReconnectLog::default();
@@ -660,7 +678,7 @@ async fn poll_loop(
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
+                brokers.connected();
                 log.connected();
                 if tx.try_send(Inbound::Connected).is_err() {
                     warn!("main loop busy; CONNACK not forwarded");
@@ -681,13 +699,20 @@ async fn poll_loop(
                     return;
                 }
                 let _ = tx.try_send(Inbound::Disconnected(e.to_string()));
-                eventloop.options.set_last_will(will());
-                let delay = backoff.next_delay();
-                let failure = crate::connection::describe(&e, &broker);
+                let failure = crate::connection::describe(&e, &brokers.current().to_string());
+                let (delay, moved) = brokers.failed();
                 if log.failed(&failure, delay) {
                     let _ = tx.send(Inbound::Refused(failure.cause)).await;
                     return;
                 }
+                if moved {
+                    match options(brokers.current()) {
+                        Ok(o) => eventloop.options = o,
+                        Err(e) => warn!(error = %e, "cannot set up TLS to the next broker"),
+                    }
+                    info!(broker = %brokers.current(), "trying the next broker");
+                }
+                eventloop.options.set_last_will(will());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = &mut stop => return,

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`admission`]: per-token bounds on requests to agents and event streams (`429 busy`).
 //! - [`advertised`]: the public URL and broker URLs the server tells agents about.
+//! - [`broker_policy`]: who may connect to the broker and as whom (both brokers' policy).
 //! - [`cache`]: the fleet view built from retained status and snapshot topics.
 //! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
 //! - [`usage`]: containers' CPU and memory that agents publish (`--ha-stats`), for `/metrics`.
@@ -19,6 +20,7 @@
 pub mod admission;
 pub mod advertised;
 pub mod auth;
+pub mod broker_policy;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
@@ -76,6 +78,8 @@ pub struct State {
     pub limiter: Arc<limits::RateLimiter>,
     /// Failed enrollments, summarised in the audit log.
     pub enroll_failures: limits::FailureDigest,
+    /// Set: the external broker asks this server who may connect ([`Api::serve_broker_hook`]).
+    pub broker_hook: std::sync::OnceLock<broker_policy::ServiceLogin>,
     /// The server's public URL and brokers, for enrollment ([`Api::advertise`]).
     pub advertised: advertised::AdvertisedCell,
     /// Becomes true when the server stops: event streams end so that the HTTP server's graceful
@@ -117,6 +121,7 @@ impl State {
             ),
             limiter: Arc::default(),
             advertised: Default::default(),
+            broker_hook: Default::default(),
             enroll_failures: limits::FailureDigest::default(),
             closing: tokio::sync::watch::Sender::new(false),
         })
@@ -232,6 +237,12 @@ impl Api {
     /// Sets what registration and enrollment answers tell agents about where the server is.
     pub fn advertise(&self, a: advertised::Advertised) {
         self.state.advertised.set(a);
+    }
+
+    /// Answers the broker hook (`POST /api/v1/broker/auth`, `/acl`), with `service` as this
+    /// server's own login; without it they answer 404. Set once; later calls change nothing.
+    pub fn serve_broker_hook(&self, service: broker_policy::ServiceLogin) {
+        let _ = self.state.broker_hook.set(service);
     }
 
     /// The HTTP application: API routes, `/openapi.json`, `/docs`.

@@ -25,6 +25,7 @@ use zedops_proto::{BrokerUrl, ErrorBody, ErrorCode, Reply};
 
 use crate::cache::{Change, Fleet};
 use crate::metrics::Metrics;
+use zedops_proto::failover::Failover;
 
 pub use zedops_proto::sign::DEADLINE_PROPERTY;
 /// Most requests waiting for a reply at once.
@@ -34,17 +35,20 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 #[derive(Clone)]
 pub struct MqttConfig {
     pub broker: BrokerUrl,
+    /// More brokers (of one cluster) to move to, in order, when the current one is lost.
+    pub fallback_brokers: Vec<BrokerUrl>,
     pub credentials: Option<(String, String)>,
     /// Client id; default `zedops-api-<random>` (one response topic per API instance).
     pub client_id: Option<String>,
-    /// CA certificate (PEM) for an `mqtts://` broker; default the system's roots.
-    pub tls_ca: Option<Vec<u8>>,
+    /// TLS to an `mqtts://` broker: the CA (default the system's roots), a client certificate.
+    pub tls: zedops_proto::client::TlsSettings,
 }
 
 impl std::fmt::Debug for MqttConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttConfig")
             .field("broker", &self.broker.to_string())
+            .field("fallback_brokers", &self.fallback_brokers)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
@@ -180,18 +184,11 @@ pub fn start(
         .client_id
         .clone()
         .unwrap_or_else(|| zedops_proto::identity::api_client_id(rand::random()));
-    let connect = zedops_proto::client::Connect {
-        client_id: client_id.clone(),
-        broker: &cfg.broker,
-        credentials: cfg.credentials.clone(),
-        keep_alive: Duration::from_secs(15),
-        connect_timeout_s: 5,
-    };
-    let mut opts = zedops_proto::client::mqtt_options(connect);
-    if let Err(e) = zedops_proto::client::set_tls(&mut opts, &cfg.broker, cfg.tls_ca.as_deref()) {
-        warn!(error = %e, "cannot set up TLS to the broker");
-    }
-    let (client, eventloop) = AsyncClient::new(opts, 16 * 1024);
+    let options = options_fn(&cfg, &client_id);
+    let (client, eventloop) = AsyncClient::new(options(&cfg.broker), 16 * 1024);
+    let backoff =
+        zedops_proto::client::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let brokers = Failover::new(cfg.broker.clone(), cfg.fallback_brokers.clone(), backoff);
     let link = Arc::new(Link {
         client,
         reply_topic: topics::replies(&client_id),
@@ -217,9 +214,34 @@ pub fn start(
     let gaps = AbortOnDrop(tokio::spawn(fill_gaps(link.clone(), fleet.clone())));
     let task = tokio::spawn(async move {
         let _gaps = gaps;
-        poll(eventloop, link2, fleet, changes).await;
+        poll((eventloop, brokers, options), link2, fleet, changes).await;
     });
     (link, task)
+}
+
+/// The API's MQTT options for one of its brokers.
+type OptionsFn = Box<dyn Fn(&BrokerUrl) -> rumqttc::v5::MqttOptions + Send>;
+
+fn options_fn(cfg: &MqttConfig, client_id: &str) -> OptionsFn {
+    let (client_id, credentials, tls) = (
+        client_id.to_owned(),
+        cfg.credentials.clone(),
+        cfg.tls.clone(),
+    );
+    Box::new(move |broker: &BrokerUrl| {
+        let connect = zedops_proto::client::Connect {
+            client_id: client_id.clone(),
+            broker,
+            credentials: credentials.clone(),
+            keep_alive: Duration::from_secs(15),
+            connect_timeout_s: 5,
+        };
+        let mut opts = zedops_proto::client::mqtt_options(connect);
+        if let Err(e) = zedops_proto::client::set_tls(&mut opts, broker, &tls) {
+            warn!(error = %e, %broker, "cannot set up TLS to the broker");
+        }
+        opts
+    })
 }
 
 /// While some agents' state arrived only in part (a busy broker drops QoS 0 copies of retained
@@ -260,18 +282,19 @@ async fn fill_gaps(link: Arc<Link>, fleet: Arc<Fleet>) {
     }
 }
 
+/// Drives the API's MQTT session; on each failure waits and reconnects, to the next of the
+/// brokers when the failover says so.
 async fn poll(
-    mut el: EventLoop,
+    (mut el, mut brokers, options): (EventLoop, Failover, OptionsFn),
     link: Arc<Link>,
     fleet: Arc<Fleet>,
     changes: broadcast::Sender<Change>,
 ) {
-    let mut delay = Duration::from_millis(100);
     let mut refused_said: Option<Instant> = None;
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                delay = Duration::from_millis(100);
+                brokers.connected();
                 link.connected.store(true, Ordering::SeqCst);
                 // Never await a publish from the polling task: queue without waiting.
                 for f in [
@@ -295,7 +318,7 @@ async fn poll(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get_or_insert_with(Instant::now);
-                info!("API connected to the broker; fleet resync requested");
+                info!(broker = %brokers.current(), "API connected to the broker; fleet resync requested");
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic);
@@ -357,9 +380,12 @@ async fn poll(
                 } else {
                     debug!(error = %e, "API cannot reach the broker yet");
                 }
-                let jitter: f64 = rand::random_range(0.75..1.25);
-                tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                let (delay, moved) = brokers.failed();
+                if moved {
+                    el.options = options(brokers.current());
+                    info!(broker = %brokers.current(), "API trying the next broker");
+                }
+                tokio::time::sleep(delay).await;
             }
         }
     }

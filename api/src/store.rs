@@ -157,8 +157,8 @@ pub fn hash_secret(secret: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Constant-time comparison of two hex hashes.
-fn same(a: &str, b: &str) -> bool {
+/// Constant-time comparison of two secrets (hex hashes, passwords).
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -441,6 +441,11 @@ impl Store {
     pub fn check_mqtt_user(&self, name: &str, password: &str) -> Option<MqttUserRecord> {
         self.get_json::<MqttUserRecord>(MQTT_USERS, name)
             .filter(|r| same(&r.password_hash, &hash_secret(password)))
+    }
+
+    /// The MQTT user `name`, if there is one.
+    pub fn mqtt_user(&self, name: &str) -> Option<MqttUserRecord> {
+        self.get_json::<MqttUserRecord>(MQTT_USERS, name)
     }
 
     /// Appends an audit record (its `seq` is assigned here).

@@ -10,7 +10,8 @@ async fn the_actions_route_serves_the_table() {
         broker: "mqtt://127.0.0.1:9".parse().expect("url"),
         credentials: None,
         client_id: None,
-        tls_ca: None,
+        fallback_brokers: Vec::new(),
+        tls: Default::default(),
     };
     let api = zedops_api::Api::connect(cfg, None);
     let cli = TestClient::new(api.app());

@@ -64,7 +64,8 @@ async fn database_failures_answer_500_internal() {
         broker: "mqtt://127.0.0.1:9".parse().expect("url"),
         credentials: None,
         client_id: None,
-        tls_ca: None,
+        fallback_brokers: Vec::new(),
+        tls: Default::default(),
     };
     let api = zedops_api::Api::connect(cfg, Some(Arc::new(store)));
     let cli = TestClient::new(api.app());

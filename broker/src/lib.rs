@@ -16,11 +16,12 @@
 //! `zedops/v1/agents/+/status` receives every retained status of a large fleet (rumqttd truncates
 //! retained delivery to that budget; see `docs/architecture.md`).
 
-pub mod acl;
 mod front;
 mod tls;
 
-pub use acl::Identity;
+/// The topic policy lives with the contract, shared with the API's hook for external brokers.
+pub use zedops_proto::acl;
+pub use zedops_proto::acl::Identity;
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use zedops_proto::{AgentName, BrokerUrl};
+use zedops_proto::{AgentName, BrokerList};
 
 use crate::exit::Exit;
 
@@ -284,6 +284,12 @@ pub enum AgentsCommand {
     Remove { name: AgentName },
 }
 
+/// The bytes of a file a flag names, or a usage error that says which.
+fn read_file(path: &std::path::Path, flag: &str) -> Result<Vec<u8>, Exit> {
+    std::fs::read(path)
+        .map_err(|e| Exit::usage(format!("cannot read {flag} {}: {e}", path.display())))
+}
+
 impl ServeArgs {
     /// The server configuration these flags name.
     pub fn config(&self) -> Result<zedops_server::ServeConfig, Exit> {
@@ -297,14 +303,18 @@ impl ServeArgs {
             .broker_username
             .clone()
             .map(|u| (u, self.broker_password.clone().unwrap_or_default()));
-        if let Some(ca) = &self.broker_ca_file {
-            cfg.broker_ca = Some(std::fs::read(ca).map_err(|e| {
-                Exit::usage(format!(
-                    "cannot read --broker-ca-file {}: {e}",
-                    ca.display()
-                ))
-            })?);
+        cfg.broker_tls.ca = self
+            .broker_ca_file
+            .as_deref()
+            .map(|f| read_file(f, "--broker-ca-file"))
+            .transpose()?;
+        if let (Some(cert), Some(key)) = (&self.broker_cert, &self.broker_key) {
+            cfg.broker_tls.client_auth = Some((
+                read_file(cert, "--broker-cert")?,
+                read_file(key, "--broker-key")?,
+            ));
         }
+        cfg.broker_auth_hook = self.broker_auth_hook;
         cfg.mqtt_listen = self.mqtt_listen;
         cfg.mqtt311_listen = self.mqtt311_listen;
         cfg.mqtt311 = !self.no_mqtt311;
@@ -412,9 +422,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ZEDOPS_NO_AUTH")]
     pub no_auth: bool,
 
-    /// Use this external MQTT 5 broker instead of the embedded one (e.g. mqtt://broker.lan:1883).
-    #[arg(long, env = "ZEDOPS_BROKER")]
-    pub broker: Option<BrokerUrl>,
+    /// Use this external MQTT 5 broker instead of the embedded one (e.g. mqtt://broker.lan:1883);
+    /// the nodes of a cluster separated by commas, tried in turn when one is lost.
+    #[arg(long, env = "ZEDOPS_BROKER", value_name = "URL[,URL…]")]
+    pub broker: Option<BrokerList>,
 
     /// The username the server (and its local agent) log in to the external broker with.
     #[arg(long, env = "ZEDOPS_BROKER_USERNAME", requires = "broker")]
@@ -437,6 +448,34 @@ pub struct ServeArgs {
         requires = "broker"
     )]
     pub broker_ca_file: Option<std::path::PathBuf>,
+
+    /// A client certificate (PEM chain) to show an mqtts:// external broker that asks for one.
+    #[arg(
+        long,
+        env = "ZEDOPS_BROKER_CERT",
+        value_name = "PEM",
+        requires_all = ["broker", "broker_key"]
+    )]
+    pub broker_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --broker-cert.
+    #[arg(
+        long,
+        env = "ZEDOPS_BROKER_KEY",
+        value_name = "PEM",
+        requires = "broker_cert"
+    )]
+    pub broker_key: Option<std::path::PathBuf>,
+
+    /// The external broker asks this server who may connect and to which topics: serve
+    /// POST /api/v1/broker/auth and /acl (rmqtt-auth-http, EMQX HTTP auth). The server's own
+    /// login (--broker-username) is let in; the local agent logs in as its enrolled self.
+    #[arg(
+        long,
+        env = "ZEDOPS_BROKER_AUTH_HOOK",
+        requires_all = ["broker", "broker_username"]
+    )]
+    pub broker_auth_hook: bool,
 
     /// MQTT 5 listener of the embedded broker (default 0.0.0.0:1883; with --no-auth
     /// 127.0.0.1:1883). Either protocol version is accepted on every listener.
@@ -495,9 +534,10 @@ pub struct AgentArgs {
     #[arg(long, env = "ZEDOPS_AGENT_NAME")]
     pub name: Option<AgentName>,
 
-    /// The MQTT 5 broker (default: the broker the server named at enrollment, else 127.0.0.1:1883).
-    #[arg(long, env = "ZEDOPS_BROKER")]
-    pub broker: Option<BrokerUrl>,
+    /// The MQTT 5 broker (default: the brokers the server named at enrollment, else
+    /// 127.0.0.1:1883); the nodes of a cluster separated by commas, tried in turn when one is lost.
+    #[arg(long, env = "ZEDOPS_BROKER", value_name = "URL[,URL…]")]
+    pub broker: Option<BrokerList>,
 
     /// Enroll with this one-time token (from `zedops agents add NAME`) at --server, then run.
     #[arg(long, env = "ZEDOPS_ENROLL_TOKEN", hide_env_values = true)]

@@ -169,13 +169,12 @@ fn check_server_key(server: &str, name: &str, token: &str, key_hex: &str) -> any
 }
 
 impl Credentials {
-    /// The broker to use without `--broker`: the first the server named at enrollment, else
-    /// (credentials of an older server) its host on port 1883.
-    pub fn broker(&self) -> Option<zedops_proto::BrokerUrl> {
-        self.brokers
-            .iter()
-            .find_map(|b| b.parse().ok())
-            .or_else(|| broker_from_server(&self.server))
+    /// The brokers to use without `--broker`: those the server named at enrollment, in order,
+    /// else (credentials of an older server) its host on port 1883.
+    pub fn brokers(&self) -> Option<zedops_proto::BrokerList> {
+        let named = self.brokers.iter().filter_map(|b| b.parse().ok()).collect();
+        zedops_proto::BrokerList::new(named)
+            .or_else(|| broker_from_server(&self.server).map(Into::into))
     }
 }
 
@@ -225,7 +224,7 @@ mod tests {
             brokers: vec!["mqtts://s:18883".into()],
             enrolled_with: None,
         };
-        assert_eq!(c.broker().unwrap().to_string(), "mqtts://s:18883");
+        assert_eq!(c.brokers().unwrap().to_string(), "mqtts://s:18883");
         let d = format!("{c:?}");
         assert!(!d.contains("supersecret") && !d.contains(&"00".repeat(32)));
     }

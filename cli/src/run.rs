@@ -3,7 +3,7 @@
 use anyhow::Context;
 use tracing::info;
 use zedops_agent::{AgentConfig, DockerTarget};
-use zedops_proto::{AgentName, BrokerUrl};
+use zedops_proto::{AgentName, BrokerList, BrokerUrl};
 
 use crate::args::{AgentArgs, Cli, Command, OpenapiArgs, ServeArgs};
 use crate::exit::Exit;
@@ -142,16 +142,20 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
             .into())
         }
     };
-    let broker = a
+    let brokers = a
         .broker
         .clone()
-        .or_else(|| creds.as_ref().and_then(crate::enroll::Credentials::broker))
-        .unwrap_or(BrokerUrl {
-            host: "127.0.0.1".into(),
-            port: 1883,
-            tls: false,
+        .or_else(|| creds.as_ref().and_then(crate::enroll::Credentials::brokers))
+        .unwrap_or_else(|| {
+            BrokerList::from(BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: 1883,
+                tls: false,
+            })
         });
+    let (broker, fallbacks) = brokers.split();
     let mut cfg = AgentConfig::new(name, broker);
+    cfg.fallback_brokers = fallbacks;
     if let Some(c) = &creds {
         cfg.credentials = Some((c.mqtt_username.clone(), c.mqtt_password.clone()));
         cfg.signing = Some(c.signing()?);
@@ -161,7 +165,7 @@ async fn agent(a: AgentArgs, client: &crate::args::ClientOpts) -> anyhow::Result
     cfg.state_dir = Some(state_dir.clone());
     cfg.action_files = a.actions.clone();
     if let Some(ca) = &client.ca_file {
-        cfg.tls_ca =
+        cfg.tls.ca =
             Some(std::fs::read(ca).map_err(|e| {
                 Exit::usage(format!("cannot read --ca-file {}: {e}", ca.display()))
             })?);

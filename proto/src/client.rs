@@ -10,17 +10,39 @@ pub enum TlsError {
     SystemBundle(#[source] std::io::Error),
 }
 
-/// The TLS transport for `mqtts://` brokers: the given CA (PEM), else the system's roots.
-pub fn tls_transport(ca: Option<&[u8]>) -> Result<rumqttc::Transport, TlsError> {
-    let ca = match ca {
-        Some(c) => c.to_vec(),
+/// How a client proves who the broker is, and optionally who the client is.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+    /// The CA (PEM) to trust; `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate chain and its private key (PEM), for brokers that ask for one.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
+            .field(
+                "client_auth",
+                &self.client_auth.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The TLS transport for `mqtts://` brokers: the given CA (PEM), else the system's roots; with a
+/// client certificate when one is given.
+pub fn tls_transport(tls: &TlsSettings) -> Result<rumqttc::Transport, TlsError> {
+    let ca = match &tls.ca {
+        Some(c) => c.clone(),
         None => std::fs::read(SYSTEM_CA_BUNDLE).map_err(TlsError::SystemBundle)?,
     };
     Ok(rumqttc::Transport::tls_with_config(
         rumqttc::TlsConfiguration::Simple {
             ca,
             alpn: None,
-            client_auth: None,
+            client_auth: tls.client_auth.clone(),
         },
     ))
 }
@@ -55,14 +77,14 @@ pub fn mqtt_options(c: Connect<'_>) -> rumqttc::v5::MqttOptions {
     opts
 }
 
-/// For an `mqtts://` broker, TLS with `ca` (PEM), else the system's roots; nothing otherwise.
+/// For an `mqtts://` broker, TLS as `tls` says; nothing otherwise.
 pub fn set_tls(
     opts: &mut rumqttc::v5::MqttOptions,
     broker: &crate::BrokerUrl,
-    ca: Option<&[u8]>,
+    tls: &TlsSettings,
 ) -> Result<(), TlsError> {
     if broker.tls {
-        opts.set_transport(tls_transport(ca)?);
+        opts.set_transport(tls_transport(tls)?);
     }
     Ok(())
 }

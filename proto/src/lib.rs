@@ -11,24 +11,29 @@
 //! - [`http`]: the request and response bodies of the HTTP API, shared by the server and the Rust
 //!   client (`zedops-client`).
 //! - [`reply`]: the reply envelope and the error codes, with their HTTP status.
+//! - [`acl`]: who an MQTT connection is and which topics it may use (both brokers' policy).
 //! - [`identity`]: the MQTT client ids and internal username the broker's authentication relies on.
 //! - [`enrollment`]: enrollment tokens (agent name, secret, server-key fingerprint).
 //! - [`sign`]: Ed25519 signatures of requests, replies and agent state, in MQTT user properties.
 //! - [`since`]: the `since` of log reads: a duration back or an RFC 3339 time.
 //! - [`sse`]: the Server-Sent Events wire format the API writes and clients read.
 //! - [`stream`]: streams over MQTT 5 request/response (chunks, flow control, the end).
-//! - [`url`]: broker URLs (`mqtt://`, `mqtts://`).
+//! - [`url`]: broker URLs (`mqtt://`, `mqtts://`) and lists of them.
 //! - [`client`] (feature `client`): what every zedops MQTT client sets up the same way — options,
 //!   TLS, reconnect backoff, the host name.
+//! - [`failover`] (feature `client`): which of several brokers a client tries next, and when.
 //!
 //! Nothing in this crate does I/O, except [`client`]'s reading of the CA bundle and host name.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod acl;
 pub mod actions;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod defined;
 pub mod enrollment;
+#[cfg(feature = "client")]
+pub mod failover;
 pub mod http;
 pub mod identity;
 pub mod model;
@@ -46,7 +51,7 @@ pub use actions::{Action, ActionRequest, ActionSpec, ACTIONS};
 pub use model::*;
 pub use names::{AgentName, ContainerRef, NameError};
 pub use reply::{ErrorBody, ErrorCode, Reply};
-pub use url::BrokerUrl;
+pub use url::{BrokerList, BrokerUrl};
 
 /// The version of this crate, which agents report in their status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -68,9 +68,84 @@ impl fmt::Display for BrokerUrl {
     }
 }
 
+/// Several brokers in order of preference, as `--broker` takes them: URLs separated by commas
+/// (`mqtt://node1:1883,mqtt://node2:1883`). Never empty. A client connects to the first and moves
+/// to the next when one is lost (`crate::client::Failover`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerList(Vec<BrokerUrl>);
+
+impl BrokerList {
+    /// The list of `urls`; `None` when there are none.
+    pub fn new(urls: Vec<BrokerUrl>) -> Option<Self> {
+        (!urls.is_empty()).then_some(Self(urls))
+    }
+
+    /// The first broker and the rest.
+    pub fn split(self) -> (BrokerUrl, Vec<BrokerUrl>) {
+        let mut all = self.0.into_iter();
+        // Never empty (FromStr and From refuse or build one).
+        let first = all.next().unwrap_or_else(|| BrokerUrl {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            tls: false,
+        });
+        (first, all.collect())
+    }
+
+    /// The first broker.
+    pub fn first(&self) -> &BrokerUrl {
+        &self.0[0]
+    }
+
+    pub fn urls(&self) -> &[BrokerUrl] {
+        &self.0
+    }
+}
+
+impl From<BrokerUrl> for BrokerList {
+    fn from(u: BrokerUrl) -> Self {
+        Self(vec![u])
+    }
+}
+
+impl FromStr for BrokerList {
+    type Err = BrokerUrlError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let urls = s
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<BrokerUrl>, _>>()?;
+        if urls.is_empty() {
+            return Err(BrokerUrlError(s.to_owned()));
+        }
+        Ok(Self(urls))
+    }
+}
+
+impl fmt::Display for BrokerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&all.join(","))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists() {
+        let l: BrokerList = "mqtt://a:1, mqtts://b ,c:3".parse().unwrap();
+        assert_eq!(l.to_string(), "mqtt://a:1,mqtts://b:8883,mqtt://c:3");
+        assert_eq!(l.first().host, "a");
+        let (first, rest) = l.split();
+        assert_eq!((first.port, rest.len()), (1, 2));
+        for bad in ["", ",", "mqtt://a:1,http://b"] {
+            assert!(bad.parse::<BrokerList>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses() {

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use zedops_proto::{AgentName, BrokerUrl};
+use zedops_proto::client::TlsSettings;
+use zedops_proto::{AgentName, BrokerList};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -13,12 +14,18 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// No tokens, an anonymous broker, unsigned commands: for a machine of one's own only.
     pub no_auth: bool,
-    /// An external broker instead of the embedded one.
-    pub broker: Option<BrokerUrl>,
+    /// An external broker instead of the embedded one: the nodes of one cluster, in order of
+    /// preference (each client moves to the next when one is lost).
+    pub broker: Option<BrokerList>,
     /// How the API and the local agent log in to the external broker (username, password).
     pub broker_credentials: Option<(String, String)>,
-    /// The CA (PEM) to trust for an external `mqtts://` broker; default the system's roots.
-    pub broker_ca: Option<Vec<u8>>,
+    /// TLS to an external `mqtts://` broker: the CA to trust (default the system's roots), and a
+    /// client certificate to show.
+    pub broker_tls: TlsSettings,
+    /// The external broker asks this server who may connect (`--broker-auth-hook`): the API
+    /// answers `POST /api/v1/broker/{auth,acl}`, taking `broker_credentials` as its own login, and
+    /// the local agent logs in as the enrolled agent it is.
+    pub broker_auth_hook: bool,
     /// The embedded broker's MQTT 5 listener (default port 1883, see [`ServeConfig::mqtt_addr`]).
     pub mqtt_listen: Option<SocketAddr>,
     /// Its MQTT 3.1.1 listener (default port 1884); `None` with `mqtt311: false`.
@@ -56,7 +63,8 @@ impl ServeConfig {
             no_auth: false,
             broker: None,
             broker_credentials: None,
-            broker_ca: None,
+            broker_tls: TlsSettings::default(),
+            broker_auth_hook: false,
             mqtt_listen: None,
             mqtt311_listen: None,
             mqtt311: true,

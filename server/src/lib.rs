@@ -32,7 +32,7 @@ use tracing::debug;
 use zedops_api::security::Security;
 use zedops_api::store::Store;
 use zedops_broker::{BrokerConfig, BrokerHandle, TlsFiles};
-use zedops_proto::BrokerUrl;
+use zedops_proto::{BrokerList, BrokerUrl};
 
 pub use config::{default_agent_name, LocalAgent, ServeConfig};
 pub use error::ServerError;
@@ -43,6 +43,8 @@ pub struct Server {
     broker: Option<BrokerHandle>,
     /// The broker URL the in-process clients use (or the external broker's).
     broker_url: BrokerUrl,
+    /// The external broker's other nodes, tried in turn.
+    fallbacks: Vec<BrokerUrl>,
     http_addr: SocketAddr,
     /// HTTPS and MQTT over TLS (`ServeConfig::tls`).
     tls: bool,
@@ -108,6 +110,24 @@ async fn embedded_broker(
     Ok((b, url))
 }
 
+/// `--broker-auth-hook` needs an external broker, the store, and the login the hook takes as the
+/// server's own.
+fn hook_config(cfg: &ServeConfig) -> Result<(), ServerError> {
+    if !cfg.broker_auth_hook {
+        return Ok(());
+    }
+    let why = if cfg.broker.is_none() {
+        "--broker-auth-hook is for an external broker (--broker): the embedded one asks the store itself"
+    } else if cfg.no_auth {
+        "--broker-auth-hook needs authentication: it answers from the agents and MQTT users of the store, which --no-auth has none of"
+    } else if cfg.broker_credentials.is_none() {
+        "--broker-auth-hook needs --broker-username and --broker-password: they are this server's own login, which the hook lets in"
+    } else {
+        return Ok(());
+    };
+    Err(ServerError::Config(why.into()))
+}
+
 /// Starts everything `cfg` names; returns once it serves.
 pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let sec = secured(&cfg)?;
@@ -117,11 +137,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         Some((cert, key)) => Some((read(cert, "--tls-cert")?, read(key, "--tls-key")?)),
         None => None,
     };
-    let (broker, broker_url) = match cfg.broker.clone() {
-        Some(url) => (None, url),
+    hook_config(&cfg)?;
+    let (broker, (broker_url, fallbacks)) = match cfg.broker.clone() {
+        Some(list) => (None, list.split()),
         None => {
             let (b, url) = embedded_broker(&cfg, sec.as_ref(), &internal_password).await?;
-            (Some(b), url)
+            (Some(b), (url, Vec::new()))
         }
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -143,7 +164,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
             tls: cfg.tls.is_some(),
         },
         cfg.public_url.as_deref(),
-        cfg.broker.as_ref(),
+        cfg.broker
+            .as_ref()
+            .map(BrokerList::urls)
+            .unwrap_or_default(),
         &zedops_proto::client::hostname().unwrap_or_default(),
     )
     .map_err(|e| ServerError::Config(e.to_string()))?;
@@ -166,24 +190,34 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let api = zedops_api::Api::connect_secured(
         zedops_api::MqttConfig {
             broker: broker_url.clone(),
+            fallback_brokers: fallbacks.clone(),
             credentials,
             client_id: None,
-            tls_ca: cfg.broker_ca.clone(),
+            tls: cfg.broker_tls.clone(),
         },
         sec.as_ref().map(|s| s.store.clone()),
         sec.as_ref().map(|s| s.security.clone()),
         cfg.limits,
     );
     api.advertise(public.advertised.clone());
+    if let (true, Some((username, password))) = (cfg.broker_auth_hook, &cfg.broker_credentials) {
+        api.serve_broker_hook(zedops_api::broker_policy::ServiceLogin {
+            username: username.clone(),
+            password: password.clone(),
+        });
+    }
     let (stop_agent, agent) = match &cfg.local_agent {
         Some(local) => {
             let secured = sec.as_ref().map(|s| (&*s.store, &*s.security));
             let mut acfg = local_agent::config(local, broker_url.clone(), &cfg.data_dir, secured)?;
             if broker.is_none() {
-                // An external broker: the local agent logs in as the server does there (its
-                // enrollment's MQTT password is the embedded broker's).
-                acfg.credentials = cfg.broker_credentials.clone();
-                acfg.tls_ca = cfg.broker_ca.clone();
+                // An external broker: the local agent logs in as the enrolled agent it is when the
+                // broker asks this server (the hook knows its password); else as the server does.
+                if !cfg.broker_auth_hook {
+                    acfg.credentials = cfg.broker_credentials.clone();
+                }
+                acfg.fallback_brokers = fallbacks.clone();
+                acfg.tls = cfg.broker_tls.clone();
             }
             let line = format!(
                 "local agent {} serving Docker at {}",
@@ -217,6 +251,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         api,
         broker,
         broker_url,
+        fallbacks,
         http_addr,
         tls: cfg.tls.is_some(),
         admin_token_file: sec.map(|s| s.admin_token_file),
@@ -259,7 +294,13 @@ impl Server {
                 }
                 s += "\n";
             }
-            None => s += &format!("  MQTT broker   {} (external)\n", self.broker_url),
+            None => {
+                let all: Vec<String> = std::iter::once(&self.broker_url)
+                    .chain(&self.fallbacks)
+                    .map(ToString::to_string)
+                    .collect();
+                s += &format!("  MQTT broker   {} (external)\n", all.join(", "));
+            }
         }
         s += &format!("  HTTP API      {base}/api/v1/agents\n");
         if let Some(url) = &self.public.advertised.server_url {

@@ -55,11 +55,12 @@ pub fn parse_public_url(url: &str) -> Result<(String, Option<u16>, bool), Invali
 }
 
 /// The public addresses for these listeners; `public_url` wins for the API and names the host of
-/// the embedded broker. `external` is the `--broker` the server uses, advertised as it is.
+/// the embedded broker. `external` is the `--broker` list the server uses (empty: the embedded
+/// broker), advertised as it is.
 pub fn public(
     l: Listeners,
     public_url: Option<&str>,
-    external: Option<&BrokerUrl>,
+    external: &[BrokerUrl],
     hostname: &str,
 ) -> Result<Public, InvalidPublicUrl> {
     let mut warnings = Vec::new();
@@ -85,15 +86,15 @@ pub fn public(
         }
     };
     let brokers = match (external, l.mqtt) {
-        (Some(b), _) => {
-            if is_loopback_host(&b.host) {
+        ([_, ..], _) => {
+            for b in external.iter().filter(|b| is_loopback_host(&b.host)) {
                 warnings.push(format!(
                     "the broker {b} is on loopback: agents on other hosts cannot reach it"
                 ));
             }
-            vec![b.clone()]
+            external.to_vec()
         }
-        (None, Some(m)) => {
+        ([], Some(m)) => {
             let host = if m.ip().is_unspecified() {
                 host.clone()
             } else {
@@ -111,7 +112,7 @@ pub fn public(
                 tls: l.tls,
             }]
         }
-        (None, None) => Vec::new(),
+        ([], None) => Vec::new(),
     };
     Ok(Public {
         advertised: Advertised {
@@ -165,7 +166,7 @@ mod tests {
         let p = public(
             listeners("0.0.0.0:18420", Some("0.0.0.0:18883"), false),
             None,
-            None,
+            &[],
             "nas",
         )
         .unwrap();
@@ -179,7 +180,7 @@ mod tests {
         let p = public(
             listeners("127.0.0.1:8420", Some("0.0.0.0:1883"), false),
             None,
-            None,
+            &[],
             "nas",
         )
         .unwrap();
@@ -194,7 +195,7 @@ mod tests {
     #[test]
     fn a_public_url_names_the_host_of_both_and_tls_shows() {
         let l = listeners("0.0.0.0:8420", Some("0.0.0.0:1883"), true);
-        let p = public(l, Some("https://zedops.example.org:443/"), None, "nas").unwrap();
+        let p = public(l, Some("https://zedops.example.org:443/"), &[], "nas").unwrap();
         assert_eq!(
             p.advertised.server_url.as_deref(),
             Some("https://zedops.example.org:443")
@@ -206,7 +207,7 @@ mod tests {
         let specific = public(
             listeners("10.0.0.5:8420", Some("10.0.0.5:1999"), false),
             None,
-            None,
+            &[],
             "nas",
         )
         .unwrap();
@@ -222,7 +223,7 @@ mod tests {
         let p = public(
             listeners("0.0.0.0:8420", None, false),
             None,
-            Some(&b),
+            std::slice::from_ref(&b),
             "nas",
         )
         .unwrap();

@@ -103,7 +103,8 @@ impl TestApi {
                 broker: broker.clone(),
                 credentials: None,
                 client_id: None,
-                tls_ca: None,
+                fallback_brokers: Vec::new(),
+                tls: Default::default(),
             },
             store,
         );
@@ -245,4 +246,39 @@ impl SseReader {
             self.buf.push(&chunk);
         }
     }
+}
+
+/// The agent is online, lists `container`, and a restart through the API reaches it.
+pub async fn reaches(
+    admin: &zedops_client::Client,
+    agent: &str,
+    container: &crate::TestContainer,
+) -> anyhow::Result<()> {
+    crate::eventually(
+        "the agent online with its containers",
+        Duration::from_secs(30),
+        || async {
+            let online = admin.agent(agent).await.ok()?.online;
+            let here = admin
+                .locate(&container.name)
+                .await
+                .ok()?
+                .contains(&agent.to_owned());
+            (online && here).then_some(())
+        },
+    )
+    .await?;
+    let before = container.started_at()?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = admin
+        .act(
+            agent,
+            &container.name,
+            zedops_client::Action::Restart,
+            &zedops_client::ActionOptions::default(),
+        )
+        .await?;
+    anyhow::ensure!(r.changed, "the restart changed nothing");
+    anyhow::ensure!(container.started_at()? != before, "Docker shows no restart");
+    Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod cluster;
 pub mod docker;
 pub mod ha;
 pub mod mqtt;

@@ -1,4 +1,4 @@
-//! A test PKI made with openssl: a CA and a server certificate.
+//! A test PKI made with openssl: a CA, a server certificate and client certificates.
 
 use std::process::Command;
 
@@ -7,19 +7,7 @@ use anyhow::{ensure, Context};
 /// A CA (`ca.pem`) and a server certificate (`server.pem`, `server.key`) for localhost,
 /// 127.0.0.1 and the `extra_ips`, made with openssl in `dir`.
 pub fn make_ca(dir: &std::path::Path, extra_ips: &[&str]) -> anyhow::Result<()> {
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .context("openssl")?;
-        ensure!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     let ips: String = extra_ips.iter().map(|ip| format!(",IP:{ip}")).collect();
     std::fs::write(
         dir.join("san.ext"),
@@ -73,5 +61,63 @@ pub fn make_ca(dir: &std::path::Path, extra_ips: &[&str]) -> anyhow::Result<()> 
         "-extfile",
         "san.ext",
     ])?;
+    Ok(())
+}
+
+/// A client certificate (`client.pem`, `client.key`) for `cn`, signed by the CA [`make_ca`] made
+/// in `dir`.
+pub fn make_client_cert(dir: &std::path::Path, cn: &str) -> anyhow::Result<()> {
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            &subject,
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    )
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("openssl")?;
+    ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

@@ -84,22 +84,26 @@ pub fn agent_command(
     extra: &[&str],
     log_env: &str,
 ) -> anyhow::Result<Command> {
+    agent_command_on(name, &format!("mqtt://{broker}"), extra, log_env)
+}
+
+/// [`agent_command`] with `--broker brokers` as it is (a list of URLs, say).
+pub fn agent_command_on(
+    name: &str,
+    brokers: &str,
+    extra: &[&str],
+    log_env: &str,
+) -> anyhow::Result<Command> {
     let mut cmd = Command::new(zedops_bin()?);
-    cmd.args([
-        "agent",
-        "--name",
-        name,
-        "--broker",
-        &format!("mqtt://{broker}"),
-    ])
-    .args(extra)
-    .env(
-        "RUST_LOG",
-        std::env::var(log_env).unwrap_or_else(|_| "warn".into()),
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
+    cmd.args(["agent", "--name", name, "--broker", brokers])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var(log_env).unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     Ok(cmd)
 }
 
@@ -125,6 +129,27 @@ pub fn spawn_enrolled_agent(
     let args = enroll_args(serve, token, state_dir);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     spawn_agent_process(name, serve.mqtt, &args)
+}
+
+/// An agent of `serve` enrolled with `token` (state in `state_dir`) on the brokers `brokers`
+/// (`--broker` as it is: the nodes of a cluster, say), with `extra` flags.
+pub fn spawn_agent_on(
+    serve: &Serve,
+    (name, token): (&str, &str),
+    state_dir: &std::path::Path,
+    brokers: &str,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
+    let mut args = enroll_args(serve, token, state_dir);
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = agent_command_on(name, brokers, &args, "ZEDOPS_TEST_AGENT_LOG")?
+        .spawn()
+        .context("starting zedops agent")?;
+    Ok(Proc {
+        child,
+        what: format!("agent {name}"),
+    })
 }
 
 /// `--enroll TOKEN --server URL --state-dir DIR` of an agent of `serve`.
@@ -237,22 +262,28 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(None).await
+        Self::start_with(Access::Anonymous).await
     }
 
     /// [`Mosquitto::start`] refusing anonymous clients: only `user` with `password` connects
     /// (a password file made with Debian's `mosquitto_passwd`).
     pub async fn with_user(user: &str, password: &str) -> anyhow::Result<Self> {
-        Self::start_with(Some((user, password))).await
+        Self::start_with(Access::User(user, password)).await
     }
 
-    async fn start_with(user: Option<(&str, &str)>) -> anyhow::Result<Self> {
+    /// [`Mosquitto::start`] over TLS only, with the server certificate of `pki`
+    /// ([`crate::pki::make_ca`]), letting in only clients that show a certificate of its CA.
+    pub async fn with_client_certs(pki: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_with(Access::ClientCert(pki)).await
+    }
+
+    async fn start_with(how: Access<'_>) -> anyhow::Result<Self> {
         let dir = TempDir::new("mosquitto")?;
         let port = crate::free_port();
         let conf = dir.path.join("mosquitto.conf");
-        let access = match user {
-            None => "allow_anonymous true\n".to_owned(),
-            Some((u, p)) => {
+        let access = match how {
+            Access::Anonymous => "allow_anonymous true\n".to_owned(),
+            Access::User(u, p) => {
                 let file = dir.path.join("passwd");
                 let st = Command::new("mosquitto_passwd")
                     .args(["-b", "-c", &file.to_string_lossy(), u, p])
@@ -260,6 +291,22 @@ impl Mosquitto {
                     .context("running mosquitto_passwd (Debian's mosquitto has it)")?;
                 ensure!(st.success(), "mosquitto_passwd: {st}");
                 format!("allow_anonymous false\npassword_file {}\n", file.display())
+            }
+            Access::ClientCert(pki) => {
+                // Mosquitto drops root for its own user: it reads copies it may read.
+                for name in ["ca.pem", "server.pem", "server.key"] {
+                    let copy = dir.path.join(name);
+                    std::fs::copy(pki.join(name), &copy)?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644))?;
+                }
+                let f = |name: &str| dir.path.join(name).display().to_string();
+                format!(
+                    "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+                    f("ca.pem"),
+                    f("server.pem"),
+                    f("server.key")
+                )
             }
         };
         std::fs::write(
@@ -296,6 +343,14 @@ impl Mosquitto {
             _dir: dir,
         })
     }
+}
+
+/// Who Mosquitto lets in.
+enum Access<'a> {
+    Anonymous,
+    User(&'a str, &'a str),
+    /// Over TLS, clients with a certificate of the CA in this directory.
+    ClientCert(&'a std::path::Path),
 }
 
 /// A temporary directory removed on drop.

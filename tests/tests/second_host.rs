@@ -10,9 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use zedops_client::{Action, ActionOptions, Client};
+use zedops_client::Client;
+use zedops_tests::api::reaches;
 use zedops_tests::netns::OtherHost;
-use zedops_tests::pki::make_ca;
+use zedops_tests::pki::{make_ca, make_client_cert};
 use zedops_tests::procs::{zedops_bin, Mosquitto, Proc, Serve, TempDir};
 use zedops_tests::{eventually, free_port, init_logs, unique, TestContainer};
 
@@ -63,37 +64,6 @@ fn run_printed(
         child,
         what: "agent".into(),
     })
-}
-
-/// The agent is online, lists `container`, and a restart through the API reaches it.
-async fn reaches(admin: &Client, agent: &str, container: &TestContainer) -> anyhow::Result<()> {
-    eventually(
-        "the other host's agent online with its containers",
-        Duration::from_secs(30),
-        || async {
-            let online = admin.agent(agent).await.ok()?.online;
-            let here = admin
-                .locate(&container.name)
-                .await
-                .ok()?
-                .contains(&agent.to_owned());
-            (online && here).then_some(())
-        },
-    )
-    .await?;
-    let before = container.started_at()?;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = admin
-        .act(
-            agent,
-            &container.name,
-            Action::Restart,
-            &ActionOptions::default(),
-        )
-        .await?;
-    ensure!(r.changed, "the restart changed nothing");
-    ensure!(container.started_at()? != before, "Docker shows no restart");
-    Ok(())
 }
 
 /// Tour step 2 with the agent in `other`; `ports`: the HTTP and MQTT ports (`None`: free ones).
@@ -284,6 +254,41 @@ async fn serve_logs_in_to_an_authenticated_external_broker() -> anyhow::Result<(
     );
     let ready = reqwest::get(format!("{}/readyz", wrong.http)).await?;
     ensure!(ready.status() == 503, "{}", ready.status());
+    Ok(())
+}
+
+/// `serve --broker mqtts://…` shows a client certificate to a broker that lets in nobody
+/// without one (Mosquitto's `require_certificate`): the API and the local agent get in, and a
+/// restart reaches the agent. Without the certificate the server is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_shows_a_client_certificate_to_an_external_broker() -> anyhow::Result<()> {
+    init_logs();
+    let pki = TempDir::new("pki")?;
+    make_ca(&pki.path, &[])?;
+    make_client_cert(&pki.path, "zedops-api")?;
+    let p = |f: &str| pki.path.join(f).display().to_string();
+    let mosquitto = Mosquitto::with_client_certs(&pki.path).await?;
+    let broker = format!("mqtts://127.0.0.1:{}", mosquitto.addr.port());
+    let container = TestContainer::run(&unique("zt-mtls"), &unique("mtls"), &[])?;
+    let agent = unique("mtls");
+    let tls = ["--broker", &broker, "--broker-ca-file", &p("ca.pem")];
+    let mut args = tls.to_vec();
+    let (cert, key) = (p("client.pem"), p("client.key"));
+    args.extend(["--broker-cert", &cert, "--broker-key", &key]);
+    let local = format!("--local-agent={agent}");
+    args.push(&local);
+    let serve = Serve::start(&args, "warn")?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    reaches(&admin, &agent, &container).await?;
+
+    let without = Serve::start(&tls, "warn")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ready = reqwest::get(format!("{}/readyz", without.http)).await?;
+    ensure!(
+        ready.status() == 503,
+        "ready without a client certificate: {}",
+        ready.status()
+    );
     Ok(())
 }
 

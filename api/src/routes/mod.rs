@@ -3,12 +3,13 @@
 //! the requester.
 //!
 //! - [`agents`], [`containers`] (and [`stats`]), [`actions`], [`events`], [`admin`],
-//!   [`operations`]: the endpoints of each tag.
+//!   [`operations`], [`broker`]: the endpoints of each tag.
 //! - [`schemas`]: the request and response bodies.
 
 pub mod actions;
 pub mod admin;
 pub mod agents;
+pub mod broker;
 pub mod containers;
 pub mod events;
 pub mod operations;
@@ -44,6 +45,8 @@ pub(crate) enum Tag {
     Operations,
     /// Tokens and the audit log (admin).
     Admin,
+    /// The authentication and ACL hook an external MQTT broker asks (`docs/security.md`).
+    Broker,
 }
 
 /// Every endpoint, as poem-openapi serves a tuple of APIs.
@@ -55,6 +58,7 @@ pub type FleetApi = (
     events::EventsApi,
     admin::AdminApi,
     operations::OperationsApi,
+    broker::BrokerApi,
 );
 
 /// The endpoints over `state`.
@@ -78,7 +82,10 @@ pub fn api(state: Arc<State>) -> FleetApi {
         admin::AdminApi {
             state: state.clone(),
         },
-        operations::OperationsApi { state },
+        operations::OperationsApi {
+            state: state.clone(),
+        },
+        broker::BrokerApi { state },
     )
 }
 

@@ -1,8 +1,8 @@
-//! Who a connection is, and which topics it may publish to and subscribe to.
-//!
-//! The broker's front end ([`crate::front`]) asks these rules about every PUBLISH and every
-//! SUBSCRIBE filter before it reaches rumqttd (which has no ACLs of its own). The rules follow
-//! the `zedops/v1` contract (`zedops_proto::topics`):
+//! Who an MQTT connection is, and which topics it may publish to and subscribe to: the one policy
+//! with two ways in. The embedded broker's front end (`zedops-broker`) asks these rules about
+//! every PUBLISH and every SUBSCRIBE filter before it reaches rumqttd (which has no ACLs of its
+//! own); an external broker asks the API's authentication hook (`POST /api/v1/broker/acl`), which
+//! asks the same rules. They follow the `zedops/v1` contract ([`crate::topics`]):
 //!
 //! | identity | may publish | may subscribe |
 //! |---|---|---|
@@ -10,7 +10,7 @@
 //! | agent `A` | `agents/A/{status,containers,containers/+,events,stats,containers/+/set/result,actions/+/result}`, `replies/…`, topics outside `zedops/` | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
 //! | MQTT user | `agents/+/req/+` (requests; signatures still apply), `agents/+/containers/+/set` and `agents/+/actions/+/run` only with Home Assistant command rights, topics outside `zedops/` | everything except `$share/…` groups under `zedops/` |
 
-use zedops_proto::topics::ROOT;
+use crate::topics::ROOT;
 
 /// Who a connection authenticated as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl Identity {
                     return true;
                 }
                 let own = format!("{ROOT}/agents/{me}/");
-                plain.starts_with(&own) || plain == zedops_proto::topics::RESYNC
+                plain.starts_with(&own) || plain == crate::topics::RESYNC
             }
         }
     }

@@ -1,0 +1,292 @@
+//! A real clustered MQTT 5 broker for the tests: three (or more) rmqtt nodes in one raft cluster on
+//! loopback, built and cached by `scripts/provision-cluster.sh`.
+//!
+//! What it takes (`docs/operations.md` § "A clustered broker"):
+//! - the `rmqtt-cluster-raft` plugin with every node's gRPC and raft address; node 1 starts first
+//!   and is named the leader (`leader_id = 1`): nodes started together each elect
+//!   themselves, three one-node clusters that forward nothing;
+//! - `rmqtt-shared-subscription`: without it `$share/…` subscriptions (agents take requests
+//!   through one) receive nothing;
+//! - `rmqtt-retainer`, in memory with the cluster's full synchronisation;
+//! - packets up to zedops' limit (rmqtt's default is 1 MiB), retained messages that never
+//!   expire;
+//! - with a hook, `rmqtt-auth-http` asking the API (`POST /api/v1/broker/{auth,acl}`), and
+//!   `rmqtt-acl` denying whatever the hook leaves open;
+//! - fresh ports for every cluster (raft binds without `SO_REUSEADDR`), and the HTTP-API plugin off
+//!   (it starts by default on one fixed port).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+
+use crate::procs::{Proc, TempDir};
+
+/// The rmqttd release the project's scripts build (`scripts/provision-cluster.sh`).
+pub const RMQTTD_VERSION: &str = "0.24.0";
+
+/// The rmqttd binary: `$ZEDOPS_RMQTTD`, else the cache `scripts/provision-cluster.sh` fills.
+pub fn rmqttd_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("ZEDOPS_RMQTTD") {
+        return Ok(PathBuf::from(p));
+    }
+    let cache = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cache")))
+        .context("no HOME")?;
+    let bin = cache.join(format!("zedops/rmqttd-{RMQTTD_VERSION}/bin/rmqttd"));
+    ensure!(
+        bin.is_file(),
+        "{} is missing: run scripts/provision-cluster.sh (scripts/test.sh does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Where the broker's authentication hook is, and the login it takes as the server's.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    /// `http://127.0.0.1:PORT` of a `zedops serve --broker-auth-hook`.
+    pub api: String,
+}
+
+/// One node of the cluster.
+pub struct Node {
+    pub id: u64,
+    /// Its MQTT listener (MQTT 5 and 3.1.1 on one port).
+    pub mqtt: SocketAddr,
+    proc: Option<Proc>,
+    args: Vec<String>,
+}
+
+impl Node {
+    /// `mqtt://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("mqtt://{}", self.mqtt)
+    }
+}
+
+/// A running rmqtt cluster; dropping it stops every node.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    dir: TempDir,
+    bin: PathBuf,
+}
+
+/// The ports one node uses.
+struct Ports {
+    mqtt: u16,
+    grpc: u16,
+    raft: u16,
+}
+
+impl Cluster {
+    /// `n` nodes; with `hook`, every connection and topic is decided by the API's hook.
+    pub async fn start(n: usize, hook: Option<&Hook>) -> anyhow::Result<Self> {
+        let bin = rmqttd_bin()?;
+        let dir = TempDir::new("rmqtt")?;
+        let ports: Vec<Ports> = (0..n)
+            .map(|_| Ports {
+                mqtt: crate::free_port(),
+                grpc: crate::free_port(),
+                raft: crate::free_port(),
+            })
+            .collect();
+        let plugins = dir.path.join("plugins");
+        std::fs::create_dir_all(&plugins)?;
+        write_plugin_configs(&plugins, &ports, hook)?;
+        let mut nodes = Vec::new();
+        for (i, p) in ports.iter().enumerate() {
+            let id = i as u64 + 1;
+            let conf = dir.path.join(format!("rmqtt-{id}.toml"));
+            std::fs::write(&conf, node_config(id, p, &plugins, hook.is_some()))?;
+            let args = vec![
+                "-f".to_owned(),
+                conf.to_string_lossy().into_owned(),
+                "--id".into(),
+                id.to_string(),
+            ];
+            nodes.push(Node {
+                id,
+                mqtt: ([127, 0, 0, 1], p.mqtt).into(),
+                proc: None,
+                args,
+            });
+        }
+        let mut cluster = Self { nodes, dir, bin };
+        // Node 1 first, and listening, before the others join it.
+        for i in 0..n {
+            cluster.spawn(i)?;
+            cluster.listening(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::File::create(self.dir.path.join(format!("node-{}.log", node.id)))?;
+        let child = Command::new(&self.bin)
+            .args(&node.args)
+            // Its working directory holds no rmqtt.toml of anyone else's.
+            .current_dir(&self.dir.path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        node.proc = Some(Proc {
+            child,
+            what: format!("rmqtt node {}", node.id),
+        });
+        Ok(())
+    }
+
+    async fn listening(&self, i: usize) -> anyhow::Result<()> {
+        let addr = self.nodes[i].mqtt;
+        crate::eventually(
+            &format!("rmqtt node {} to listen on {addr}", i + 1),
+            Duration::from_secs(20),
+            || async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+        )
+        .await
+        .with_context(|| self.log(i))
+    }
+
+    /// Every node's MQTT URL, comma-separated in node order: a `--broker` list.
+    pub fn urls(&self) -> String {
+        let all: Vec<String> = self.nodes.iter().map(Node::url).collect();
+        all.join(",")
+    }
+
+    /// The nodes' URLs starting at node `i` (index), round: a `--broker` list preferring it.
+    pub fn urls_from(&self, i: usize) -> String {
+        let n = self.nodes.len();
+        let all: Vec<String> = (0..n).map(|k| self.nodes[(i + k) % n].url()).collect();
+        all.join(",")
+    }
+
+    /// SIGKILL of node `i` (index): its clients lose their connection at once.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].proc = None;
+    }
+
+    /// What node `i` (index) logged, for a failure's context.
+    pub fn log(&self, i: usize) -> String {
+        let path = self.dir.path.join(format!("node-{}.log", i + 1));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        let mut out = format!("rmqtt node {} log (last lines):\n", i + 1);
+        for l in tail.into_iter().rev() {
+            let _ = writeln!(out, "  {l}");
+        }
+        out
+    }
+}
+
+fn node_config(id: u64, p: &Ports, plugins: &Path, hook: bool) -> String {
+    let mut startups = vec![
+        "rmqtt-cluster-raft",
+        "rmqtt-retainer",
+        "rmqtt-shared-subscription",
+        "rmqtt-acl",
+    ];
+    if hook {
+        startups.push("rmqtt-auth-http");
+    }
+    let startups: Vec<String> = startups.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        r#"[node]
+id = {id}
+busy.check_enable = false
+
+[rpc]
+server_addr = "127.0.0.1:{grpc}"
+reuseaddr = true
+
+[log]
+to = "console"
+level = "{log}"
+
+[plugins]
+dir = "{dir}"
+default_startups = [{startups}]
+disabled_default_startups = ["rmqtt-http-api"]
+
+[listener.tcp.external]
+addr = "127.0.0.1:{mqtt}"
+allow_anonymous = {anonymous}
+max_packet_size = "{max_packet}B"
+nodelay = true
+max_inflight = 128
+max_mqueue_len = 10000
+message_expiry_interval = "0s"
+session_expiry_interval = "60s"
+"#,
+        grpc = p.grpc,
+        mqtt = p.mqtt,
+        dir = plugins.display(),
+        startups = startups.join(", "),
+        anonymous = !hook,
+        max_packet = zedops_proto::MAX_PACKET_BYTES,
+        // ZEDOPS_TEST_RMQTT_LOG=debug to see what the nodes do.
+        log = std::env::var("ZEDOPS_TEST_RMQTT_LOG").unwrap_or_else(|_| "warn".into()),
+    )
+}
+
+fn write_plugin_configs(dir: &Path, ports: &[Ports], hook: Option<&Hook>) -> anyhow::Result<()> {
+    std::fs::write(
+        dir.join("rmqtt-retainer.toml"),
+        format!(
+            "storage.type = \"ram\"\nmax_payload_size = \"{}B\"\nretained_message_ttl = \"0m\"\n",
+            zedops_proto::MAX_PACKET_BYTES
+        ),
+    )?;
+    std::fs::write(dir.join("rmqtt-shared-subscription.toml"), "")?;
+    let addrs = |port: fn(&Ports) -> u16| -> String {
+        let all: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("\"{}@127.0.0.1:{}\"", i + 1, port(p)))
+            .collect();
+        all.join(", ")
+    };
+    std::fs::write(
+        dir.join("rmqtt-cluster-raft.toml"),
+        format!(
+            "worker_threads = 2\nleader_id = 1\ntry_lock_timeout = \"2s\"\nnode_grpc_client_timeout = \"2s\"\nnode_grpc_addrs = [{}]\nraft_peer_addrs = [{}]\n",
+            addrs(|p| p.grpc),
+            addrs(|p| p.raft)
+        ),
+    )?;
+    let acl = match hook {
+        // The hook decides; whatever it leaves undecided is refused.
+        Some(_) => "disconnect_if_pub_rejected = true\nrules = [[\"deny\", \"all\"]]\n",
+        None => "rules = [[\"allow\", \"all\"]]\n",
+    };
+    std::fs::write(dir.join("rmqtt-acl.toml"), acl)?;
+    if let Some(h) = hook {
+        std::fs::write(
+            dir.join("rmqtt-auth-http.toml"),
+            format!(
+                r#"http_timeout = "5s"
+deny_if_error = true
+disconnect_if_pub_rejected = true
+http_headers.accept = "application/json"
+http_auth_req.url = "{api}/api/v1/broker/auth"
+http_auth_req.method = "post"
+http_auth_req.headers.content-type = "application/x-www-form-urlencoded"
+http_auth_req.params = {{ clientid = "%c", username = "%u", password = "%P" }}
+http_acl_req.url = "{api}/api/v1/broker/acl"
+http_acl_req.method = "post"
+http_acl_req.headers.content-type = "application/x-www-form-urlencoded"
+http_acl_req.params = {{ access = "%A", username = "%u", clientid = "%c", topic = "%t" }}
+"#,
+                api = h.api
+            ),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! Past one machine (issue 19): a real three-node rmqtt cluster on loopback as the external
+//! broker, with the API as its authentication and ACL authority, on the secured default
+//! (enrolled, signing agents; tokens; every broker login checked by the hook).
+//!
+//! The layout of the first test, as `docs/operations.md` draws it: agent A on node 1, agent B on
+//! node 2, the API on node 3. Everything the API and Home Assistant see of A and B crossed the
+//! cluster.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use zedops_client::{Client, EventKind, NewAgent, NewMqttUser};
+use zedops_tests::api::reaches;
+use zedops_tests::cluster::{Cluster, Hook};
+use zedops_tests::ha::{mosquitto_sub, Mqtt311};
+use zedops_tests::procs::{spawn_agent_on, Proc, Serve, TempDir};
+use zedops_tests::{eventually, free_port, init_logs, unique, TestClient, TestContainer};
+
+/// The API's own login on the cluster, which its hook lets in (and nothing else may use).
+const API_USER: &str = "zedops-api";
+const API_PASSWORD: &str = "cluster-login-5531";
+
+/// The cluster, a `zedops serve --broker-auth-hook` on node `api_node` (index) and after it the
+/// other nodes, and its admin client.
+struct Stack {
+    cluster: Cluster,
+    serve: Serve,
+    admin: Client,
+    tmp: TempDir,
+}
+
+async fn stack(api_node: usize) -> anyhow::Result<Stack> {
+    let port = free_port();
+    let hook = Hook {
+        api: format!("http://127.0.0.1:{port}"),
+    };
+    let cluster = Cluster::start(3, Some(&hook)).await?;
+    let serve = Serve::start_on(
+        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0",
+        &[
+            "--broker",
+            &cluster.urls_from(api_node),
+            "--broker-username",
+            API_USER,
+            "--broker-password",
+            API_PASSWORD,
+            "--broker-auth-hook",
+        ],
+        "warn,zedops_api=info",
+    )?;
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    eventually(
+        "the API on the cluster",
+        Duration::from_secs(30),
+        || async {
+            let r = reqwest::get(format!("{}/readyz", serve.http)).await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await
+    .with_context(|| format!("{}\n{}", serve.logs(), cluster.log(api_node)))?;
+    Ok(Stack {
+        cluster,
+        serve,
+        admin,
+        tmp: TempDir::new("cluster")?,
+    })
+}
+
+/// A new agent enrolled through the API, on the cluster's nodes starting at `node` (index).
+async fn agent_on(s: &Stack, node: usize, extra: &[&str]) -> anyhow::Result<(String, Proc)> {
+    let name = unique("cl");
+    let enrollment = s
+        .admin
+        .register_agent(&NewAgent {
+            name: name.clone(),
+            ttl_s: None,
+        })
+        .await?;
+    let state = s.tmp.path.join(&name);
+    let brokers = s.cluster.urls_from(node);
+    let proc = spawn_agent_on(
+        &s.serve,
+        (&name, &enrollment.token),
+        &state,
+        &brokers,
+        extra,
+    )?;
+    Ok((name, proc))
+}
+
+/// An enrolled agent's broker login, from its credentials file.
+fn login_of(s: &Stack, agent: &str) -> anyhow::Result<(String, String)> {
+    let file = s.tmp.path.join(agent).join("credentials.json");
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    let field = |k: &str| c[k].as_str().map(str::to_owned).context(k.to_owned());
+    Ok((field("mqtt_username")?, field("mqtt_password")?))
+}
+
+/// Agents on nodes 1 and 2 and the API on node 3: retained status and snapshots, commands with
+/// correlation data, events and the Last Will all cross the cluster; Home Assistant, over MQTT
+/// 3.1.1 on node 2, discovers and reads the agent of node 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_works_across_the_nodes_of_a_cluster() -> anyhow::Result<()> {
+    init_logs();
+    let s = stack(2).await?;
+    let ca = TestContainer::run(&unique("zt-cl"), &unique("cla"), &[])?;
+    let (a, _pa) = agent_on(&s, 0, &["--ha"]).await?;
+    let (b, pb) = agent_on(&s, 1, &[]).await?;
+    // Status and snapshot (retained, signed) from node 1; a restart from node 3 answered there.
+    reaches(&s.admin, &a, &ca).await?;
+    eventually("agent B online", Duration::from_secs(30), || async {
+        s.admin.agent(&b).await.ok()?.online.then_some(())
+    })
+    .await?;
+
+    // Events: Docker's stop reaches the API's stream through the cluster, from agent A on node
+    // 1 (B, on the same Docker engine here, reports it too).
+    let mut events = s.admin.events().await?;
+    zedops_tests::Docker::run(&["stop", "-t", "2", &ca.name])?;
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.next().await {
+            let Ok(e) = e else { continue };
+            let this = e.container.as_deref() == Some(ca.name.as_str());
+            if e.kind == EventKind::Container && this && e.agent == a {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .context("no container event of agent A within 20 s")?;
+    ensure!(seen, "the event stream ended");
+
+    // Home Assistant on node 2 (MQTT 3.1.1, an MQTT user the hook lets in) reads A's discovery.
+    let user = s
+        .admin
+        .create_mqtt_user(&NewMqttUser {
+            name: unique("ha"),
+            ha_commands: false,
+        })
+        .await?;
+    let ha = Mqtt311 {
+        port: s.cluster.nodes[1].mqtt.port(),
+        user: user.username,
+        pass: user.password,
+    };
+    let discovery = mosquitto_sub(&ha, "homeassistant/+/+/+/config", 3).await?;
+    ensure!(
+        discovery.iter().any(|m| m.retain && m.payload.contains(&a)),
+        "no retained discovery of {a} on node 2: {discovery:?}"
+    );
+
+    // The Last Will: B dies without a word; node 2 publishes its will, the API on node 3 sees it.
+    pb.signal("KILL")?;
+    eventually("agent B offline", Duration::from_secs(60), || async {
+        (!s.admin.agent(&b).await.ok()?.online).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// The hook's ACLs on the cluster: agent A's own login cannot publish B's status, nor take B's
+/// requests, on any node; wrong passwords and stolen client ids are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_login_reaches_only_its_own_topics_on_the_cluster() -> anyhow::Result<()> {
+    init_logs();
+    let s = stack(2).await?;
+    let (a, _pa) = agent_on(&s, 0, &[]).await?;
+    let (b, _pb) = agent_on(&s, 1, &[]).await?;
+    for agent in [&a, &b] {
+        eventually("the agents online", Duration::from_secs(30), || async {
+            s.admin.agent(agent).await.ok()?.online.then_some(())
+        })
+        .await?;
+    }
+    let (user, pass) = login_of(&s, &a)?;
+    let node2 = s.cluster.nodes[1].mqtt;
+    let limit = Duration::from_secs(5);
+
+    // Refused at the door: a wrong password; A's password under B's client id.
+    let wrong = TestClient::connect_with(
+        node2,
+        &format!("zedops-agent-{a}"),
+        Some((&user, "nope")),
+        limit,
+    )
+    .await;
+    ensure!(wrong.is_err(), "a wrong password was let in");
+    let stolen = TestClient::connect_with(
+        node2,
+        &format!("zedops-agent-{b}"),
+        Some((&user, &pass)),
+        limit,
+    )
+    .await;
+    ensure!(stolen.is_err(), "A's login was let in under B's client id");
+
+    // A trusted watcher on node 3 sees whatever reaches B's status topic.
+    let mut watch = TestClient::connect_with(
+        s.cluster.nodes[2].mqtt,
+        &format!("zedops-api-watch-{}", std::process::id()),
+        Some((API_USER, API_PASSWORD)),
+        limit,
+    )
+    .await?;
+    let status_b = zedops_proto::topics::status(&b);
+    watch.subscribe(&status_b).await?;
+    watch.drain(Duration::from_millis(500)).await;
+
+    // A, with its own login on node 2 (a second session of A), tries B's topics.
+    let mut forger = TestClient::connect_with(
+        node2,
+        &format!("zedops-agent-{a}"),
+        Some((&user, &pass)),
+        limit,
+    )
+    .await
+    .context("A's own login on node 2")?;
+    let _ = forger
+        .subscribe(&format!("$share/steal/zedops/v1/agents/{b}/req/+"))
+        .await;
+    let _ = forger
+        .subscribe(&format!("zedops/v1/agents/{b}/req/#"))
+        .await;
+    forger
+        .publish(
+            &status_b,
+            true,
+            br#"{"state":"offline","forged":true}"#.to_vec(),
+        )
+        .await
+        .ok();
+    let forged = watch.drain(Duration::from_secs(2)).await;
+    ensure!(
+        forged
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.payload).contains("forged")),
+        "A's forged status of B reached node 3: {forged:?}"
+    );
+    // B's requests go to B only: a ping through the API is answered, and A's session saw none.
+    let ping = s.admin.ping(&b, None).await?;
+    ensure!(ping.pong.agent == b, "{ping:?}");
+    let stolen = forger.drain(Duration::from_secs(1)).await;
+    ensure!(
+        stolen.iter().all(|m| !m.topic.contains("/req/")),
+        "A's login received B's requests: {stolen:?}"
+    );
+    ensure!(
+        s.admin.agent(&b).await?.online,
+        "the forged offline status took hold"
+    );
+    Ok(())
+}
+
+/// Failover: the node that carries agent A and the API dies (node 2; node 1 is the raft leader,
+/// whose death adds an election: `docs/operations.md`); both move to the next node of their
+/// lists, the API shows A online again (never a stale offline), and commands to A and to B (on
+/// node 3 all along) work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_loses_no_agent_and_no_api() -> anyhow::Result<()> {
+    init_logs();
+    let mut s = stack(1).await?;
+    let ca = TestContainer::run(&unique("zt-fo"), &unique("foa"), &[])?;
+    let (a, _pa) = agent_on(&s, 1, &[]).await?;
+    let (b, _pb) = agent_on(&s, 2, &[]).await?;
+    reaches(&s.admin, &a, &ca).await?;
+    eventually("agent B online", Duration::from_secs(30), || async {
+        s.admin.agent(&b).await.ok()?.online.then_some(())
+    })
+    .await?;
+
+    let killed = std::time::Instant::now();
+    s.cluster.kill(1);
+    let back = eventually(
+        "A answers again through the API",
+        Duration::from_secs(45),
+        || async {
+            let p = s.admin.ping(&a, Some(2)).await.ok()?;
+            (p.pong.agent == a).then(|| killed.elapsed())
+        },
+    )
+    .await
+    .with_context(|| format!("{}\n{}", s.serve.logs(), s.cluster.log(0)))?;
+    eprintln!("node 2 killed: agent A answers through the API again after {back:?}");
+    reaches(&s.admin, &a, &ca).await?;
+    let pb = s.admin.ping(&b, None).await?;
+    ensure!(pb.pong.agent == b, "{pb:?}");
+    ensure!(
+        s.admin.agent(&a).await?.online,
+        "A shown offline after the failover"
+    );
+    Ok(())
+}
