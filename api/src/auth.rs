@@ -77,7 +77,7 @@ async fn check(req: &Request, bearer: poem_openapi::auth::Bearer) -> poem::Resul
             role: Role::Admin,
             authenticated: false,
         }),
-        Some(store) => match store.verify(&bearer.token) {
+        Some(store) => match store.verify(&bearer.token).await {
             Some(rec) => Ok(Principal {
                 name: rec.name,
                 role: rec.role,

@@ -30,7 +30,7 @@ impl std::fmt::Debug for ServiceLogin {
 }
 
 /// Who `(client_id, user, pass)` is, or `None` to refuse the connection.
-pub fn identify(
+pub async fn identify(
     store: &Store,
     service: &ServiceLogin,
     client_id: &str,
@@ -42,15 +42,15 @@ pub fn identify(
             same(pass, &service.password) && client_id.starts_with(identity::API_CLIENT_PREFIX);
         return ok.then_some(Identity::Trusted);
     }
-    if identity::claims_agent(client_id) || store.agent(user).is_some() {
-        let ok =
-            client_id == identity::agent_client_id(user) && store.check_agent_password(user, pass);
+    if identity::claims_agent(client_id) || store.agent(user).await.is_some() {
+        let ok = client_id == identity::agent_client_id(user)
+            && store.check_agent_password(user, pass).await;
         return ok.then(|| Identity::Agent(user.to_owned()));
     }
     if identity::claims_api(client_id) {
         return None;
     }
-    store.check_mqtt_user(user, pass).map(|u| Identity::User {
+    store.check_mqtt_user(user, pass).await.map(|u| Identity::User {
         name: u.name,
         ha_commands: u.ha_commands,
     })
@@ -59,7 +59,7 @@ pub fn identify(
 /// Who a connection that [`identify`] let in is, from its client id and username alone: what an
 /// external broker's ACL question carries (it authenticated the connection before). `None`
 /// when no such identity exists (any more): every topic is refused.
-pub fn identity_of(
+pub async fn identity_of(
     store: &Store,
     service: &ServiceLogin,
     client_id: &str,
@@ -70,14 +70,14 @@ pub fn identity_of(
             .starts_with(identity::API_CLIENT_PREFIX)
             .then_some(Identity::Trusted);
     }
-    if identity::claims_agent(client_id) || store.agent(user).is_some() {
-        let ok = client_id == identity::agent_client_id(user) && store.agent(user).is_some();
+    if identity::claims_agent(client_id) || store.agent(user).await.is_some() {
+        let ok = client_id == identity::agent_client_id(user) && store.agent(user).await.is_some();
         return ok.then(|| Identity::Agent(user.to_owned()));
     }
     if identity::claims_api(client_id) {
         return None;
     }
-    store.mqtt_user(user).map(|u| Identity::User {
+    store.mqtt_user(user).await.map(|u| Identity::User {
         name: u.name,
         ha_commands: u.ha_commands,
     })

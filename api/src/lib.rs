@@ -157,10 +157,10 @@ impl State {
     }
 
     /// Records an audit entry; a failure to write it is logged, never hidden.
-    pub fn audit(&self, rec: store::AuditRecord) {
+    pub async fn audit(&self, rec: store::AuditRecord) {
         tracing::info!(who = ?rec.who, source = %rec.source, action = %rec.action, agent = ?rec.agent, container = ?rec.container, outcome = %rec.outcome, "audit");
         if let Some(s) = &self.store {
-            if let Err(e) = s.audit(rec) {
+            if let Err(e) = s.audit(rec).await {
                 tracing::error!(error = %e, "could not write the audit log");
             }
         }

@@ -143,6 +143,17 @@ struct Pending {
     tx: oneshot::Sender<Bytes>,
 }
 
+/// The agent whose signed state (status, snapshot, events, stats) `t` is; `None` for the rest.
+fn state_agent<'a>(t: &Topic<'a>) -> Option<&'a str> {
+    match t {
+        Topic::Status { agent }
+        | Topic::Snapshot { agent }
+        | Topic::Events { agent }
+        | Topic::Stats { agent } => Some(agent),
+        _ => None,
+    }
+}
+
 /// With security on: whether agent state (status, snapshot, event, stats) on `topic` is taken
 /// — signed by its agent's enrolled key, and newer than what was taken (no replays; stats are
 /// checked by their store, with the signing time returned). Other topics pass (time 0).
@@ -153,12 +164,8 @@ fn admit(
     topic: &str,
     p: &Publish,
 ) -> Result<u64, &'static str> {
-    let agent = match t {
-        Topic::Status { agent }
-        | Topic::Snapshot { agent }
-        | Topic::Events { agent }
-        | Topic::Stats { agent } => *agent,
-        _ => return Ok(0),
+    let Some(agent) = state_agent(t) else {
+        return Ok(0);
     };
     let ts = sec
         .from_agent(agent, topic, p.properties.as_ref(), &p.payload)
@@ -327,6 +334,9 @@ async fn poll(
                 // (even retained) status or snapshot changes nothing.
                 let mut signed_at = chrono::Utc::now().timestamp_millis().max(0) as u64;
                 if let (Some(sec), Some(t)) = (&link.security, &parsed) {
+                    if let Some(agent) = state_agent(t) {
+                        sec.warm(agent).await;
+                    }
                     match admit(sec, &link.freshness, t, &topic, &p) {
                         Ok(ts) => signed_at = ts,
                         Err(why) => {
@@ -504,6 +514,10 @@ impl Requester {
         deadline: Duration,
     ) -> Result<T, ErrorBody> {
         self.reachable(agent)?;
+        // The reply is checked against the agent's key: have it at hand.
+        if let Some(sec) = &self.link.security {
+            sec.warm(agent).await;
+        }
         let id = self.link.next_request_id();
         let topic = topics::request(agent, op);
         let (props, request_sig) = self.publish_properties(&topic, id, deadline, &payload);

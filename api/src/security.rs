@@ -1,10 +1,12 @@
 //! The API's side of end-to-end signatures: it signs requests with the server key and accepts
 //! from an agent only what that agent's enrolled key signed (status, snapshots, events, replies).
 //! Without a `Security` (no data dir, or an external broker run without enrollment), messages are
-//! taken as they come.
+//! taken as they come. Agent keys come from the database through a cache that the async paths
+//! fill ([`Security::warm`]) before the synchronous checks read it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use zedops_proto::sign::{KeyPair, PublicKey, Signed, SIG_PROPERTY, TS_PROPERTY};
@@ -13,11 +15,16 @@ use crate::store::Store;
 
 /// Most agent keys (and "no such agent" answers) kept in memory.
 pub const MAX_CACHED_KEYS: usize = 100_000;
+/// How long a key read from the database is used before it is read again.
+pub const KEY_TTL: Duration = Duration::from_secs(30);
+/// How long a read of a key may take.
+pub const KEY_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Security {
     pub key: KeyPair,
     store: Arc<Store>,
-    keys: RwLock<HashMap<String, Option<PublicKey>>>,
+    /// Agent keys (or "no such agent") and when they were read.
+    keys: RwLock<HashMap<String, (Option<PublicKey>, Instant)>>,
 }
 
 fn prop<'a>(props: Option<&'a PublishProperties>, name: &str) -> Option<&'a str> {
@@ -33,35 +40,46 @@ impl Security {
         }
     }
 
-    /// The enrolled public key of `agent` (cached; [`forget`](Self::forget) after changes).
-    /// Names that are no valid agent names are refused before any lookup; the cache holds at
-    /// most [`MAX_CACHED_KEYS`] entries (unknown names are dropped first when it fills).
+    /// The enrolled public key of `agent`, as the cache holds it: [`warm`](Self::warm) first.
+    /// Names that are no valid agent names have none.
     pub fn agent_key(&self, agent: &str) -> Option<PublicKey> {
         if !zedops_proto::names::is_valid_agent_name(agent) {
             return None;
         }
-        if let Some(k) = self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(agent)
-        {
-            return k.clone();
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.get(agent).and_then(|(k, _)| k.clone())
+    }
+
+    /// Reads `agent`'s key from the database when the cache has none younger than
+    /// [`KEY_TTL`] (a replica sees another's enrollments and removals that late at most). The
+    /// cache holds at most [`MAX_CACHED_KEYS`] entries (unknown names are dropped first when it
+    /// fills). A database that does not answer within [`KEY_WAIT`] leaves the cache as it is.
+    pub async fn warm(&self, agent: &str) {
+        if !zedops_proto::names::is_valid_agent_name(agent) {
+            return;
         }
-        let k = self
-            .store
-            .agent(agent)
+        let fresh = {
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            keys.get(agent).is_some_and(|(_, at)| at.elapsed() < KEY_TTL)
+        };
+        if fresh {
+            return;
+        }
+        let Ok(rec) = tokio::time::timeout(KEY_WAIT, self.store.agent(agent)).await else {
+            tracing::warn!(agent, "the database did not answer for an agent's key in time");
+            return;
+        };
+        let k = rec
             .and_then(|r| r.public_key)
             .and_then(|h| PublicKey::from_hex(&h));
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= MAX_CACHED_KEYS {
-            keys.retain(|_, k| k.is_some());
+            keys.retain(|_, (k, _)| k.is_some());
             if keys.len() >= MAX_CACHED_KEYS {
                 keys.clear();
             }
         }
-        keys.insert(agent.to_owned(), k.clone());
-        k
+        keys.insert(agent.to_owned(), (k, Instant::now()));
     }
 
     pub fn forget(&self, agent: &str) {

@@ -109,6 +109,9 @@ impl Requester {
         start: Duration,
     ) -> Result<OpenStream, ErrorBody> {
         self.reachable(agent)?;
+        if let Some(sec) = &self.link.security {
+            sec.warm(agent).await;
+        }
         let mut payload = payload;
         if let Some(o) = payload.as_object_mut() {
             o.insert("window".into(), WINDOW.into());

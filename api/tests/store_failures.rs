@@ -1,65 +1,35 @@
 //! A database that fails is a server fault (`500 internal`), never the caller's (`400`): issue
-//! 15's first hidden bug. The store runs on a redb backend whose writes fail on demand — the
-//! fault a full or failing disk produces — under the real HTTP application.
+//! 15's first hidden bug. The store runs on a real SQLite database that refuses every write once
+//! the test turns its failure on (triggers that raise, as a full or failing disk makes writes
+//! fail), under the real HTTP application.
 
 #![allow(clippy::expect_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use poem::test::TestClient;
-use redb::backends::InMemoryBackend;
-use redb::StorageBackend;
 use serde_json::json;
 use zedops_api::auth::Role;
 use zedops_api::store::Store;
 
-/// An in-memory redb backend whose writes and syncs fail while `failing` is set.
-#[derive(Debug)]
-struct FailingDisk {
-    inner: InMemoryBackend,
-    failing: Arc<AtomicBool>,
-}
-
-impl FailingDisk {
-    fn check(&self) -> std::io::Result<()> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("no space left on device (simulated)"));
-        }
-        Ok(())
-    }
-}
-
-impl StorageBackend for FailingDisk {
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        self.inner.read(offset, len)
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.sync_data(eventual)
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.write(offset, data)
+/// From now on every insert into these tables fails inside the database.
+async fn fail_writes(store: &Store) {
+    for table in ["agents", "mqtt_users", "tokens", "audit"] {
+        let sql = format!(
+            "CREATE TRIGGER fail_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(FAIL, 'disk I/O error (simulated)'); END"
+        );
+        sqlx::query(&sql)
+            .execute(store.pool())
+            .await
+            .expect("trigger");
     }
 }
 
 #[tokio::test]
 async fn database_failures_answer_500_internal() {
-    let failing = Arc::new(AtomicBool::new(false));
-    let disk = FailingDisk {
-        inner: InMemoryBackend::new(),
-        failing: failing.clone(),
-    };
-    let store = Store::with_backend(disk).expect("store");
-    let admin = store.create_token("admin", Role::Admin).expect("token");
+    let dir = std::env::temp_dir().join(format!("zedops-failing-{}", std::process::id()));
+    let store = Arc::new(Store::open(None, &dir).await.expect("store"));
+    let admin = store.create_token("admin", Role::Admin).await.expect("token");
     let cfg = zedops_api::MqttConfig {
         broker: "mqtt://127.0.0.1:9".parse().expect("url"),
         credentials: None,
@@ -67,7 +37,7 @@ async fn database_failures_answer_500_internal() {
         fallback_brokers: Vec::new(),
         tls: Default::default(),
     };
-    let api = zedops_api::Api::connect(cfg, Some(Arc::new(store)));
+    let api = zedops_api::Api::connect(cfg, Some(store.clone()));
     let cli = TestClient::new(api.app());
     let auth = format!("Bearer {admin}");
 
@@ -80,7 +50,7 @@ async fn database_failures_answer_500_internal() {
         .await;
     r.assert_status(poem::http::StatusCode::BAD_REQUEST);
 
-    failing.store(true, Ordering::SeqCst);
+    fail_writes(&store).await;
     for (path, body) in [
         ("/api/v1/agents", json!({"name": "web"})),
         ("/api/v1/mqtt-users", json!({"name": "ha"})),
@@ -96,4 +66,5 @@ async fn database_failures_answer_500_internal() {
         let v = r.json().await;
         v.value().object().get("code").assert_string("internal");
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -36,12 +36,15 @@ use zedops_proto::topics;
 
 /// Decides whether a connection may proceed and who it is:
 /// `(client_id, username, password) -> Some(identity)`, `None` to refuse.
-/// Called once per CONNECT; it must be fast (it runs on the broker's thread).
+/// Called once per CONNECT; the CONNACK waits for its answer (a database read).
 #[derive(Clone)]
 pub struct Authenticator(pub Arc<AuthFn>);
 
-/// `(client_id, username, password) -> who`.
-pub type AuthFn = dyn Fn(&str, &str, &str) -> Option<Identity> + Send + Sync;
+/// `(client_id, username, password) -> who`, when the future resolves.
+pub type AuthFn = dyn Fn(&str, &str, &str) -> AuthFuture + Send + Sync;
+
+/// The answer of an [`Authenticator`].
+pub type AuthFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Identity>> + Send>>;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

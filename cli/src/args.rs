@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: the embedded MQTT broker (and, with --local-agent, an agent for this host).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run an agent: serve this host's Docker engine to the fleet over MQTT.
     Agent(AgentArgs),
     /// Print the OpenAPI document of the HTTP API (or write or check a file).
@@ -298,6 +298,7 @@ impl ServeArgs {
         cfg.listen = self.listen;
         cfg.public_url = self.public_url.clone();
         cfg.no_auth = self.no_auth;
+        cfg.database = self.database.clone();
         cfg.broker = self.broker.clone();
         cfg.broker_credentials = self
             .broker_username
@@ -421,6 +422,22 @@ pub struct ServeArgs {
     /// Run the API without tokens: anyone who reaches it is admin. Only for a trusted loopback.
     #[arg(long, env = "ZEDOPS_NO_AUTH")]
     pub no_auth: bool,
+
+    /// The database for tokens, agents, keys and audit: postgres://USER:PASSWORD@HOST/DB for
+    /// several replicas on one database (default: SQLite in the data dir).
+    #[arg(
+        long,
+        env = "ZEDOPS_DATABASE",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with = "no_auth"
+    )]
+    pub database: Option<String>,
+
+    /// Run no embedded broker: say so explicitly in a replica's command line (needs --broker,
+    /// which already implies it).
+    #[arg(long, requires = "broker")]
+    pub no_broker: bool,
 
     /// Use this external MQTT 5 broker instead of the embedded one (e.g. mqtt://broker.lan:1883);
     /// the nodes of a cluster separated by commas, tried in turn when one is lost.

@@ -12,7 +12,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     use crate::commands as c;
     let o = &cli.client;
     match cli.command {
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
         Command::Agent(a) => agent(a, o).await,
         Command::Openapi(a) => openapi(a),
         Command::Agents(a) => match &a.command {

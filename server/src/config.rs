@@ -12,6 +12,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Tokens, agents, audit, the admin token and the server key.
     pub data_dir: PathBuf,
+    /// The SQL database (`postgres://…` for replicas, `sqlite://…`); default SQLite in the data dir.
+    pub database: Option<String>,
     /// No tokens, an anonymous broker, unsigned commands: for a machine of one's own only.
     pub no_auth: bool,
     /// An external broker instead of the embedded one: the nodes of one cluster, in order of
@@ -60,6 +62,7 @@ impl ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
             data_dir,
+            database: None,
             no_auth: false,
             broker: None,
             broker_credentials: None,

@@ -39,26 +39,49 @@ pub fn write_secret(path: &Path, contents: &str) -> Result<(), ServerError> {
 
 /// On the first start (no token at all), creates the `admin` token and writes it to
 /// `<data-dir>/admin.token` (0600). Returns the file's path.
-pub fn ensure_admin_token(store: &Store, dir: &Path) -> Result<PathBuf, ServerError> {
+pub async fn ensure_admin_token(store: &Store, dir: &Path) -> Result<PathBuf, ServerError> {
     let file = admin_token_file(dir);
-    if store.tokens()?.is_empty() {
-        let token = store.create_token("admin", Role::Admin)?;
+    if store.tokens().await?.is_empty() {
+        let token = store.create_token("admin", Role::Admin).await?;
         write_secret(&file, &format!("{token}\n"))?;
         tracing::info!(file = %file.display(), "created the first admin token");
     }
     Ok(file)
 }
 
-/// The server's signing key, `<data-dir>/server.key` (hex seed, 0600), created on first use.
-pub fn server_key(dir: &Path) -> Result<KeyPair, ServerError> {
+/// The server's signing key: the one the database holds, shared by every replica. On the first
+/// start on a database, this data dir's `<data-dir>/server.key` (hex seed, 0600; created when
+/// missing) is stored there; a replica whose file holds another key takes the database's and
+/// writes it to its file.
+pub async fn server_key(dir: &Path, store: &Store) -> Result<KeyPair, ServerError> {
     let path = dir.join("server.key");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => KeyPair::from_seed_hex(&s).ok_or(ServerError::DamagedKey { path }),
+    let local = local_key(&path)?;
+    let seed = store.server_key(&local.seed_hex()).await?;
+    if seed == local.seed_hex() {
+        return Ok(local);
+    }
+    let key = KeyPair::from_seed_hex(&seed).ok_or(ServerError::DamagedKey {
+        path: PathBuf::from("(the database's server key)"),
+    })?;
+    write_secret(&path, &format!("{seed}\n"))?;
+    tracing::info!(file = %path.display(), "this server signs with the key the database holds (shared by its replicas)");
+    Ok(key)
+}
+
+/// `<data-dir>/server.key`, created when missing.
+fn local_key(path: &Path) -> Result<KeyPair, ServerError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => KeyPair::from_seed_hex(&s).ok_or(ServerError::DamagedKey {
+            path: path.to_owned(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = zedops_proto::client::new_keypair();
-            write_secret(&path, &format!("{}\n", key.seed_hex()))?;
+            write_secret(path, &format!("{}\n", key.seed_hex()))?;
             Ok(key)
         }
-        Err(source) => Err(ServerError::Read { path, source }),
+        Err(source) => Err(ServerError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }

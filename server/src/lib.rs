@@ -64,13 +64,13 @@ struct Secured {
     admin_token_file: PathBuf,
 }
 
-fn secured(cfg: &ServeConfig) -> Result<Option<Secured>, ServerError> {
+async fn secured(cfg: &ServeConfig) -> Result<Option<Secured>, ServerError> {
     if cfg.no_auth {
         return Ok(None);
     }
-    let store = Store::open(&cfg.data_dir)?;
-    let admin_token_file = files::ensure_admin_token(&store, &cfg.data_dir)?;
-    let key = files::server_key(&cfg.data_dir)?;
+    let store = Store::open(cfg.database.as_deref(), &cfg.data_dir).await?;
+    let admin_token_file = files::ensure_admin_token(&store, &cfg.data_dir).await?;
+    let key = files::server_key(&cfg.data_dir, &store).await?;
     let store = Arc::new(store);
     let security = Arc::new(Security::new(key, store.clone()));
     Ok(Some(Secured {
@@ -130,7 +130,7 @@ fn hook_config(cfg: &ServeConfig) -> Result<(), ServerError> {
 
 /// Starts everything `cfg` names; returns once it serves.
 pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
-    let sec = secured(&cfg)?;
+    let sec = secured(&cfg).await?;
     // The API's own MQTT identity (per process; never leaves it).
     let internal_password = zedops_proto::client::new_keypair().seed_hex();
     let https = match &cfg.tls {
@@ -209,7 +209,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
     let (stop_agent, agent) = match &cfg.local_agent {
         Some(local) => {
             let secured = sec.as_ref().map(|s| (&*s.store, &*s.security));
-            let mut acfg = local_agent::config(local, broker_url.clone(), &cfg.data_dir, secured)?;
+            let mut acfg =
+                local_agent::config(local, broker_url.clone(), &cfg.data_dir, secured).await?;
             if broker.is_none() {
                 // An external broker: the local agent logs in as the enrolled agent it is when the
                 // broker asks this server (the hook knows its password); else as the server does.

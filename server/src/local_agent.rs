@@ -10,7 +10,7 @@ use crate::config::LocalAgent;
 use crate::ServerError;
 
 /// The local agent's configuration, enrolled when `secured` holds the store and the server key.
-pub fn config(
+pub async fn config(
     local: &LocalAgent,
     broker: BrokerUrl,
     data_dir: &std::path::Path,
@@ -23,8 +23,10 @@ pub fn config(
         let key = zedops_proto::client::new_keypair();
         let fingerprint = sec.key.public().fingerprint();
         let ttl = chrono::Duration::minutes(5);
-        let (token, _) = store.register_agent(name.as_str(), ttl, Some(&fingerprint))?;
-        let creds = store.enroll(name.as_str(), &token, &key.public_hex())?;
+        let (token, _) = store
+            .register_agent(name.as_str(), ttl, Some(&fingerprint))
+            .await?;
+        let creds = store.enroll(name.as_str(), &token, &key.public_hex()).await?;
         sec.forget(name.as_str());
         cfg.credentials = Some((creds.mqtt_username, creds.mqtt_password));
         cfg.signing = Some(Signing {

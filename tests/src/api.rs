@@ -82,12 +82,12 @@ impl TestApi {
     /// The API with a token store in a temporary data dir, and one token per role.
     pub async fn start_with_tokens(broker: &BrokerUrl) -> anyhow::Result<(Self, Tokens)> {
         let dir = crate::procs::TempDir::new("api-data")?;
-        let store = zedops_api::store::Store::open(&dir.path)?;
+        let store = zedops_api::store::Store::open(None, &dir.path).await?;
         use zedops_api::auth::Role;
         let tokens = Tokens {
-            admin: store.create_token("admin", Role::Admin)?,
-            operator: store.create_token("ops", Role::Operator)?,
-            viewer: store.create_token("watcher", Role::Viewer)?,
+            admin: store.create_token("admin", Role::Admin).await?,
+            operator: store.create_token("ops", Role::Operator).await?,
+            viewer: store.create_token("watcher", Role::Viewer).await?,
         };
         let mut api = Self::start_inner(broker, Some(std::sync::Arc::new(store))).await?;
         api._data = Some(dir);

@@ -189,7 +189,7 @@ async fn env() -> anyhow::Result<Env> {
     let agents: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let (api_password, ha_password) = (secret(), secret());
     let (known, api_pw, ha_pw) = (agents.clone(), api_password.clone(), ha_password.clone());
-    let auth = Authenticator(Arc::new(move |client_id: &str, user: &str, pass: &str| {
+    let who = move |client_id: &str, user: &str, pass: &str| {
         if user == "test-api" && pass == api_pw {
             return Some(Identity::Trusted);
         }
@@ -202,6 +202,10 @@ async fn env() -> anyhow::Result<Env> {
         let known = known.lock().ok()?.get(user).is_some_and(|p| p == pass);
         (known && client_id == format!("zedops-agent-{user}"))
             .then(|| Identity::Agent(user.to_owned()))
+    };
+    let auth = Authenticator(Arc::new(move |client_id: &str, user: &str, pass: &str| {
+        let answer = who(client_id, user, pass);
+        Box::pin(std::future::ready(answer))
     }));
     let broker = zedops_broker::start(BrokerConfig {
         auth: Some(auth),

@@ -132,7 +132,7 @@ impl ActionsApi {
                     def.name,
                     serde_json::to_string(&args.params).unwrap_or_default()
                 ))),
-        );
+        ).await;
         Ok(Json(result?))
     }
 }

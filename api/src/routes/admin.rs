@@ -37,7 +37,7 @@ impl AdminApi {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
         let mut v: Vec<TokenInfo> = store
-            .tokens()?
+            .tokens().await?
             .into_iter()
             .map(|t| TokenInfo {
                 name: t.name,
@@ -61,7 +61,7 @@ impl AdminApi {
     async fn create_token(&self, auth: Caller, body: Json<NewToken>) -> ApiResult<CreatedToken> {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
-        let r = store.create_token(&body.name, body.role);
+        let r = store.create_token(&body.name, body.role).await;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "token.create")
                 .outcome(match &r {
@@ -69,7 +69,7 @@ impl AdminApi {
                     Err(e) => e.code().as_str(),
                 })
                 .message(Some(format!("{} ({})", body.name, body.role.as_str()))),
-        );
+        ).await;
         let token = r?;
         Ok(Json(CreatedToken {
             name: body.name.clone(),
@@ -96,12 +96,12 @@ impl AdminApi {
     ) -> ApiResult<TokenInfoName> {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
-        let removed = store.revoke_token(&name)?;
+        let removed = store.revoke_token(&name).await?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "token.revoke")
                 .outcome(if removed { "ok" } else { "not_found" })
                 .message(Some(name.0.clone())),
-        );
+        ).await;
         if !removed {
             return Err(ErrorBody::not_found(format!("no token named {}", name.0)).into());
         }
@@ -127,7 +127,7 @@ impl AdminApi {
         auth.0.require(Role::Admin)?;
         let limit = limit.0.unwrap_or(100) as usize;
         let store = store(&self.state)?;
-        Ok(Json(store.audit_log(limit)?))
+        Ok(Json(store.audit_log(limit).await?))
     }
 
     /// Enroll an agent
@@ -148,14 +148,14 @@ impl AdminApi {
                 "this server does not sign commands, so agents cannot enroll",
             ))
         })?;
-        let r = store.enroll(&body.name, &body.token, &body.public_key);
+        let r = store.enroll(&body.name, &body.token, &body.public_key).await;
         match &r {
             Ok(_) => self.state.audit(
                 AuditRecord::http(format!("agent:{}", body.name), "agent.enroll")
                     .agent(Some(body.name.clone()))
                     .outcome("ok"),
-            ),
-            Err(e) => self.enroll_failed(&body.name, e),
+            ).await,
+            Err(e) => self.enroll_failed(&body.name, e).await,
         }
         let creds = r?;
         sec.forget(&body.name);
@@ -177,7 +177,7 @@ impl AdminApi {
 
     /// A failed enrollment: logged (name escaped), and summarised in the audit log at most once
     /// a minute so that junk requests cannot evict real records.
-    fn enroll_failed(&self, name: &str, e: &crate::store::EnrollError) {
+    async fn enroll_failed(&self, name: &str, e: &crate::store::EnrollError) {
         tracing::info!(agent = ?name, error = ?e.to_string(), "enrollment refused");
         if let Some(n) = self.state.enroll_failures.failed(std::time::Instant::now()) {
             let who = if zedops_proto::names::is_valid_agent_name(name) {
@@ -191,7 +191,7 @@ impl AdminApi {
                     .message(Some(format!(
                         "{n} failed enrollment(s) since the last record; latest: {e}"
                     ))),
-            );
+            ).await;
         }
     }
 
@@ -207,12 +207,12 @@ impl AdminApi {
     async fn create_mqtt_user(&self, auth: Caller, body: Json<NewMqttUser>) -> ApiResult<MqttUser> {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
-        let password = store.create_mqtt_user(&body.name, body.ha_commands)?;
+        let password = store.create_mqtt_user(&body.name, body.ha_commands).await?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "mqtt_user.create")
                 .outcome("ok")
                 .message(Some(body.name.clone())),
-        );
+        ).await;
         Ok(Json(MqttUser {
             username: body.name.clone(),
             password,

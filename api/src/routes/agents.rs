@@ -117,16 +117,18 @@ impl AgentsApi {
             .security
             .as_ref()
             .map(|s| s.key.public().fingerprint());
-        let (token, expires_at) = store.register_agent(
-            &body.name,
-            chrono::Duration::seconds(ttl.into()),
-            fingerprint.as_deref(),
-        )?;
+        let (token, expires_at) = store
+            .register_agent(
+                &body.name,
+                chrono::Duration::seconds(ttl.into()),
+                fingerprint.as_deref(),
+            )
+            .await?;
         self.state.audit(
             AuditRecord::http(auth.0.name.clone(), "agent.register")
                 .agent(Some(body.name.clone()))
                 .outcome("ok"),
-        );
+        ).await;
         Ok(Json(Enrollment {
             name: body.name.clone(),
             token,
@@ -155,7 +157,7 @@ impl AgentsApi {
         auth.0.require(Role::Admin)?;
         let name = agent_name(&agent)?;
         let store = store(&self.state)?;
-        let removed = store.remove_agent(name.as_str())?;
+        let removed = store.remove_agent(name.as_str()).await?;
         if let Some(sec) = &self.state.link.security {
             sec.forget(name.as_str());
         }
@@ -163,7 +165,7 @@ impl AgentsApi {
             AuditRecord::http(auth.0.name.clone(), "agent.remove")
                 .agent(Some(name.to_string()))
                 .outcome(if removed { "ok" } else { "not_found" }),
-        );
+        ).await;
         if !removed {
             return Err(
                 ErrorBody::not_found(format!("no agent named {name} is registered")).into(),

@@ -108,7 +108,7 @@ impl BrokerApi {
             AuthBody::Json(Json(q)) | AuthBody::Form(Form(q)) => q,
         };
         let (store, service) = self.hook()?;
-        let who = identify(store, service, &q.clientid, &q.username, &q.password);
+        let who = identify(store, service, &q.clientid, &q.username, &q.password).await;
         if who.is_none() {
             tracing::info!(client_id = %q.clientid, username = %q.username, "broker hook: connection refused");
         }
@@ -145,7 +145,7 @@ impl BrokerApi {
                 return Ok(BrokerVerdict::of(false, false));
             }
         };
-        let who = identity_of(store, service, &q.clientid, &q.username);
+        let who = identity_of(store, service, &q.clientid, &q.username).await;
         let allowed = who.as_ref().is_some_and(|w| match publish {
             true => w.may_publish(&q.topic),
             false => w.may_subscribe(&q.topic),

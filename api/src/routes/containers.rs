@@ -242,7 +242,7 @@ impl ContainersApi {
                         .unwrap_or_else(|e| e.code.as_str().to_owned()),
                 )
                 .message(result.as_ref().err().map(|e| e.message.clone())),
-        );
+        ).await;
         Ok(Json(result?))
     }
 
@@ -371,7 +371,7 @@ impl ContainersApi {
                 .container(Some(c.to_string()))
                 .outcome(command_outcome(&result))
                 .message(Some(format!("{:?}", args.cmd))),
-        );
+        ).await;
         Ok(Json(result?))
     }
 

@@ -69,7 +69,7 @@ where
         return Err(ConnError::NotConnect);
     };
     let client_id = connect.client_id.clone();
-    let Some(identity) = shared.authenticate(&client_id, login.as_ref()) else {
+    let Some(identity) = shared.authenticate(&client_id, login.as_ref()).await else {
         tracing::info!(%peer, client_id = ?client_id, username = ?login.map(|l| l.username).unwrap_or_default(), "MQTT connection refused: bad credentials");
         let refusal = wire::refusal(ConnectReturnCode::BadUserNamePassword);
         return send(&mut cw, version, &refusal, max).await;

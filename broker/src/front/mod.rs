@@ -37,14 +37,18 @@ pub(crate) struct Shared {
 impl Shared {
     /// Who the client is, or `None` when it may not connect. Without an authenticator every
     /// client is trusted (`--no-auth`, loopback only).
-    pub(crate) fn authenticate(&self, client_id: &str, login: Option<&Login>) -> Option<Identity> {
+    pub(crate) async fn authenticate(
+        &self,
+        client_id: &str,
+        login: Option<&Login>,
+    ) -> Option<Identity> {
         let Some(auth) = &self.auth else {
             return Some(Identity::Trusted);
         };
         let (user, pass) = login
             .map(|l| (l.username.as_str(), l.password.as_str()))
             .unwrap_or_default();
-        (auth.0)(client_id, user, pass)
+        (auth.0)(client_id, user, pass).await
     }
 }
 
