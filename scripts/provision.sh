@@ -7,7 +7,7 @@
 # What it ensures:
 #   * Debian packages: docker.io, mosquitto, mosquitto-clients, busybox-static, wrk, hyperfine,
 #     python3-paho-mqtt (for /usr/bin/python3), iproute2 (network namespaces: the "other host"
-#     of tests/tests/second_host.rs), systemd (systemd-analyze verify of packaging/), openssl; pip `paho-mqtt` for the python3 first on PATH when
+#     of tests/tests/second_host.rs), systemd (systemd-analyze verify of packaging/), openssl, postgresql (the server only; tests start their own clusters with initdb, tests/src/postgres.rs); pip `paho-mqtt` for the python3 first on PATH when
 #     that is not Debian's (pyenv here).
 #   * pip `openapi-python-client`, `openapi-spec-validator`, `python-dateutil` and `schemathesis` for
 #     the python3 first on PATH (tests/python/: spec validation and a generated client;
@@ -138,7 +138,7 @@ image_inputs_hash() {
 image_label() { docker image inspect -f "{{index .Config.Labels \"$1\"}}" "$IMAGE" 2>/dev/null || true; }
 image_current() { [ -x /bin/busybox ] && [ "$(image_label zedops.test.inputs)" = "$(image_inputs_hash)" ]; }
 
-APT_PKGS=(mosquitto mosquitto-clients busybox-static wrk hyperfine python3-paho-mqtt iproute2 systemd openssl)
+APT_PKGS=(mosquitto mosquitto-clients busybox-static wrk hyperfine python3-paho-mqtt iproute2 systemd openssl postgresql)
 missing_pkgs() {
   local p
   for p in "${APT_PKGS[@]}"; do pkg_installed "$p" || echo "$p"; done

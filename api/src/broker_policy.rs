@@ -50,10 +50,13 @@ pub async fn identify(
     if identity::claims_api(client_id) {
         return None;
     }
-    store.check_mqtt_user(user, pass).await.map(|u| Identity::User {
-        name: u.name,
-        ha_commands: u.ha_commands,
-    })
+    store
+        .check_mqtt_user(user, pass)
+        .await
+        .map(|u| Identity::User {
+            name: u.name,
+            ha_commands: u.ha_commands,
+        })
 }
 
 /// Who a connection that [`identify`] let in is, from its client id and username alone: what an

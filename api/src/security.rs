@@ -60,13 +60,17 @@ impl Security {
         }
         let fresh = {
             let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-            keys.get(agent).is_some_and(|(_, at)| at.elapsed() < KEY_TTL)
+            keys.get(agent)
+                .is_some_and(|(_, at)| at.elapsed() < KEY_TTL)
         };
         if fresh {
             return;
         }
         let Ok(rec) = tokio::time::timeout(KEY_WAIT, self.store.agent(agent)).await else {
-            tracing::warn!(agent, "the database did not answer for an agent's key in time");
+            tracing::warn!(
+                agent,
+                "the database did not answer for an agent's key in time"
+            );
             return;
         };
         let k = rec

@@ -29,7 +29,10 @@ async fn fail_writes(store: &Store) {
 async fn database_failures_answer_500_internal() {
     let dir = std::env::temp_dir().join(format!("zedops-failing-{}", std::process::id()));
     let store = Arc::new(Store::open(None, &dir).await.expect("store"));
-    let admin = store.create_token("admin", Role::Admin).await.expect("token");
+    let admin = store
+        .create_token("admin", Role::Admin)
+        .await
+        .expect("token");
     let cfg = zedops_api::MqttConfig {
         broker: "mqtt://127.0.0.1:9".parse().expect("url"),
         credentials: None,

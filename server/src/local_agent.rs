@@ -26,7 +26,9 @@ pub async fn config(
         let (token, _) = store
             .register_agent(name.as_str(), ttl, Some(&fingerprint))
             .await?;
-        let creds = store.enroll(name.as_str(), &token, &key.public_hex()).await?;
+        let creds = store
+            .enroll(name.as_str(), &token, &key.public_hex())
+            .await?;
         sec.forget(name.as_str());
         cfg.credentials = Some((creds.mqtt_username, creds.mqtt_password));
         cfg.signing = Some(Signing {

@@ -13,6 +13,7 @@ pub mod ha;
 pub mod mqtt;
 pub mod netns;
 pub mod pki;
+pub mod postgres;
 pub mod procs;
 
 use std::time::{Duration, Instant};

@@ -439,7 +439,11 @@ impl Serve {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while !banner.iter().any(|l: &String| l.starts_with("Next:")) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            banner.push(rx.recv_timeout(left).context("the serve banner")?);
+            let line = rx.recv_timeout(left).with_context(|| {
+                let log = log_buf.lock().map(|s| s.clone()).unwrap_or_default();
+                format!("the serve banner (its log: {log})")
+            })?;
+            banner.push(line);
         }
         let http = banner
             .iter()

@@ -122,17 +122,19 @@ impl ActionsApi {
             error: result.as_ref().err().cloned(),
             ..FleetEvent::new(EventKind::Action, name.as_str())
         });
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), ActionRun::NAME)
-                .agent(Some(name.to_string()))
-                .container(def.container.clone())
-                .outcome(command_outcome(&result))
-                .message(Some(format!(
-                    "{} {}",
-                    def.name,
-                    serde_json::to_string(&args.params).unwrap_or_default()
-                ))),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), ActionRun::NAME)
+                    .agent(Some(name.to_string()))
+                    .container(def.container.clone())
+                    .outcome(command_outcome(&result))
+                    .message(Some(format!(
+                        "{} {}",
+                        def.name,
+                        serde_json::to_string(&args.params).unwrap_or_default()
+                    ))),
+            )
+            .await;
         Ok(Json(result?))
     }
 }

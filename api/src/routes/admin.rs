@@ -37,7 +37,8 @@ impl AdminApi {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
         let mut v: Vec<TokenInfo> = store
-            .tokens().await?
+            .tokens()
+            .await?
             .into_iter()
             .map(|t| TokenInfo {
                 name: t.name,
@@ -62,14 +63,16 @@ impl AdminApi {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
         let r = store.create_token(&body.name, body.role).await;
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), "token.create")
-                .outcome(match &r {
-                    Ok(_) => "ok",
-                    Err(e) => e.code().as_str(),
-                })
-                .message(Some(format!("{} ({})", body.name, body.role.as_str()))),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), "token.create")
+                    .outcome(match &r {
+                        Ok(_) => "ok",
+                        Err(e) => e.code().as_str(),
+                    })
+                    .message(Some(format!("{} ({})", body.name, body.role.as_str()))),
+            )
+            .await;
         let token = r?;
         Ok(Json(CreatedToken {
             name: body.name.clone(),
@@ -97,11 +100,13 @@ impl AdminApi {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
         let removed = store.revoke_token(&name).await?;
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), "token.revoke")
-                .outcome(if removed { "ok" } else { "not_found" })
-                .message(Some(name.0.clone())),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), "token.revoke")
+                    .outcome(if removed { "ok" } else { "not_found" })
+                    .message(Some(name.0.clone())),
+            )
+            .await;
         if !removed {
             return Err(ErrorBody::not_found(format!("no token named {}", name.0)).into());
         }
@@ -148,13 +153,19 @@ impl AdminApi {
                 "this server does not sign commands, so agents cannot enroll",
             ))
         })?;
-        let r = store.enroll(&body.name, &body.token, &body.public_key).await;
+        let r = store
+            .enroll(&body.name, &body.token, &body.public_key)
+            .await;
         match &r {
-            Ok(_) => self.state.audit(
-                AuditRecord::http(format!("agent:{}", body.name), "agent.enroll")
-                    .agent(Some(body.name.clone()))
-                    .outcome("ok"),
-            ).await,
+            Ok(_) => {
+                self.state
+                    .audit(
+                        AuditRecord::http(format!("agent:{}", body.name), "agent.enroll")
+                            .agent(Some(body.name.clone()))
+                            .outcome("ok"),
+                    )
+                    .await
+            }
             Err(e) => self.enroll_failed(&body.name, e).await,
         }
         let creds = r?;
@@ -185,13 +196,15 @@ impl AdminApi {
             } else {
                 "agent:(invalid name)".to_owned()
             };
-            self.state.audit(
-                AuditRecord::http(who, "agent.enroll")
-                    .outcome("unauthorized")
-                    .message(Some(format!(
-                        "{n} failed enrollment(s) since the last record; latest: {e}"
-                    ))),
-            ).await;
+            self.state
+                .audit(
+                    AuditRecord::http(who, "agent.enroll")
+                        .outcome("unauthorized")
+                        .message(Some(format!(
+                            "{n} failed enrollment(s) since the last record; latest: {e}"
+                        ))),
+                )
+                .await;
         }
     }
 
@@ -208,11 +221,13 @@ impl AdminApi {
         auth.0.require(Role::Admin)?;
         let store = store(&self.state)?;
         let password = store.create_mqtt_user(&body.name, body.ha_commands).await?;
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), "mqtt_user.create")
-                .outcome("ok")
-                .message(Some(body.name.clone())),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), "mqtt_user.create")
+                    .outcome("ok")
+                    .message(Some(body.name.clone())),
+            )
+            .await;
         Ok(Json(MqttUser {
             username: body.name.clone(),
             password,

@@ -124,11 +124,13 @@ impl AgentsApi {
                 fingerprint.as_deref(),
             )
             .await?;
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), "agent.register")
-                .agent(Some(body.name.clone()))
-                .outcome("ok"),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), "agent.register")
+                    .agent(Some(body.name.clone()))
+                    .outcome("ok"),
+            )
+            .await;
         Ok(Json(Enrollment {
             name: body.name.clone(),
             token,
@@ -161,11 +163,13 @@ impl AgentsApi {
         if let Some(sec) = &self.state.link.security {
             sec.forget(name.as_str());
         }
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), "agent.remove")
-                .agent(Some(name.to_string()))
-                .outcome(if removed { "ok" } else { "not_found" }),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), "agent.remove")
+                    .agent(Some(name.to_string()))
+                    .outcome(if removed { "ok" } else { "not_found" }),
+            )
+            .await;
         if !removed {
             return Err(
                 ErrorBody::not_found(format!("no agent named {name} is registered")).into(),

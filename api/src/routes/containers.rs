@@ -231,18 +231,20 @@ impl ContainersApi {
             ok: Some(result.is_ok()),
             error: result.as_ref().err().cloned(),
         });
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), action.op_name().to_owned())
-                .agent(Some(name.to_string()))
-                .container(Some(c.to_string()))
-                .outcome(
-                    result
-                        .as_ref()
-                        .map(|_| "ok".to_owned())
-                        .unwrap_or_else(|e| e.code.as_str().to_owned()),
-                )
-                .message(result.as_ref().err().map(|e| e.message.clone())),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), action.op_name().to_owned())
+                    .agent(Some(name.to_string()))
+                    .container(Some(c.to_string()))
+                    .outcome(
+                        result
+                            .as_ref()
+                            .map(|_| "ok".to_owned())
+                            .unwrap_or_else(|e| e.code.as_str().to_owned()),
+                    )
+                    .message(result.as_ref().err().map(|e| e.message.clone())),
+            )
+            .await;
         Ok(Json(result?))
     }
 
@@ -365,13 +367,15 @@ impl ContainersApi {
             .call::<ContainerExec>(name.as_str(), &args, run_for + COMMAND_SLACK)
             .await;
         // The command line is audited, the environment is not (it may carry secrets).
-        self.state.audit(
-            AuditRecord::http(auth.0.name.clone(), ContainerExec::NAME)
-                .agent(Some(name.to_string()))
-                .container(Some(c.to_string()))
-                .outcome(command_outcome(&result))
-                .message(Some(format!("{:?}", args.cmd))),
-        ).await;
+        self.state
+            .audit(
+                AuditRecord::http(auth.0.name.clone(), ContainerExec::NAME)
+                    .agent(Some(name.to_string()))
+                    .container(Some(c.to_string()))
+                    .outcome(command_outcome(&result))
+                    .message(Some(format!("{:?}", args.cmd))),
+            )
+            .await;
         Ok(Json(result?))
     }
 

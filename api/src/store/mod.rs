@@ -29,8 +29,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::AnyPool;
 use sqlx::Executor;
 
 pub use crate::auth::Role;
@@ -153,12 +153,9 @@ const WAIT: Duration = Duration::from_secs(5);
 
 impl Store {
     /// The database `database` names (`postgres://…`, `sqlite://…`), else SQLite in `dir`
-    /// (`<dir>/zedops.db`, created with the directory, mode 0700), importing `<dir>/zedops.redb`
-    /// of earlier versions into a new one.
+    /// (`<dir>/zedops.db`), importing `<dir>/zedops.redb` of earlier versions into a new one.
+    /// `dir`, the data dir, is created either way (mode 0700).
     pub async fn open(database: Option<&str>, dir: &Path) -> Result<Self, StoreError> {
-        if let Some(url) = database {
-            return Self::connect(url).await;
-        }
         let open_err = |e: std::io::Error| StoreError::Open {
             place: dir.display().to_string(),
             source: e.into(),
@@ -168,6 +165,10 @@ impl Store {
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // The data dir holds the admin token and the server key whatever the database is.
+        if let Some(url) = database {
+            return Self::connect(url).await;
         }
         let path = dir.join("zedops.db");
         let store = Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?;

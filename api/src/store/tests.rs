@@ -54,7 +54,10 @@ async fn enrollment_is_one_time_and_expires() {
         .await
         .unwrap();
     let wrong = format!("zde_m_{}", "0".repeat(48));
-    assert_eq!(s.enroll("m", &wrong, &key).await.unwrap_err().to_string(), invalid);
+    assert_eq!(
+        s.enroll("m", &wrong, &key).await.unwrap_err().to_string(),
+        invalid
+    );
     // A bad key with a wrong token is the token's error; with the right token it is the
     // key's, and the token is not used up by it.
     let bad_key = "0".repeat(63) + "1";
@@ -69,9 +72,15 @@ async fn enrollment_is_one_time_and_expires() {
     let creds = s.enroll("m", &t, &key).await.unwrap();
     assert!(s.check_agent_password("m", &creds.mqtt_password).await);
     assert!(!s.check_agent_password("m", "nope").await);
-    assert_eq!(s.agent("m").await.unwrap().public_key.as_deref(), Some(key.as_str()));
+    assert_eq!(
+        s.agent("m").await.unwrap().public_key.as_deref(),
+        Some(key.as_str())
+    );
     // Used once: useless afterwards.
-    assert_eq!(s.enroll("m", &t, &key).await.unwrap_err().to_string(), invalid);
+    assert_eq!(
+        s.enroll("m", &t, &key).await.unwrap_err().to_string(),
+        invalid
+    );
     // Expired.
     let (t2, _) = s
         .register_agent("n", chrono::Duration::seconds(-1), None)
@@ -174,14 +183,23 @@ async fn a_redb_data_dir_is_imported() {
         let db = redb::Database::create(d.join("zedops.redb")).unwrap();
         let w = db.begin_write().unwrap();
         {
-            let mut t = w.open_table(TableDefinition::<&str, &[u8]>::new("tokens")).unwrap();
-            t.insert("old", serde_json::to_vec(&token).unwrap().as_slice()).unwrap();
-            let mut a = w.open_table(TableDefinition::<&str, &[u8]>::new("agents")).unwrap();
-            a.insert("maestro", serde_json::to_vec(&agent).unwrap().as_slice()).unwrap();
-            let mut l = w.open_table(TableDefinition::<u64, &[u8]>::new("audit")).unwrap();
+            let mut t = w
+                .open_table(TableDefinition::<&str, &[u8]>::new("tokens"))
+                .unwrap();
+            t.insert("old", serde_json::to_vec(&token).unwrap().as_slice())
+                .unwrap();
+            let mut a = w
+                .open_table(TableDefinition::<&str, &[u8]>::new("agents"))
+                .unwrap();
+            a.insert("maestro", serde_json::to_vec(&agent).unwrap().as_slice())
+                .unwrap();
+            let mut l = w
+                .open_table(TableDefinition::<u64, &[u8]>::new("audit"))
+                .unwrap();
             for i in 1..=2u64 {
                 let rec = record(&format!("old{i}"));
-                l.insert(i, serde_json::to_vec(&rec).unwrap().as_slice()).unwrap();
+                l.insert(i, serde_json::to_vec(&rec).unwrap().as_slice())
+                    .unwrap();
             }
         }
         w.commit().unwrap();
@@ -190,7 +208,10 @@ async fn a_redb_data_dir_is_imported() {
     assert_eq!(s.verify("zdt_old_s3cret").await.unwrap().role, Role::Admin);
     assert!(s.check_agent_password("maestro", "pw").await);
     let log = s.audit_log(10).await.unwrap();
-    assert_eq!(log.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["old2", "old1"]);
+    assert_eq!(
+        log.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["old2", "old1"]
+    );
     assert!(!d.join("zedops.redb").exists() && d.join("zedops.redb.imported").exists());
     s.close().await;
     // Once: a second start imports nothing again.
@@ -201,6 +222,9 @@ async fn a_redb_data_dir_is_imported() {
 
 #[test]
 fn urls_are_redacted() {
-    assert_eq!(redact("postgres://zed:pw@db:5432/z"), "postgres://zed:…@db:5432/z");
+    assert_eq!(
+        redact("postgres://zed:pw@db:5432/z"),
+        "postgres://zed:…@db:5432/z"
+    );
     assert_eq!(redact("sqlite:///x/y.db"), "sqlite:///x/y.db");
 }

@@ -1,0 +1,172 @@
+//! Replicas (issue 19, items 4 and 5): two `zedops serve --no-broker --broker … --database
+//! postgres://…` on one PostgreSQL (Debian's, started for the test) and one three-node rmqtt
+//! cluster, on the secured default: a token made on one works on the other, an agent enrolled
+//! through one is commanded through the other, both see the whole fleet and its events, the audit
+//! log holds both, and killing one leaves the other fully working.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use zedops_client::{Action, ActionOptions, Client, EventKind, NewAgent, NewToken, Role};
+use zedops_tests::cluster::{Cluster, Hook};
+use zedops_tests::postgres::Postgres;
+use zedops_tests::procs::{spawn_agent_on, Proc, Serve, TempDir};
+use zedops_tests::{eventually, free_port, init_logs, unique, TestContainer};
+
+const API_USER: &str = "zedops-api";
+const API_PASSWORD: &str = "replica-login-7781";
+
+/// A replica on `port`, on the cluster's nodes from `node` (index), on the database `db`.
+fn replica(port: u16, cluster: &Cluster, node: usize, db: &str) -> anyhow::Result<Serve> {
+    Serve::start_on(
+        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0",
+        &[
+            "--no-broker",
+            "--broker",
+            &cluster.urls_from(node),
+            "--broker-username",
+            API_USER,
+            "--broker-password",
+            API_PASSWORD,
+            "--broker-auth-hook",
+            "--database",
+            db,
+        ],
+        "warn",
+    )
+}
+
+async fn ready(serve: &Serve) -> anyhow::Result<()> {
+    eventually("the replica ready", Duration::from_secs(30), || async {
+        let r = reqwest::get(format!("{}/readyz", serve.http)).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await
+    .with_context(|| serve.logs())
+}
+
+/// An agent enrolled through `through`, on the cluster's nodes from `node`.
+async fn enrolled(
+    through: (&Serve, &Client),
+    cluster: &Cluster,
+    node: usize,
+    tmp: &TempDir,
+) -> anyhow::Result<(String, Proc)> {
+    let name = unique("rp");
+    let new = NewAgent {
+        name: name.clone(),
+        ttl_s: None,
+    };
+    let enrollment = through.1.register_agent(&new).await?;
+    let state = tmp.path.join(&name);
+    let brokers = cluster.urls_from(node);
+    let proc = spawn_agent_on(through.0, (&name, &enrollment.token), &state, &brokers, &[])?;
+    Ok((name, proc))
+}
+
+async fn online(c: &Client, agent: &str) -> anyhow::Result<()> {
+    eventually("the agent online", Duration::from_secs(30), || async {
+        c.agent(agent).await.ok()?.online.then_some(())
+    })
+    .await
+}
+
+async fn restart(c: &Client, agent: &str, container: &str) -> anyhow::Result<()> {
+    let opts = ActionOptions::default();
+    let r = c.act(agent, container, Action::Restart, &opts).await?;
+    ensure!(
+        r.changed,
+        "the restart through {} changed nothing",
+        c.server()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_database_serve_one_fleet() -> anyhow::Result<()> {
+    init_logs();
+    let pg = Postgres::start().await?;
+    let (port_a, port_b) = (free_port(), free_port());
+    // The broker asks replica A (in production: a load balancer in front of every replica).
+    let hook = Hook {
+        api: format!("http://127.0.0.1:{port_a}"),
+    };
+    let cluster = Cluster::start(3, Some(&hook)).await?;
+    let a = replica(port_a, &cluster, 0, &pg.url)?;
+    ready(&a).await?;
+    let mut b = replica(port_b, &cluster, 2, &pg.url)?;
+    ready(&b).await?;
+    ensure!(
+        b.admin_token.is_empty(),
+        "the second replica made an admin token of its own"
+    );
+    let admin_a = Client::new(&a.http, Some(a.admin_token.clone()), None)?;
+
+    // A token made on A works on B.
+    let made = admin_a
+        .create_token(&NewToken {
+            name: unique("ops"),
+            role: Role::Operator,
+        })
+        .await?;
+    let ops_b = Client::new(&b.http, Some(made.token.clone()), None)?;
+    ensure!(
+        ops_b.whoami().await?.role == Role::Operator,
+        "A's token on B"
+    );
+    let admin_b = Client::new(&b.http, Some(a.admin_token.clone()), None)?;
+
+    // An agent enrolled through A (node 1) and one through B (node 2); each replica sees both.
+    let tmp = TempDir::new("replicas")?;
+    let container = TestContainer::run(&unique("zt-rp"), &unique("rp"), &[])?;
+    let (x, _px) = enrolled((&a, &admin_a), &cluster, 0, &tmp).await?;
+    let (y, _py) = enrolled((&b, &admin_b), &cluster, 1, &tmp).await?;
+    for c in [&admin_a, &ops_b] {
+        online(c, &x).await?;
+        online(c, &y).await?;
+    }
+    // Commanded through the other replica: the agent takes B's signature (one server key).
+    restart(&ops_b, &x, &container.name).await?;
+    restart(&admin_a, &y, &container.name).await?;
+
+    // B's event stream shows A's agent.
+    let mut events = ops_b.events().await?;
+    zedops_tests::Docker::run(&["stop", "-t", "2", &container.name])?;
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = events.next().await {
+            let Ok(e) = e else { continue };
+            if e.kind == EventKind::Container && e.agent == x {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .context("no event of A's agent on B within 20 s")?;
+    ensure!(seen, "B's event stream ended");
+    zedops_tests::Docker::run(&["start", &container.name])?;
+
+    // One audit log: both restarts, whichever replica is asked.
+    let log = admin_b.audit(Some(50)).await?;
+    let restarts: Vec<_> = log
+        .iter()
+        .filter(|r| r.action == "container.restart")
+        .filter_map(|r| r.agent.clone())
+        .collect();
+    ensure!(
+        restarts.contains(&x) && restarts.contains(&y),
+        "the audit log lacks a replica's restart: {restarts:?}"
+    );
+
+    // B dies; A serves the whole fleet on its own.
+    b.proc.signal("KILL")?;
+    b.proc.wait_exit(Duration::from_secs(5)).await?;
+    restart(&admin_a, &x, &container.name).await?;
+    restart(&admin_a, &y, &container.name).await?;
+    ensure!(
+        admin_a.agent(&y).await?.online,
+        "B's agent offline after B died"
+    );
+    Ok(())
+}
