@@ -4,7 +4,7 @@
 #
 #   bash scripts/bench.sh                 every scenario (about 10 minutes on 2 cores)
 #   bash scripts/bench.sh --quick         a short smoke run (about 2 minutes)
-#   bash scripts/bench.sh fleet           one scenario: mqtt http list restart events fleet footprint streams
+#   bash scripts/bench.sh fleet           one scenario: mqtt http list restart events fleet footprint streams cluster
 #   bash scripts/bench.sh --fleet-sizes 100,1000 fleet
 #
 # Builds in release mode, provisions the machine (Docker engine, test image, Mosquitto, wrk,
@@ -21,7 +21,7 @@ args=("$@")
 scenario=all
 for a in "$@"; do
   case "$a" in
-    all|mqtt|http|list|restart|events|fleet|footprint|streams) scenario="" ;;
+    all|mqtt|http|list|restart|events|fleet|footprint|streams|cluster) scenario="" ;;
   esac
 done
 [ -z "$scenario" ] || args+=(all)
@@ -33,6 +33,9 @@ elif ! bash scripts/provision.sh --check >&2; then
   echo "not provisioned and not root: run 'sudo bash scripts/provision.sh' first" >&2
   exit 1
 fi
+
+step "the cluster broker (rmqttd, built once and cached: scripts/provision-cluster.sh)"
+bash scripts/provision-cluster.sh >&2
 
 step "cargo build --release --workspace --bins"
 cargo build --release --workspace --bins >&2

@@ -11,6 +11,7 @@
 //! 7. `footprint` — idle agent RSS and CPU, binary size;
 //! 8. `streams`   — follow latency and throughput vs `docker logs -f`, a stats stream's cost.
 
+mod cluster;
 mod events;
 mod fleet;
 mod footprint;
@@ -45,7 +46,8 @@ struct Cli {
     #[arg(long, global = true, value_delimiter = ',')]
     fleet_sizes: Option<Vec<usize>>,
 
-    /// Brokers for `fleet`: embedded (zedops-broker alone in a process) and/or mosquitto.
+    /// Brokers for `fleet`: embedded (zedops-broker alone in a process), mosquitto, and/or
+    /// cluster (three rmqtt nodes: agents spread over them, the API on the last).
     #[arg(
         long,
         global = true,
@@ -64,7 +66,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Every scenario, 1 to 8.
+    /// Every scenario, 1 to 9.
     All,
     /// 1. MQTT ping round trip: embedded broker vs Mosquitto.
     Mqtt,
@@ -82,6 +84,8 @@ enum Cmd {
     Footprint,
     /// 8. Streams: follow latency and throughput, a stats stream's cost.
     Streams,
+    /// 9. A three-node rmqtt cluster: round trip through two nodes, failover of a killed node.
+    Cluster,
     /// (internal) The embedded broker alone in this process, until SIGTERM.
     #[command(hide = true)]
     Broker {
@@ -249,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     | ("fleet", Cmd::Fleet)
                     | ("footprint", Cmd::Footprint)
                     | ("streams", Cmd::Streams)
+                    | ("cluster", Cmd::Cluster)
             )
     };
     let mut tables: Vec<Table> = Vec::new();
@@ -309,6 +314,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await;
         }
         drop(stack);
+    }
+    if wants("cluster") {
+        step(&mut tables, "9. Cluster", || cluster::run(&o)).await;
     }
     if wants("fleet") {
         // Thousands of simulated agents: they get a multi-threaded runtime of their own, while the

@@ -96,10 +96,10 @@ pub async fn run(o: &Opts) -> anyhow::Result<Vec<Table>> {
     let mut runs = Vec::new();
     for &n in &sizes {
         for kind in o.fleet_brokers.iter().map(String::as_str) {
-            let kind: &'static str = if kind == "mosquitto" {
-                "mosquitto"
-            } else {
-                "embedded"
+            let kind: &'static str = match kind {
+                "mosquitto" => "mosquitto",
+                "cluster" => "cluster",
+                _ => "embedded",
             };
             runs.push(one_run(kind, Profile::Full, n, &sims, o.quick).await);
             // Where the embedded broker cannot take the full profile at this size, also measure the

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 use zedops_proto::topics;
+use zedops_tests::cluster::Cluster;
 use zedops_tests::procs::Mosquitto;
 
 use crate::http::{Conn, Target};
@@ -56,16 +57,32 @@ impl Run {
 
 pub(super) enum BrokerProc {
     Embedded(Proc),
-    Mosquitto { _guard: Mosquitto, pid: u32 },
+    Mosquitto {
+        _guard: Mosquitto,
+        pid: u32,
+    },
+    /// Three rmqtt nodes; resources are summed over their processes.
+    Cluster {
+        _guard: Cluster,
+        pids: Vec<u32>,
+    },
 }
 
 impl BrokerProc {
-    pub(super) fn pid(&self) -> u32 {
+    pub(super) fn pids(&self) -> Vec<u32> {
         match self {
-            BrokerProc::Embedded(p) => p.pid(),
-            BrokerProc::Mosquitto { pid, .. } => *pid,
+            BrokerProc::Embedded(p) => vec![p.pid()],
+            BrokerProc::Mosquitto { pid, .. } => vec![*pid],
+            BrokerProc::Cluster { pids, .. } => pids.clone(),
         }
     }
+}
+
+/// Where the broker's clients connect: the simulated agents (spread over the nodes) and the API
+/// (and the retained-delivery subscriber), on the last node of a cluster.
+pub(super) struct Addrs {
+    agents: Vec<SocketAddr>,
+    api: SocketAddr,
 }
 
 pub(super) async fn one_run(
@@ -115,25 +132,27 @@ async fn one_run_inner(
     quick: bool,
 ) -> anyhow::Result<()> {
     eprintln!("[fleet] {kind}: {n} simulated agents × {CONTAINERS} containers ({profile:?})");
-    let (broker, addr) = start_broker(kind).await?;
-    let bpid = broker.pid();
+    let (broker, addrs) = start_broker(kind).await?;
+    let bpids = broker.pids();
     // 1. Connect the fleet.
-    let fleet = SimFleet::start(n, addr, sims, profile);
+    let fleet = SimFleet::start(n, &addrs.agents, sims, profile);
     let c = fleet.counters.clone();
     connect(r, &c, quick).await?;
     // 2. The API: first start, stop, start again.
-    let api = api_starts(r, addr).await?;
+    let api = api_starts(r, addrs.api).await?;
     // 3. Retained delivery to a new subscriber with the API's filters (2N messages).
-    let sub = Subscriber::start(addr).await?;
+    let sub = Subscriber::start(addrs.api).await?;
     retained(r, &sub).await?;
     // 4. Blast: every simulated agent republishes its 27 messages at once.
-    blast(r, &c, &sub, bpid).await?;
+    blast(r, &c, &sub, &bpids).await?;
     sub.task.abort();
-    // 5. Resources.
-    let bu = Usage::of(bpid);
-    r.broker_rss = bu.rss;
-    r.broker_hwm = bu.hwm;
-    r.broker_fds = procs::fd_count(bpid);
+    // 5. Resources, summed over the broker's processes.
+    for &p in &bpids {
+        let bu = Usage::of(p);
+        r.broker_rss += bu.rss;
+        r.broker_hwm += bu.hwm;
+        r.broker_fds += procs::fd_count(p);
+    }
     r.bench_rss = Usage::of(std::process::id()).rss;
     r.errors = c.errors.load(Ordering::Relaxed);
     r.dropped = c.dropped.load(Ordering::Relaxed);
@@ -145,11 +164,31 @@ async fn one_run_inner(
     Ok(())
 }
 
-/// The broker as its own process: ours (`zedops` with only the broker) or Mosquitto.
-async fn start_broker(kind: &str) -> anyhow::Result<(BrokerProc, SocketAddr)> {
+/// The broker as its own process (or processes): ours (`zedops` with only the broker), Mosquitto,
+/// or a three-node rmqtt cluster (`zedops_tests::cluster`).
+async fn start_broker(kind: &str) -> anyhow::Result<(BrokerProc, Addrs)> {
+    let one = |a: SocketAddr| Addrs {
+        agents: vec![a],
+        api: a,
+    };
     if kind == "embedded" {
         let (p, a) = procs::spawn_broker()?;
-        return Ok((BrokerProc::Embedded(p), a));
+        return Ok((BrokerProc::Embedded(p), one(a)));
+    }
+    if kind == "cluster" {
+        let before: Vec<u32> = procs::pids_named("rmqttd");
+        let cluster = Cluster::start(3, None).await?;
+        let pids = procs::pids_named("rmqttd")
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        let agents: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.mqtt).collect();
+        let api = *agents.last().context("no node")?;
+        let guard = BrokerProc::Cluster {
+            _guard: cluster,
+            pids,
+        };
+        return Ok((guard, Addrs { agents, api }));
     }
     let before: Vec<u32> = procs::pids_named("mosquitto");
     let m = Mosquitto::start().await?;
@@ -158,7 +197,7 @@ async fn start_broker(kind: &str) -> anyhow::Result<(BrokerProc, SocketAddr)> {
         .find(|p| !before.contains(p))
         .context("cannot find the new mosquitto process")?;
     let a = m.addr;
-    Ok((BrokerProc::Mosquitto { _guard: m, pid }, a))
+    Ok((BrokerProc::Mosquitto { _guard: m, pid }, one(a)))
 }
 
 /// Step 1: waits until every simulated agent is connected and every publish acknowledged.
@@ -294,13 +333,13 @@ async fn retained(r: &mut Run, sub: &Subscriber) -> anyhow::Result<()> {
 
 /// Step 4: every simulated agent republishes at once; until every republish is acknowledged
 /// and nothing more arrives for 1 s (or 20 s). Records throughput and the CPU shares.
-async fn blast(r: &mut Run, c: &Counters, sub: &Subscriber, bpid: u32) -> anyhow::Result<()> {
+async fn blast(r: &mut Run, c: &Counters, sub: &Subscriber, bpids: &[u32]) -> anyhow::Result<()> {
     let recv0 = c.received.load(Ordering::Relaxed);
     let rbytes0 = c.received_bytes.load(Ordering::Relaxed);
     let acked0 = c.acked.load(Ordering::Relaxed);
     let count0 = sub.count();
     let bytes0 = sub.bytes.load(Ordering::Relaxed);
-    let b1 = Usage::of(bpid);
+    let b1: Vec<Usage> = bpids.iter().map(|&p| Usage::of(p)).collect();
     let me0 = Usage::of(std::process::id());
     let t0 = Instant::now();
     sub.client
@@ -331,7 +370,11 @@ async fn blast(r: &mut Run, c: &Counters, sub: &Subscriber, bpid: u32) -> anyhow
     r.blast_expected = 3 * r.n as u64;
     let took = last_change.duration_since(t0);
     r.bench_cpu = Usage::cpu_share(&me0, &Usage::of(std::process::id()));
-    r.broker_cpu = Usage::cpu_share(&b1, &Usage::of(bpid));
+    r.broker_cpu = bpids
+        .iter()
+        .zip(&b1)
+        .map(|(&p, before)| Usage::cpu_share(before, &Usage::of(p)))
+        .sum();
     let delivered = (c.received.load(Ordering::Relaxed) - recv0) + (sub.count() - count0);
     let dbytes = (c.received_bytes.load(Ordering::Relaxed) - rbytes0)
         + (sub.bytes.load(Ordering::Relaxed) - bytes0);

@@ -319,9 +319,10 @@ pub(super) struct SimFleet {
 }
 
 impl SimFleet {
+    /// `n` simulated agents; agent `i` connects to `brokers[i % len]`.
     pub(super) fn start(
         n: usize,
-        broker: SocketAddr,
+        brokers: &[SocketAddr],
         sims: &[Arc<SimAgent>],
         profile: Profile,
     ) -> Self {
@@ -331,10 +332,11 @@ impl SimFleet {
         let gate = Arc::new(Semaphore::new(connect_gate()));
         let tasks = sims[..n]
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 tokio::spawn(sim_agent(
                     s.clone(),
-                    broker,
+                    brokers[i % brokers.len()],
                     counters.clone(),
                     gate.clone(),
                     stop.clone(),
