@@ -6,7 +6,6 @@
 //!    client on another node again. Once for a node that is not the raft leader, once for the
 //!    leader (another cluster), since the leader's death adds an election.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,18 +14,11 @@ use zedops_tests::cluster::Cluster;
 use zedops_tests::procs::{agent_command_on, Mosquitto, Proc};
 use zedops_tests::TestClient;
 
+use crate::rtt::client;
 use crate::stats::{fmt_dur, verdict, Samples, Table};
 use crate::Opts;
 
 const AGENT: &str = "bench-cluster-agent";
-
-async fn client(addr: SocketAddr, tag: &str) -> anyhow::Result<TestClient> {
-    let id = format!("zedops-bench-{tag}-{}", std::process::id());
-    let mut c = TestClient::connect(addr, &id).await?;
-    let reply = c.reply_topic();
-    c.subscribe(&reply).await?;
-    Ok(c)
-}
 
 /// Time to the first `ping` that `c` gets answered, trying every 100 ms (each try waits 500 ms).
 async fn until_answered(c: &mut TestClient, limit: Duration) -> anyhow::Result<Duration> {

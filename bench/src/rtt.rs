@@ -55,7 +55,8 @@ async fn wait_pingable(c: &mut TestClient, agent: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn client(addr: SocketAddr, tag: &str) -> anyhow::Result<TestClient> {
+/// A client on `addr` subscribed to its reply topic, ready for requests.
+pub(crate) async fn client(addr: SocketAddr, tag: &str) -> anyhow::Result<TestClient> {
     let id = format!("zedops-bench-{tag}-{}", std::process::id());
     let mut c = TestClient::connect(addr, &id).await?;
     let reply = c.reply_topic();

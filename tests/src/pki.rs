@@ -30,45 +30,24 @@ pub fn make_ca(dir: &std::path::Path, extra_ips: &[&str]) -> anyhow::Result<()> 
         "-subj",
         "/CN=zedops test CA",
     ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ])?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ])?;
-    Ok(())
+    signed(dir, "server", "/CN=localhost", "san.ext")
 }
 
 /// A client certificate (`client.pem`, `client.key`) for `cn`, signed by the CA [`make_ca`] made
 /// in `dir`.
 pub fn make_client_cert(dir: &std::path::Path, cn: &str) -> anyhow::Result<()> {
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
-    let subject = format!("/CN={cn}");
+    signed(dir, "client", &format!("/CN={cn}"), "client.ext")
+}
+
+/// `<name>.key` and `<name>.pem` for `subject`, signed by the CA in `dir` with the extensions of
+/// the file `ext`.
+fn signed(dir: &std::path::Path, name: &str, subject: &str, ext: &str) -> anyhow::Result<()> {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
     openssl(
         dir,
         &[
@@ -79,11 +58,11 @@ pub fn make_client_cert(dir: &std::path::Path, cn: &str) -> anyhow::Result<()> {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            "client.key",
+            &key,
             "-out",
-            "client.csr",
+            &csr,
             "-subj",
-            &subject,
+            subject,
         ],
     )?;
     openssl(
@@ -92,18 +71,18 @@ pub fn make_client_cert(dir: &std::path::Path, cn: &str) -> anyhow::Result<()> {
             "x509",
             "-req",
             "-in",
-            "client.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "client.pem",
+            &pem,
             "-days",
             "2",
             "-extfile",
-            "client.ext",
+            ext,
         ],
     )
 }
