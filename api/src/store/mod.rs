@@ -171,6 +171,8 @@ impl Store {
             return Self::connect(url).await;
         }
         let path = dir.join("zedops.db");
+        // Mode 0600 before SQLite opens it: its -wal and -shm files take the database's mode.
+        private_file(&path).map_err(open_err)?;
         let store = Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?;
         import::redb_if_any(&store, dir).await?;
         Ok(store)
@@ -229,6 +231,17 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Creates `path` empty with mode 0600 when missing, else sets that mode.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// This version's schema for `engine`: the files of `api/migrations/<engine>/`.

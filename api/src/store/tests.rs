@@ -32,6 +32,13 @@ async fn tokens_are_hashed_verified_and_revoked() {
     assert!(s.create_token("Bad Name", Role::Viewer).await.is_err());
     assert!(s.revoke_token("ci").await.unwrap());
     assert!(s.verify(&t).await.is_none());
+    // Secrets' hashes are the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("zedops.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     // Reopening keeps what was committed.
     let t2 = s.create_token("keep", Role::Admin).await.unwrap();
     s.close().await;
