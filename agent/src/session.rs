@@ -217,7 +217,9 @@ fn mqtt_options(
         zedops_proto::client::set_tls(&mut opts, broker, &tls)?;
         Ok(opts)
     };
-    for b in std::iter::once(&cfg.broker).chain(&cfg.fallback_brokers) {
+    // The first broker's options are made at once by the caller; the others are checked here,
+    // so that a TLS set-up that cannot work fails at start, not at the first failover.
+    for b in &cfg.fallback_brokers {
         options(b)?;
     }
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());

@@ -11,7 +11,7 @@
 use zedops_proto::acl::Identity;
 use zedops_proto::identity;
 
-use crate::store::{same, Store};
+use crate::store::{proves, same, Store};
 
 /// The server's own broker login: the embedded broker's internal user with its per-process
 /// password, or for an external broker what `--broker-username` and `--broker-password` name.
@@ -37,26 +37,7 @@ pub async fn identify(
     user: &str,
     pass: &str,
 ) -> Option<Identity> {
-    if user == service.username {
-        let ok =
-            same(pass, &service.password) && client_id.starts_with(identity::API_CLIENT_PREFIX);
-        return ok.then_some(Identity::Trusted);
-    }
-    if identity::claims_agent(client_id) || store.agent(user).await.is_some() {
-        let ok = client_id == identity::agent_client_id(user)
-            && store.check_agent_password(user, pass).await;
-        return ok.then(|| Identity::Agent(user.to_owned()));
-    }
-    if identity::claims_api(client_id) {
-        return None;
-    }
-    store
-        .check_mqtt_user(user, pass)
-        .await
-        .map(|u| Identity::User {
-            name: u.name,
-            ha_commands: u.ha_commands,
-        })
+    resolve(store, service, client_id, user, Some(pass)).await
 }
 
 /// Who a connection that [`identify`] let in is, from its client id and username alone: what an
@@ -68,19 +49,36 @@ pub async fn identity_of(
     client_id: &str,
     user: &str,
 ) -> Option<Identity> {
+    resolve(store, service, client_id, user, None).await
+}
+
+/// The one resolution behind both: with `pass`, the password must prove the identity too.
+/// One database read per question (the agent's record, else the MQTT user's).
+async fn resolve(
+    store: &Store,
+    service: &ServiceLogin,
+    client_id: &str,
+    user: &str,
+    pass: Option<&str>,
+) -> Option<Identity> {
+    // Without a password to check (an ACL question), the identity stands as it is.
+    let shown = |hash: Option<&str>| pass.is_none_or(|p| hash.is_some_and(|h| proves(h, p)));
     if user == service.username {
-        return client_id
-            .starts_with(identity::API_CLIENT_PREFIX)
-            .then_some(Identity::Trusted);
+        let ok = pass.is_none_or(|p| same(p, &service.password))
+            && client_id.starts_with(identity::API_CLIENT_PREFIX);
+        return ok.then_some(Identity::Trusted);
     }
-    if identity::claims_agent(client_id) || store.agent(user).await.is_some() {
-        let ok = client_id == identity::agent_client_id(user) && store.agent(user).await.is_some();
+    let agent = store.agent(user).await;
+    if identity::claims_agent(client_id) || agent.is_some() {
+        let ok = client_id == identity::agent_client_id(user)
+            && agent.is_some_and(|r| shown(r.mqtt_password_hash.as_deref()));
         return ok.then(|| Identity::Agent(user.to_owned()));
     }
     if identity::claims_api(client_id) {
         return None;
     }
-    store.mqtt_user(user).await.map(|u| Identity::User {
+    let u = store.mqtt_user(user).await?;
+    shown(Some(&u.password_hash)).then_some(Identity::User {
         name: u.name,
         ha_commands: u.ha_commands,
     })

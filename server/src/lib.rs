@@ -130,6 +130,7 @@ fn hook_config(cfg: &ServeConfig) -> Result<(), ServerError> {
 
 /// Starts everything `cfg` names; returns once it serves.
 pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
+    hook_config(&cfg)?;
     let sec = secured(&cfg).await?;
     // The API's own MQTT identity (per process; never leaves it).
     let internal_password = zedops_proto::client::new_keypair().seed_hex();
@@ -137,7 +138,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         Some((cert, key)) => Some((read(cert, "--tls-cert")?, read(key, "--tls-key")?)),
         None => None,
     };
-    hook_config(&cfg)?;
     let (broker, (broker_url, fallbacks)) = match cfg.broker.clone() {
         Some(list) => (None, list.split()),
         None => {

@@ -46,6 +46,10 @@ pub fn rmqttd_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The server's own login on a hooked cluster (`--broker-username`, `--broker-password`): the
+/// hook lets it in, and nothing else may use it.
+pub const API_LOGIN: (&str, &str) = ("zedops-api", "cluster-login-5531");
+
 /// Where the broker's authentication hook is, and the login it takes as the server's.
 #[derive(Debug, Clone)]
 pub struct Hook {
@@ -166,6 +170,45 @@ impl Cluster {
         let n = self.nodes.len();
         let all: Vec<String> = (0..n).map(|k| self.nodes[(i + k) % n].url()).collect();
         all.join(",")
+    }
+
+    /// The flags of a `zedops serve` on this cluster, its nodes from `node` (index) on, logging
+    /// in with [`API_LOGIN`] and answering the broker's hook.
+    pub fn serve_args(&self, node: usize) -> Vec<String> {
+        let (user, password) = API_LOGIN;
+        [
+            "--broker",
+            &self.urls_from(node),
+            "--broker-username",
+            user,
+            "--broker-password",
+            password,
+            "--broker-auth-hook",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// A new agent registered through `through` (a server and its admin client) and enrolled
+    /// there, on this cluster's nodes from `node` (index) on, its state under `state_root`.
+    pub async fn enrolled_agent(
+        &self,
+        through: (&crate::procs::Serve, &zedops_client::Client),
+        node: usize,
+        state_root: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<(String, Proc)> {
+        let name = crate::unique("cl");
+        let new = zedops_client::NewAgent {
+            name: name.clone(),
+            ttl_s: None,
+        };
+        let enrollment = through.1.register_agent(&new).await?;
+        let state = state_root.join(&name);
+        let login = (name.as_str(), enrollment.token.as_str());
+        let brokers = self.urls_from(node);
+        let proc = crate::procs::spawn_agent_on(through.0, login, &state, &brokers, extra)?;
+        Ok((name, proc))
     }
 
     /// SIGKILL of node `i` (index): its clients lose their connection at once.

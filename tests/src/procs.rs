@@ -488,4 +488,15 @@ impl Serve {
     pub fn logs(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
+
+    /// Waits until `/readyz` answers 200 (connected to its broker, warmed up), up to 30 s; the
+    /// error carries the server's log.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        crate::eventually("zedops serve ready", Duration::from_secs(30), || async {
+            let r = reqwest::get(format!("{}/readyz", self.http)).await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await
+        .with_context(|| self.logs())
+    }
 }

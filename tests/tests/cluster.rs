@@ -9,16 +9,12 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use zedops_client::{Client, EventKind, NewAgent, NewMqttUser};
+use zedops_client::{Client, EventKind, NewMqttUser};
 use zedops_tests::api::reaches;
-use zedops_tests::cluster::{Cluster, Hook};
+use zedops_tests::cluster::{Cluster, Hook, API_LOGIN};
 use zedops_tests::ha::{mosquitto_sub, Mqtt311};
-use zedops_tests::procs::{spawn_agent_on, Proc, Serve, TempDir};
+use zedops_tests::procs::{Proc, Serve, TempDir};
 use zedops_tests::{eventually, free_port, init_logs, unique, TestClient, TestContainer};
-
-/// The API's own login on the cluster, which its hook lets in (and nothing else may use).
-const API_USER: &str = "zedops-api";
-const API_PASSWORD: &str = "cluster-login-5531";
 
 /// The cluster, a `zedops serve --broker-auth-hook` on node `api_node` (index) and after it the
 /// other nodes, and its admin client.
@@ -35,31 +31,12 @@ async fn stack(api_node: usize) -> anyhow::Result<Stack> {
         api: format!("http://127.0.0.1:{port}"),
     };
     let cluster = Cluster::start(3, Some(&hook)).await?;
-    let serve = Serve::start_on(
-        &format!("127.0.0.1:{port}"),
-        "127.0.0.1:0",
-        &[
-            "--broker",
-            &cluster.urls_from(api_node),
-            "--broker-username",
-            API_USER,
-            "--broker-password",
-            API_PASSWORD,
-            "--broker-auth-hook",
-        ],
-        "warn,zedops_api=info",
-    )?;
+    let args = cluster.serve_args(api_node);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = Serve::start_on(&listen, "127.0.0.1:0", &args, "warn,zedops_api=info")?;
     let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
-    eventually(
-        "the API on the cluster",
-        Duration::from_secs(30),
-        || async {
-            let r = reqwest::get(format!("{}/readyz", serve.http)).await.ok()?;
-            (r.status() == 200).then_some(())
-        },
-    )
-    .await
-    .with_context(|| format!("{}\n{}", serve.logs(), cluster.log(api_node)))?;
+    serve.ready().await.with_context(|| cluster.log(api_node))?;
     Ok(Stack {
         cluster,
         serve,
@@ -70,24 +47,10 @@ async fn stack(api_node: usize) -> anyhow::Result<Stack> {
 
 /// A new agent enrolled through the API, on the cluster's nodes starting at `node` (index).
 async fn agent_on(s: &Stack, node: usize, extra: &[&str]) -> anyhow::Result<(String, Proc)> {
-    let name = unique("cl");
-    let enrollment = s
-        .admin
-        .register_agent(&NewAgent {
-            name: name.clone(),
-            ttl_s: None,
-        })
-        .await?;
-    let state = s.tmp.path.join(&name);
-    let brokers = s.cluster.urls_from(node);
-    let proc = spawn_agent_on(
-        &s.serve,
-        (&name, &enrollment.token),
-        &state,
-        &brokers,
-        extra,
-    )?;
-    Ok((name, proc))
+    let through = (&s.serve, &s.admin);
+    s.cluster
+        .enrolled_agent(through, node, &s.tmp.path, extra)
+        .await
 }
 
 /// An enrolled agent's broker login, from its credentials file.
@@ -201,7 +164,7 @@ async fn an_agents_login_reaches_only_its_own_topics_on_the_cluster() -> anyhow:
     let mut watch = TestClient::connect_with(
         s.cluster.nodes[2].mqtt,
         &format!("zedops-api-watch-{}", std::process::id()),
-        Some((API_USER, API_PASSWORD)),
+        Some(API_LOGIN),
         limit,
     )
     .await?;

@@ -7,62 +7,18 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use zedops_client::{Action, ActionOptions, Client, EventKind, NewAgent, NewToken, Role};
+use zedops_client::{Action, ActionOptions, Client, EventKind, NewToken, Role};
 use zedops_tests::cluster::{Cluster, Hook};
 use zedops_tests::postgres::Postgres;
-use zedops_tests::procs::{spawn_agent_on, Proc, Serve, TempDir};
+use zedops_tests::procs::{Serve, TempDir};
 use zedops_tests::{eventually, free_port, init_logs, unique, TestContainer};
-
-const API_USER: &str = "zedops-api";
-const API_PASSWORD: &str = "replica-login-7781";
 
 /// A replica on `port`, on the cluster's nodes from `node` (index), on the database `db`.
 fn replica(port: u16, cluster: &Cluster, node: usize, db: &str) -> anyhow::Result<Serve> {
-    Serve::start_on(
-        &format!("127.0.0.1:{port}"),
-        "127.0.0.1:0",
-        &[
-            "--no-broker",
-            "--broker",
-            &cluster.urls_from(node),
-            "--broker-username",
-            API_USER,
-            "--broker-password",
-            API_PASSWORD,
-            "--broker-auth-hook",
-            "--database",
-            db,
-        ],
-        "warn",
-    )
-}
-
-async fn ready(serve: &Serve) -> anyhow::Result<()> {
-    eventually("the replica ready", Duration::from_secs(30), || async {
-        let r = reqwest::get(format!("{}/readyz", serve.http)).await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await
-    .with_context(|| serve.logs())
-}
-
-/// An agent enrolled through `through`, on the cluster's nodes from `node`.
-async fn enrolled(
-    through: (&Serve, &Client),
-    cluster: &Cluster,
-    node: usize,
-    tmp: &TempDir,
-) -> anyhow::Result<(String, Proc)> {
-    let name = unique("rp");
-    let new = NewAgent {
-        name: name.clone(),
-        ttl_s: None,
-    };
-    let enrollment = through.1.register_agent(&new).await?;
-    let state = tmp.path.join(&name);
-    let brokers = cluster.urls_from(node);
-    let proc = spawn_agent_on(through.0, (&name, &enrollment.token), &state, &brokers, &[])?;
-    Ok((name, proc))
+    let mut args = cluster.serve_args(node);
+    args.extend(["--no-broker", "--database", db].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Serve::start_on(&format!("127.0.0.1:{port}"), "127.0.0.1:0", &args, "warn")
 }
 
 async fn online(c: &Client, agent: &str) -> anyhow::Result<()> {
@@ -94,9 +50,9 @@ async fn two_replicas_on_one_database_serve_one_fleet() -> anyhow::Result<()> {
     };
     let cluster = Cluster::start(3, Some(&hook)).await?;
     let a = replica(port_a, &cluster, 0, &pg.url)?;
-    ready(&a).await?;
+    a.ready().await?;
     let mut b = replica(port_b, &cluster, 2, &pg.url)?;
-    ready(&b).await?;
+    b.ready().await?;
     ensure!(
         b.admin_token.is_empty(),
         "the second replica made an admin token of its own"
@@ -120,8 +76,12 @@ async fn two_replicas_on_one_database_serve_one_fleet() -> anyhow::Result<()> {
     // An agent enrolled through A (node 1) and one through B (node 2); each replica sees both.
     let tmp = TempDir::new("replicas")?;
     let container = TestContainer::run(&unique("zt-rp"), &unique("rp"), &[])?;
-    let (x, _px) = enrolled((&a, &admin_a), &cluster, 0, &tmp).await?;
-    let (y, _py) = enrolled((&b, &admin_b), &cluster, 1, &tmp).await?;
+    let (x, _px) = cluster
+        .enrolled_agent((&a, &admin_a), 0, &tmp.path, &[])
+        .await?;
+    let (y, _py) = cluster
+        .enrolled_agent((&b, &admin_b), 1, &tmp.path, &[])
+        .await?;
     for c in [&admin_a, &ops_b] {
         online(c, &x).await?;
         online(c, &y).await?;

@@ -127,7 +127,7 @@ impl Store {
         self.agent(name)
             .await
             .and_then(|r| r.mqtt_password_hash)
-            .is_some_and(|h| same(&h, &hash_secret(password)))
+            .is_some_and(|h| proves(&h, password))
     }
 }
 
@@ -145,7 +145,7 @@ fn consume_enrollment(
         .secret;
     let rec = rec.ok_or_else(invalid)?;
     let hash = rec.enroll_hash.ok_or_else(invalid)?;
-    if !same(&hash, &hash_secret(secret)) {
+    if !proves(&hash, secret) {
         return Err(invalid());
     }
     if Utc::now() > rec.enroll_expires {

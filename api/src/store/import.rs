@@ -72,30 +72,28 @@ impl Old {
 fn read_redb(file: &Path) -> Result<Old, String> {
     let db = redb::Database::open(file).map_err(|e| e.to_string())?;
     let r = db.begin_read().map_err(|e| e.to_string())?;
-    let mut old = Old::default();
-    let named = |t: TableDefinition<&str, &[u8]>| -> Result<Vec<Vec<u8>>, String> {
-        let Ok(table) = r.open_table(t) else {
-            return Ok(Vec::new());
-        };
-        let mut v = Vec::new();
-        for item in table.iter().map_err(|e| e.to_string())? {
-            let (_, val) = item.map_err(|e| e.to_string())?;
-            v.push(val.value().to_vec());
-        }
-        Ok(v)
+    Ok(Old {
+        tokens: decode(values(&r, TOKENS)?),
+        agents: decode(values(&r, AGENTS)?),
+        users: decode(values(&r, MQTT_USERS)?),
+        audit: decode(values(&r, AUDIT)?),
+    })
+}
+
+/// Every value of table `t`, in key order; none when the file has no such table.
+fn values<K: redb::Key + 'static>(
+    r: &redb::ReadTransaction,
+    t: TableDefinition<K, &[u8]>,
+) -> Result<Vec<Vec<u8>>, String> {
+    let Ok(table) = r.open_table(t) else {
+        return Ok(Vec::new());
     };
-    old.tokens = decode(named(TOKENS)?);
-    old.agents = decode(named(AGENTS)?);
-    old.users = decode(named(MQTT_USERS)?);
-    if let Ok(table) = r.open_table(AUDIT) {
-        let mut v = Vec::new();
-        for item in table.iter().map_err(|e| e.to_string())? {
-            let (_, val) = item.map_err(|e| e.to_string())?;
-            v.push(val.value().to_vec());
-        }
-        old.audit = decode(v);
+    let mut v = Vec::new();
+    for item in table.iter().map_err(|e| e.to_string())? {
+        let (_, val) = item.map_err(|e| e.to_string())?;
+        v.push(val.value().to_vec());
     }
-    Ok(old)
+    Ok(v)
 }
 
 /// The records that decode; one that does not (a damaged record) is left behind.

@@ -284,6 +284,11 @@ pub fn hash_secret(secret: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `secret` is the one whose hash is `hash` (constant time).
+pub fn proves(hash: &str, secret: &str) -> bool {
+    same(hash, &hash_secret(secret))
+}
+
 /// Constant-time comparison of two secrets (hex hashes, passwords).
 pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()

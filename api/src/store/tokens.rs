@@ -41,7 +41,7 @@ impl Store {
             tracing::warn!(error = %e, "cannot check a token");
             None
         })?;
-        same(&rec.hash, &hash_secret(secret)).then_some(rec)
+        proves(&rec.hash, secret).then_some(rec)
     }
 
     async fn token(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {

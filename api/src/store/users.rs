@@ -38,7 +38,7 @@ impl Store {
     pub async fn check_mqtt_user(&self, name: &str, password: &str) -> Option<MqttUserRecord> {
         self.mqtt_user(name)
             .await
-            .filter(|r| same(&r.password_hash, &hash_secret(password)))
+            .filter(|r| proves(&r.password_hash, password))
     }
 
     /// The MQTT user `name`, if there is one (`None` too when the database fails: logged).
