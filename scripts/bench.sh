@@ -34,7 +34,7 @@ elif ! bash scripts/provision.sh --check >&2; then
   exit 1
 fi
 
-step "the cluster broker (rmqttd, built once and cached: scripts/provision-cluster.sh)"
+step "the cluster broker (zedops-rmqtt from tools/rmqtt, built once and cached: scripts/provision-cluster.sh)"
 bash scripts/provision-cluster.sh >&2
 
 step "cargo build --release --workspace --bins"

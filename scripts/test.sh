@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: provisions what the tests need (Docker engine, test
-# image, Mosquitto, Python tools, Chromium, an rmqtt cluster broker), then runs fmt, clippy, the OpenAPI drift check and every test.
+# image, Mosquitto, Python tools, Chromium, the rmqtt cluster broker of tools/rmqtt), then runs fmt, clippy, the OpenAPI drift check and every test.
 # .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +20,12 @@ step "provision (Docker engine, test image, Mosquitto, Python tools)"
 bash scripts/provision.sh
 step "provision the browser (Debian's chromium, playwright-core)"
 bash scripts/provision-browser.sh
-step "provision the cluster broker (rmqttd from crates.io, built once and cached)"
+step "provision the cluster broker (zedops-rmqtt: rmqtt from crates.io, built once and cached)"
 bash scripts/provision-cluster.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path tools/rmqtt/Cargo.toml -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

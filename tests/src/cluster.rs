@@ -25,19 +25,21 @@ use anyhow::{ensure, Context};
 
 use crate::procs::{Proc, TempDir};
 
-/// The rmqttd release the project's scripts build (`scripts/provision-cluster.sh`).
-pub const RMQTTD_VERSION: &str = "0.24.0";
+/// The broker's process name (`comm`): `tools/rmqtt`, rmqtt 0.24's server with the plugins
+/// zedops uses, built by `scripts/provision-cluster.sh`.
+pub const RMQTT_BIN: &str = "zedops-rmqtt";
 
-/// The rmqttd binary: `$ZEDOPS_RMQTTD`, else the cache `scripts/provision-cluster.sh` fills.
-pub fn rmqttd_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("ZEDOPS_RMQTTD") {
+/// The cluster broker's binary: `$ZEDOPS_RMQTT` (e.g. a full `rmqttd`, which reads the same
+/// configuration), else the cache `scripts/provision-cluster.sh` fills.
+pub fn rmqtt_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("ZEDOPS_RMQTT") {
         return Ok(PathBuf::from(p));
     }
     let cache = std::env::var("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cache")))
         .context("no HOME")?;
-    let bin = cache.join(format!("zedops/rmqttd-{RMQTTD_VERSION}/bin/rmqttd"));
+    let bin = cache.join(format!("zedops/rmqtt/bin/{RMQTT_BIN}"));
     ensure!(
         bin.is_file(),
         "{} is missing: run scripts/provision-cluster.sh (scripts/test.sh does)",
@@ -90,7 +92,7 @@ struct Ports {
 impl Cluster {
     /// `n` nodes; with `hook`, every connection and topic is decided by the API's hook.
     pub async fn start(n: usize, hook: Option<&Hook>) -> anyhow::Result<Self> {
-        let bin = rmqttd_bin()?;
+        let bin = rmqtt_bin()?;
         let dir = TempDir::new("rmqtt")?;
         let ports: Vec<Ports> = (0..n)
             .map(|_| Ports {

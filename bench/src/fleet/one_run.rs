@@ -176,9 +176,9 @@ async fn start_broker(kind: &str) -> anyhow::Result<(BrokerProc, Addrs)> {
         return Ok((BrokerProc::Embedded(p), one(a)));
     }
     if kind == "cluster" {
-        let before: Vec<u32> = procs::pids_named("rmqttd");
+        let before: Vec<u32> = procs::pids_named(zedops_tests::cluster::RMQTT_BIN);
         let cluster = Cluster::start(3, None).await?;
-        let pids = procs::pids_named("rmqttd")
+        let pids = procs::pids_named(zedops_tests::cluster::RMQTT_BIN)
             .into_iter()
             .filter(|p| !before.contains(p))
             .collect();
