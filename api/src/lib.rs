@@ -25,6 +25,7 @@ pub mod cache;
 pub mod dashboard;
 pub mod error;
 pub mod freshness;
+pub mod key_cache;
 pub mod limits;
 pub mod metrics;
 pub mod mqtt;

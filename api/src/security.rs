@@ -1,30 +1,21 @@
 //! The API's side of end-to-end signatures: it signs requests with the server key and accepts
 //! from an agent only what that agent's enrolled key signed (status, snapshots, events, replies).
 //! Without a `Security` (no data dir, or an external broker run without enrollment), messages are
-//! taken as they come. Agent keys come from the database through a cache that the async paths
-//! fill ([`Security::warm`]) before the synchronous checks read it.
+//! taken as they come. Agent keys come from the database through a cache ([`crate::key_cache`]) that the
+//! async paths fill ([`Security::warm`]) before the synchronous checks read it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use zedops_proto::sign::{KeyPair, PublicKey, Signed, SIG_PROPERTY, TS_PROPERTY};
 
+use crate::key_cache::KeyCache;
 use crate::store::Store;
-
-/// Most agent keys (and "no such agent" answers) kept in memory.
-pub const MAX_CACHED_KEYS: usize = 100_000;
-/// How long a key read from the database is used before it is read again.
-pub const KEY_TTL: Duration = Duration::from_secs(30);
-/// How long a read of a key may take.
-pub const KEY_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Security {
     pub key: KeyPair,
-    store: Arc<Store>,
-    /// Agent keys (or "no such agent") and when they were read.
-    keys: RwLock<HashMap<String, (Option<PublicKey>, Instant)>>,
+    /// Agent keys from the database (`key_cache.rs` says when it is read).
+    keys: Arc<KeyCache>,
 }
 
 fn prop<'a>(props: Option<&'a PublishProperties>, name: &str) -> Option<&'a str> {
@@ -35,8 +26,7 @@ impl Security {
     pub fn new(key: KeyPair, store: Arc<Store>) -> Self {
         Self {
             key,
-            store,
-            keys: RwLock::new(HashMap::new()),
+            keys: Arc::new(KeyCache::new(store)),
         }
     }
 
@@ -46,51 +36,19 @@ impl Security {
         if !zedops_proto::names::is_valid_agent_name(agent) {
             return None;
         }
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        keys.get(agent).and_then(|(k, _)| k.clone())
+        self.keys.get(agent)
     }
 
-    /// Reads `agent`'s key from the database when the cache has none younger than
-    /// [`KEY_TTL`] (a replica sees another's enrollments and removals that late at most). The
-    /// cache holds at most [`MAX_CACHED_KEYS`] entries (unknown names are dropped first when it
-    /// fills). A database that does not answer within [`KEY_WAIT`] leaves the cache as it is.
+    /// Makes `agent`'s key available to the checks below without holding the caller up for
+    /// long (`key_cache.rs`).
     pub async fn warm(&self, agent: &str) {
-        if !zedops_proto::names::is_valid_agent_name(agent) {
-            return;
+        if zedops_proto::names::is_valid_agent_name(agent) {
+            self.keys.warm(agent).await;
         }
-        let fresh = {
-            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-            keys.get(agent)
-                .is_some_and(|(_, at)| at.elapsed() < KEY_TTL)
-        };
-        if fresh {
-            return;
-        }
-        let Ok(rec) = tokio::time::timeout(KEY_WAIT, self.store.agent(agent)).await else {
-            tracing::warn!(
-                agent,
-                "the database did not answer for an agent's key in time"
-            );
-            return;
-        };
-        let k = rec
-            .and_then(|r| r.public_key)
-            .and_then(|h| PublicKey::from_hex(&h));
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if keys.len() >= MAX_CACHED_KEYS {
-            keys.retain(|_, (k, _)| k.is_some());
-            if keys.len() >= MAX_CACHED_KEYS {
-                keys.clear();
-            }
-        }
-        keys.insert(agent.to_owned(), (k, Instant::now()));
     }
 
     pub fn forget(&self, agent: &str) {
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(agent);
+        self.keys.forget(agent);
     }
 
     /// The signing time (Unix ms) when the message on `topic` was signed by `agent`'s enrolled

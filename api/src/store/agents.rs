@@ -49,7 +49,8 @@ impl Store {
         })
     }
 
-    async fn agent_record(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
+    /// The agent `name`, or why the database could not say.
+    pub async fn agent_record(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM agents WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
