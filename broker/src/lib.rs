@@ -115,7 +115,12 @@ pub enum BrokerError {
     Runtime(std::io::Error),
     #[error("{0}")]
     Tls(String),
+    #[error("the broker's router did not take the command subscriptions within {0:?}")]
+    NoCommandFeed(Duration),
 }
+
+/// How long the front end's command feed may take to subscribe at start.
+const FEED_WITHIN: Duration = Duration::from_secs(10);
 
 /// A running embedded broker. Dropping the handle stops it.
 pub struct BrokerHandle {
@@ -256,6 +261,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let shared = Arc::new(front::Shared {
         auth: config.auth.clone(),
         upstream: upstream.clone(),
+        routes: Arc::new(front::routes::Routes::default()),
         max_packet: zedops_proto::MAX_PACKET_BYTES,
         slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     });
@@ -376,10 +382,7 @@ impl Front {
             .name("zedops-broker-front-owner".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let ready = self
-                        .upstream
-                        .start(std::net::Ipv4Addr::LOCALHOST.into())
-                        .await;
+                    let ready = self.start_upstream().await;
                     let ok = ready.is_ok();
                     if ok {
                         self.accept();
@@ -393,6 +396,20 @@ impl Front {
             })
             .map_err(BrokerError::Runtime)?;
         Ok((stop_tx, ready_rx, thread))
+    }
+
+    /// rumqttd's first listener, then the command feed ([`front::feed`]) subscribed on it.
+    async fn start_upstream(&self) -> Result<(), BrokerError> {
+        self.upstream
+            .start(std::net::Ipv4Addr::LOCALHOST.into())
+            .await?;
+        let (fed, subscribed) = oneshot::channel();
+        let routes = self.shared.routes.clone();
+        tokio::spawn(front::feed::run(self.upstream.clone(), routes, fed));
+        match tokio::time::timeout(FEED_WITHIN, subscribed).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(BrokerError::NoCommandFeed(FEED_WITHIN)),
+        }
     }
 
     /// An accept loop per listener, on the current runtime.

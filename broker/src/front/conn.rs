@@ -4,15 +4,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::v5::mqttbytes::v5::{self, ConnectReturnCode, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{self, ConnectReturnCode};
 use rumqttc::v5::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::routes::ClientRoutes;
+use super::subs::{Decision, Subscriptions};
 use super::upstream::UpstreamError;
 use super::wire::{self, Packet, Version, WireError};
 use super::Shared;
@@ -24,6 +26,8 @@ pub(crate) const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 /// Denied publishes and subscriptions logged at `warn` per connection; later ones at `debug`.
 const LOGGED_DENIALS: u32 = 3;
+/// Packets the front end itself sends a client (answers, commands) waiting to be written.
+const LOCAL_QUEUE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnError {
@@ -96,9 +100,10 @@ where
         return Ok(());
     }
     tracing::debug!(%peer, client_id = ?client_id, who = %identity.label(), ?version, "MQTT client connected");
-    let session = Session::new(identity, client_id);
+    let (local_tx, local_rx) = mpsc::channel::<Packet>(LOCAL_QUEUE);
+    let routes = ClientRoutes::new(shared.routes.clone(), local_tx.clone());
+    let session = Session::new(identity, client_id, Subscriptions::new(routes));
     let (ur, uw) = up.into_split();
-    let (local_tx, local_rx) = mpsc::channel::<Packet>(64);
     let inbound = client_to_upstream(cr, buf, uw, version, &session, local_tx, max);
     let outbound = upstream_to_client(ur, leftover, cw, version, &session, local_rx, max);
     // When either side ends, the other is dropped: closing rumqttd's connection without a
@@ -148,18 +153,16 @@ async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, out: &[u8]) -> Result<(), C
 struct Session {
     identity: Identity,
     client_id: String,
-    /// SUBSCRIBEs in flight with some filters refused here: per packet id, the refusal code of
-    /// each filter in order (`None`: forwarded, rumqttd's SUBACK fills it in).
-    partial_subs: Mutex<HashMap<u16, Vec<Option<SubscribeReasonCode>>>>,
+    subs: Subscriptions,
     denials: std::sync::atomic::AtomicU32,
 }
 
 impl Session {
-    fn new(identity: Identity, client_id: String) -> Self {
+    fn new(identity: Identity, client_id: String, subs: Subscriptions) -> Self {
         Self {
             identity,
             client_id,
-            partial_subs: Mutex::new(HashMap::new()),
+            subs,
             denials: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -267,7 +270,11 @@ fn judge(p: Packet, session: &Session, state: &mut Inbound) -> Verdict {
         Packet::PubRel(rel) if state.refused_qos2.remove(&rel.pkid) => {
             Verdict::Answer(Packet::PubComp(v5::PubComp::new(rel.pkid, None)))
         }
-        Packet::Subscribe(sub) => judge_subscribe(sub, session),
+        Packet::Subscribe(sub) => {
+            let denied = |f: &str| session.denied("subscription", f);
+            decided(session.subs.subscribe(sub, &session.identity, denied))
+        }
+        Packet::Unsubscribe(unsub) => decided(session.subs.unsubscribe(unsub)),
         // The front end answers a PINGREQ itself, so a client's keepalive does not wait behind a
         // busy router (a fleet connecting at once); it still goes on to rumqttd, whose own
         // keepalive for the link needs it, and rumqttd's PINGRESP is dropped on the way back.
@@ -296,36 +303,11 @@ fn refuse_publish(publish: &v5::Publish, state: &mut Inbound) -> Verdict {
     }
 }
 
-fn judge_subscribe(mut sub: v5::Subscribe, session: &Session) -> Verdict {
-    let codes: Vec<Option<SubscribeReasonCode>> = sub
-        .filters
-        .iter()
-        .map(|f| {
-            (!session.identity.may_subscribe(&f.path)).then(|| {
-                session.denied("subscription", &f.path);
-                SubscribeReasonCode::NotAuthorized
-            })
-        })
-        .collect();
-    if codes.iter().all(Option::is_none) {
-        return Verdict::Forward(Packet::Subscribe(sub));
+fn decided(d: Decision) -> Verdict {
+    match d {
+        Decision::Forward(p) => Verdict::Forward(p),
+        Decision::Answer(p) => Verdict::Answer(p),
     }
-    if codes.iter().all(Option::is_some) {
-        return Verdict::Answer(Packet::SubAck(v5::SubAck {
-            pkid: sub.pkid,
-            return_codes: codes.into_iter().flatten().collect(),
-            properties: None,
-        }));
-    }
-    let mut i = 0;
-    sub.filters.retain(|_| {
-        i += 1;
-        codes[i - 1].is_none()
-    });
-    if let Ok(mut partial) = session.partial_subs.lock() {
-        partial.insert(sub.pkid, codes);
-    }
-    Verdict::Forward(Packet::Subscribe(sub))
 }
 
 async fn upstream_to_client<R, W>(
@@ -349,7 +331,7 @@ where
             if matches!(p, Packet::PingResp(_)) {
                 continue; // answered by the front end already
             }
-            let p = complete_suback(p, session);
+            let p = session.subs.complete(p);
             wire::write(version, &p, &mut out, max)?;
         }
         if !out.is_empty() {
@@ -371,27 +353,4 @@ where
             }
         }
     }
-}
-
-/// A SUBACK for a SUBSCRIBE some of whose filters were refused here gets their codes back in.
-fn complete_suback(p: Packet, session: &Session) -> Packet {
-    let Packet::SubAck(mut ack) = p else {
-        return p;
-    };
-    let partial = session
-        .partial_subs
-        .lock()
-        .ok()
-        .and_then(|mut m| m.remove(&ack.pkid));
-    if let Some(codes) = partial {
-        let mut from_broker = ack.return_codes.into_iter();
-        ack.return_codes = codes
-            .into_iter()
-            .map(|c| {
-                c.or_else(|| from_broker.next())
-                    .unwrap_or(SubscribeReasonCode::Failure)
-            })
-            .collect();
-    }
-    Packet::SubAck(ack)
 }

@@ -6,9 +6,14 @@
 //! it relays packets both ways, decoding each with rumqttc's codecs ([`wire`]): PUBLISH and
 //! SUBSCRIBE pass the identity's ACLs ([`crate::acl`]), and a client speaking MQTT 3.1.1 is
 //! bridged to MQTT 5 (rumqttd only ever serves MQTT 5). Either protocol version is accepted on
-//! every listener.
+//! every listener. An agent's subscription to its own command topics stays here ([`routes`]):
+//! the front end receives every command through one connection of its own ([`feed`]) and hands
+//! each to the connections that asked, so rumqttd's router holds no filter per agent.
 
 pub(crate) mod conn;
+pub(crate) mod feed;
+pub(crate) mod routes;
+pub(crate) mod subs;
 pub(crate) mod upstream;
 pub(crate) mod wire;
 
@@ -30,6 +35,8 @@ pub(crate) const TLS_DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) struct Shared {
     pub(crate) auth: Option<Authenticator>,
     pub(crate) upstream: Arc<Upstream>,
+    /// Agents' subscriptions to their own command topics, served by the front end ([`routes`]).
+    pub(crate) routes: Arc<routes::Routes>,
     pub(crate) max_packet: usize,
     pub(crate) slots: Arc<Semaphore>,
 }
