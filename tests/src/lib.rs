@@ -15,6 +15,7 @@ pub mod netns;
 pub mod pki;
 pub mod postgres;
 pub mod procs;
+pub mod secured;
 
 use std::time::{Duration, Instant};
 

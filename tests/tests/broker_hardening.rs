@@ -8,62 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::v5::{Connect, Login, Packet};
-use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use zedops_tests::procs::Serve;
+use zedops_tests::secured::Secured as Stack;
 use zedops_tests::{eventually, init_logs, unique, TestClient};
-
-struct Stack {
-    serve: Serve,
-    agent: String,
-    http: reqwest::Client,
-}
-
-impl Stack {
-    fn start() -> anyhow::Result<Self> {
-        init_logs();
-        let agent = unique("hard");
-        let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
-        Ok(Self {
-            serve,
-            agent,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    /// `POST /api/v1/mqtt-users` as admin; returns the password.
-    async fn mqtt_user(&self, name: &str, ha_commands: bool) -> anyhow::Result<String> {
-        let v: Value = self
-            .http
-            .post(format!("{}/api/v1/mqtt-users", self.serve.http))
-            .bearer_auth(&self.serve.admin_token)
-            .json(&json!({"name": name, "ha_commands": ha_commands}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok(v["password"].as_str().context("password")?.to_owned())
-    }
-
-    /// The API's ping of the local agent (HTTP → API → broker → agent → back).
-    async fn ping(&self) -> anyhow::Result<u16> {
-        let r = self
-            .http
-            .get(format!(
-                "{}/api/v1/agents/{}/ping",
-                self.serve.http, self.agent
-            ))
-            .bearer_auth(&self.serve.admin_token)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await?;
-        Ok(r.status().as_u16())
-    }
-
-    fn status_topic(&self) -> String {
-        zedops_proto::topics::status(&self.agent)
-    }
-}
 
 /// `mosquitto_sub` for one message on `topic`, at most `secs` seconds.
 async fn sub_one(
@@ -88,7 +35,7 @@ async fn sub_one(
 /// 3.1.1 client and then refused that listener to everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt311_clients_read_signed_state_and_reconnect() -> anyhow::Result<()> {
-    let s = Stack::start()?;
+    let s = Stack::start("hard")?;
     let pw = s.mqtt_user("ha", false).await?;
     let port = s.serve.mqtt.port();
     for (round, version) in ["mqttv311", "mqttv311", "mqttv5", "mqttv311"]
@@ -140,7 +87,7 @@ fn connect_bytes(client_id: &str, user: &str, pass: &str) -> anyhow::Result<Byte
 /// the broker accepting that client id and others, and the API and agent working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_reset_does_not_wedge_the_broker() -> anyhow::Result<()> {
-    let s = Stack::start()?;
+    let s = Stack::start("hard")?;
     let pw = s.mqtt_user("resetter", false).await?;
     let bytes = connect_bytes("victim", "resetter", &pw)?;
     for _ in 0..30 {
@@ -186,7 +133,7 @@ async fn connect_and_reset_does_not_wedge_the_broker() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integration_users_cannot_forge_state_or_send_commands_without_rights() -> anyhow::Result<()>
 {
-    let s = Stack::start()?;
+    let s = Stack::start("hard")?;
     let reader_pw = s.mqtt_user("reader", false).await?;
     let writer_pw = s.mqtt_user("writer", false).await?;
     let mut watch = TestClient::connect_with(
@@ -324,7 +271,7 @@ async fn no_auth_keeps_the_anonymous_broker_on_loopback() -> anyhow::Result<()> 
 async fn random_bytes_from_clients_never_wedge_the_broker() -> anyhow::Result<()> {
     use rand::Rng;
     use tokio::io::AsyncReadExt;
-    let s = Stack::start()?;
+    let s = Stack::start("hard")?;
     let pw = s.mqtt_user("fuzzer", false).await?;
     let mut rng = rand::rng();
     for i in 0..150u32 {

@@ -9,88 +9,39 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rumqttc::v5::mqttbytes::QoS;
-use serde_json::{json, Value};
-use zedops_tests::procs::Serve;
-use zedops_tests::{init_logs, unique, TestClient};
+use zedops_tests::secured::Secured as Stack;
+use zedops_tests::{unique, TestClient};
 
-struct Stack {
-    serve: Serve,
-    agent: String,
-    http: reqwest::Client,
-}
-
-impl Stack {
-    fn start() -> anyhow::Result<Self> {
-        init_logs();
-        let agent = unique("routes");
-        let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
-        Ok(Self {
-            serve,
-            agent,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    /// A read-only MQTT user (`POST /api/v1/mqtt-users`); returns its password.
-    async fn reader(&self, name: &str) -> anyhow::Result<String> {
-        let v: Value = self
-            .http
-            .post(format!("{}/api/v1/mqtt-users", self.serve.http))
-            .bearer_auth(&self.serve.admin_token)
-            .json(&json!({"name": name, "ha_commands": false}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok(v["password"].as_str().context("password")?.to_owned())
-    }
-
-    /// The API's ping of the local agent: its HTTP status.
-    async fn ping(&self) -> anyhow::Result<u16> {
-        let r = self
-            .http
-            .get(format!(
-                "{}/api/v1/agents/{}/ping",
-                self.serve.http, self.agent
-            ))
-            .bearer_auth(&self.serve.admin_token)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await?;
-        Ok(r.status().as_u16())
-    }
-
-    /// `mosquitto_sub` waiting for one message on the agent's request filter.
-    fn watch_requests(
-        &self,
-        version: &str,
-        user: (&str, &str),
-    ) -> anyhow::Result<tokio::process::Child> {
-        let filter = zedops_proto::topics::requests_of(&self.agent);
-        let port = self.serve.mqtt.port().to_string();
-        tokio::process::Command::new("mosquitto_sub")
-            .args(["-V", version, "-h", "127.0.0.1", "-p", &port])
-            .args(["-u", user.0, "-P", user.1, "-i", &unique("watch")])
-            .args([
-                "-t",
-                &filter,
-                "-q",
-                "1",
-                "-C",
-                "1",
-                "-W",
-                "20",
-                "-F",
-                "%t|%q|%R|%P",
-            ])
-            // -d prints the SUBACK: "Subscribed (mid: 1): 0" is the QoS granted.
-            .arg("-d")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("mosquitto_sub (install mosquitto-clients: scripts/provision.sh)")
-    }
+/// `mosquitto_sub` waiting for one message on the agent's request filter.
+fn watch_requests(
+    s: &Stack,
+    version: &str,
+    user: (&str, &str),
+) -> anyhow::Result<tokio::process::Child> {
+    let filter = zedops_proto::topics::requests_of(&s.agent);
+    let port = s.serve.mqtt.port().to_string();
+    tokio::process::Command::new("mosquitto_sub")
+        .args(["-V", version, "-h", "127.0.0.1", "-p", &port])
+        .args(["-u", user.0, "-P", user.1, "-i", &unique("watch")])
+        .args([
+            "-t",
+            &filter,
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "20",
+            "-F",
+            "%t|%q|%R|%P",
+        ])
+        // -d prints the SUBACK: "Subscribed (mid: 1): 0" is the QoS granted.
+        .arg("-d")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("mosquitto_sub (install mosquitto-clients: scripts/provision.sh)")
 }
 
 /// Plain subscribers to one agent's requests, over MQTT 5 and 3.1.1, each get the API's signed
@@ -98,10 +49,10 @@ impl Stack {
 /// subscription is a shared group, answers every ping meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_of_an_agents_requests_get_them_over_both_protocols() -> anyhow::Result<()> {
-    let s = Stack::start()?;
-    let pw = s.reader("watcher").await?;
-    let v5 = s.watch_requests("mqttv5", ("watcher", &pw))?;
-    let v4 = s.watch_requests("mqttv311", ("watcher", &pw))?;
+    let s = Stack::start("routes")?;
+    let pw = s.mqtt_user("watcher", false).await?;
+    let v5 = watch_requests(&s, "mqttv5", ("watcher", &pw))?;
+    let v4 = watch_requests(&s, "mqttv311", ("watcher", &pw))?;
     // Ping until both watchers have had one (each exits after its first message).
     let done = async {
         let (a, b) = tokio::join!(v5.wait_with_output(), v4.wait_with_output());
@@ -170,8 +121,8 @@ fn message_and_grant(stdout: &[u8], topic: &str) -> (String, Option<String>) {
 /// away leaves nothing behind: the agent still answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsubscribed_client_gets_no_more_requests() -> anyhow::Result<()> {
-    let s = Stack::start()?;
-    let pw = s.reader("leaver").await?;
+    let s = Stack::start("routes")?;
+    let pw = s.mqtt_user("leaver", false).await?;
     let filter = zedops_proto::topics::requests_of(&s.agent);
     let mut c = TestClient::connect_with(
         s.serve.mqtt,

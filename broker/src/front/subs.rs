@@ -23,9 +23,8 @@ pub(crate) enum Decision {
 /// The filters of one connection that did not go to rumqttd, until rumqttd's answer comes.
 pub(crate) struct Subscriptions {
     routes: ClientRoutes,
-    /// Per packet id, the code of each filter in order (`None`: rumqttd's answer fills it in).
-    subs: Mutex<HashMap<u16, Vec<Option<SubscribeReasonCode>>>>,
-    unsubs: Mutex<HashMap<u16, Vec<Option<UnsubAckReason>>>>,
+    subs: Pending<SubscribeReasonCode>,
+    unsubs: Pending<UnsubAckReason>,
 }
 
 impl Subscriptions {
@@ -59,19 +58,14 @@ impl Subscriptions {
                 }
             })
             .collect();
-        if codes.iter().all(Option::is_some) {
-            return Decision::Answer(Packet::SubAck(v5::SubAck {
+        match split(&mut sub.filters, codes, sub.pkid, &self.subs) {
+            Some(return_codes) => Decision::Answer(Packet::SubAck(v5::SubAck {
                 pkid: sub.pkid,
-                return_codes: codes.into_iter().flatten().collect(),
+                return_codes,
                 properties: None,
-            }));
+            })),
+            None => Decision::Forward(Packet::Subscribe(sub)),
         }
-        let decided = codes.iter().any(Option::is_some);
-        keep_undecided(&mut sub.filters, &codes);
-        if decided {
-            lock(&self.subs).insert(sub.pkid, codes);
-        }
-        Decision::Forward(Packet::Subscribe(sub))
     }
 
     /// An UNSUBSCRIBE: filters served here end here.
@@ -85,19 +79,14 @@ impl Subscriptions {
                     .then_some(UnsubAckReason::Success)
             })
             .collect();
-        if codes.iter().all(Option::is_some) {
-            return Decision::Answer(Packet::UnsubAck(v5::UnsubAck {
+        match split(&mut unsub.filters, codes, unsub.pkid, &self.unsubs) {
+            Some(reasons) => Decision::Answer(Packet::UnsubAck(v5::UnsubAck {
                 pkid: unsub.pkid,
-                reasons: codes.into_iter().flatten().collect(),
+                reasons,
                 properties: None,
-            }));
+            })),
+            None => Decision::Forward(Packet::Unsubscribe(unsub)),
         }
-        let decided = codes.iter().any(Option::is_some);
-        keep_undecided(&mut unsub.filters, &codes);
-        if decided {
-            lock(&self.unsubs).insert(unsub.pkid, codes);
-        }
-        Decision::Forward(Packet::Unsubscribe(unsub))
     }
 
     /// rumqttd's SUBACK or UNSUBACK, with the codes decided here put back in.
@@ -126,13 +115,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Keeps the items whose code is not decided here.
-fn keep_undecided<T, C>(items: &mut Vec<T>, codes: &[Option<C>]) {
-    let mut i = 0;
-    items.retain(|_| {
-        i += 1;
-        codes[i - 1].is_none()
-    });
+/// Per packet id, the code decided here for each filter (`None`: rumqttd's).
+type Pending<C> = Mutex<HashMap<u16, Vec<Option<C>>>>;
+
+/// Every code, when all were decided here (the client is answered at once); else `None`: the
+/// items decided here leave `items`, and their codes wait in `pending` for rumqttd's answer.
+fn split<T, C>(
+    items: &mut Vec<T>,
+    codes: Vec<Option<C>>,
+    pkid: u16,
+    pending: &Pending<C>,
+) -> Option<Vec<C>> {
+    if codes.iter().all(Option::is_some) {
+        return Some(codes.into_iter().flatten().collect());
+    }
+    if codes.iter().any(Option::is_some) {
+        let mut i = 0;
+        items.retain(|_| {
+            i += 1;
+            codes[i - 1].is_none()
+        });
+        lock(pending).insert(pkid, codes);
+    }
+    None
 }
 
 /// The codes decided here, with rumqttd's in order in the gaps (`missing` if it sent too few).
