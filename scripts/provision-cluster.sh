@@ -3,7 +3,7 @@
 # docs/operations.md § "A clustered broker"): `zedops-rmqtt` (tools/rmqtt), rmqtt 0.24's server
 # with only the plugins zedops uses, built once from crates.io with its lock file and cached.
 # The full `rmqttd` (700 crates, Kafka and Pulsar bridges) took 34 min on two cores; this one
-# builds in 13 min cold (430 crates), 1 min after a change of tools/rmqtt.
+# builds in 13–16 min cold (430 crates), 1 min after a change of tools/rmqtt.
 #
 #   bash scripts/provision-cluster.sh           build it into the cache when it is missing or stale
 #   bash scripts/provision-cluster.sh --check   exit 0 only if the cached binary is current
@@ -59,7 +59,7 @@ fi
 # The full rmqttd of earlier versions of this script: gigabytes nobody uses any more.
 rm -rf "$CACHE/rmqttd-0.24.0" "$CACHE/rmqttd-build"
 
-step "building zedops-rmqtt (rmqtt 0.24 from crates.io; about 14 minutes on two cores when cold; log $LOG)"
+step "building zedops-rmqtt (rmqtt 0.24 from crates.io; about 15 minutes on two cores when cold; log $LOG)"
 start=$(date +%s)
 if ! (cd "$SRC" && CARGO_TARGET_DIR="$CACHE/rmqtt-build" cargo build --release --locked) >"$LOG" 2>&1; then
   tail -30 "$LOG" >&2
