@@ -2,8 +2,6 @@
 
 use std::process::Command;
 
-use anyhow::{ensure, Context};
-
 /// A CA (`ca.pem`) and a server certificate (`server.pem`, `server.key`) for localhost,
 /// 127.0.0.1 and the `extra_ips`, made with openssl in `dir`.
 pub fn make_ca(dir: &std::path::Path, extra_ips: &[&str]) -> anyhow::Result<()> {
@@ -88,15 +86,8 @@ fn signed(dir: &std::path::Path, name: &str, subject: &str, ext: &str) -> anyhow
 }
 
 fn openssl(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("openssl")?;
-    ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new("openssl");
+    cmd.args(args).current_dir(dir);
+    crate::procs::run_ok(&mut cmd, &format!("openssl {args:?}"))?;
     Ok(())
 }

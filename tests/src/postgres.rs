@@ -57,23 +57,17 @@ impl Postgres {
         let dir = TempDir::new("postgres")?;
         std::os::unix::fs::chown(&dir.path, Some(user.0), Some(user.1))?;
         let data = dir.path.join("data");
-        let out = as_postgres(&bin.join("initdb"), user)
-            .args([
-                "-D",
-                &data.to_string_lossy(),
-                "-A",
-                "trust",
-                "-U",
-                "zedops",
-                "-N",
-            ])
-            .output()
-            .context("initdb")?;
-        ensure!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut initdb = as_postgres(&bin.join("initdb"), user);
+        initdb.args([
+            "-D",
+            &data.to_string_lossy(),
+            "-A",
+            "trust",
+            "-U",
+            "zedops",
+            "-N",
+        ]);
+        crate::procs::run_ok(&mut initdb, "initdb")?;
         let port = crate::free_port();
         let log = std::fs::File::create(dir.path.join("postgres.log"))?;
         let child = as_postgres(&bin.join("postgres"), user)

@@ -9,6 +9,18 @@ use anyhow::{bail, ensure, Context};
 use zedops_agent::AgentConfig;
 use zedops_proto::{AgentName, BrokerUrl};
 
+/// Runs `cmd` to its end: its output when it exits 0, else an error naming `what`, with what it
+/// wrote to stderr.
+pub fn run_ok(cmd: &mut Command, what: &str) -> anyhow::Result<std::process::Output> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    ensure!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
 /// Path of the `zedops` binary of the same build as the running executable (or `$ZEDOPS_BIN`):
 /// `target/<profile>/zedops`, next to a binary such as `zedops-bench` or one level above a test
 /// executable in `target/<profile>/deps/`.

@@ -447,28 +447,22 @@ async fn mosquitto_rr_runs_an_action_on_an_agent_that_accepts_unsigned_requests(
         })
         .await?;
     let rr = |target: &str, args: serde_json::Value| -> anyhow::Result<serde_json::Value> {
-        let out = Command::new("mosquitto_rr")
-            .args([
-                "-V",
-                "mqttv5",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &serve.mqtt.port().to_string(),
-            ])
-            .args(["-u", &user.username, "-P", &user.password])
-            .args(["-t", &topics::request(target, "action.run")])
-            .args(["-e", &topics::replies(&unique("rr"))])
-            .args(["-m", &args.to_string()])
-            .args(["-D", "publish", "correlation-data", "c-77"])
-            .args(["-W", "20", "-F", "%j"])
-            .output()
-            .context("running mosquitto_rr")?;
-        ensure!(
-            out.status.success(),
-            "mosquitto_rr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut cmd = Command::new("mosquitto_rr");
+        cmd.args([
+            "-V",
+            "mqttv5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &serve.mqtt.port().to_string(),
+        ])
+        .args(["-u", &user.username, "-P", &user.password])
+        .args(["-t", &topics::request(target, "action.run")])
+        .args(["-e", &topics::replies(&unique("rr"))])
+        .args(["-m", &args.to_string()])
+        .args(["-D", "publish", "correlation-data", "c-77"])
+        .args(["-W", "20", "-F", "%j"]);
+        let out = zedops_tests::procs::run_ok(&mut cmd, "mosquitto_rr")?;
         let line: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         assert_eq!(line["properties"]["correlation-data"], "c-77");
         Ok(serde_json::from_str(

@@ -128,20 +128,14 @@ fn mosquitto_rr(
     corr: &str,
 ) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
     let port = e.broker.v5_addr().port().to_string();
-    let out = Command::new("mosquitto_rr")
-        .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port])
+    let mut cmd = Command::new("mosquitto_rr");
+    cmd.args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port])
         .args(["-t", &topics::request(&e.agent.name, op)])
         .args(["-e", &topics::replies(&unique("rr"))])
         .args(["-m", &args.to_string()])
         .args(["-D", "publish", "correlation-data", corr])
-        .args(["-W", "30", "-F", "%j"])
-        .output()
-        .context("running mosquitto_rr (install mosquitto-clients)")?;
-    ensure!(
-        out.status.success(),
-        "mosquitto_rr failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["-W", "30", "-F", "%j"]);
+    let out = zedops_tests::procs::run_ok(&mut cmd, "mosquitto_rr (install mosquitto-clients)")?;
     let line: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let payload = serde_json::from_str(line["payload"].as_str().context("payload")?)?;
     Ok((line, payload))

@@ -7,7 +7,7 @@
 //! its own command topics (requests, and with Home Assistant `…/containers/+/set` and
 //! `…/actions/+/run`) is kept in this table instead of being passed to rumqttd; the front end
 //! holds one subscription of its own per command shape with the agent level a wildcard
-//! ([`UPSTREAM_FILTERS`], see [`super::feed`]) and hands each command it receives to the
+//! ([`upstream_filters`], see [`super::feed`]) and hands each command it receives to the
 //! connections that asked for it. rumqttd then holds a constant number of filters, whatever the
 //! size of the fleet.
 //!
@@ -129,11 +129,11 @@ impl Routes {
         let Some((agent, kind)) = Kind::of_topic(&topic) else {
             return 0;
         };
-        let packet = Packet::Publish(outgoing(publish));
         let map = self.by_agent.lock().unwrap_or_else(|e| e.into_inner());
         let Some(routes) = map.get(agent) else {
             return 0;
         };
+        let packet = Packet::Publish(outgoing(publish));
         let wanted: Vec<&Route> = routes.iter().filter(|r| r.filter.kind == kind).collect();
         let mut groups_served: Vec<&str> = Vec::new();
         let mut sent = 0;
@@ -229,7 +229,7 @@ impl ClientRoutes {
 
     /// Takes a subscription to `filter` here when it is a command filter and there is room:
     /// `true` when the front end serves it (the caller answers the SUBACK itself). Subscribing
-    /// again to the same filter replaces the earlier subscription.
+    /// again to the same filter keeps the one subscription.
     pub(crate) fn subscribe(&self, filter: &str) -> bool {
         let Some(f) = CommandFilter::parse(filter) else {
             return false;
