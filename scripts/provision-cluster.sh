@@ -65,6 +65,13 @@ if ! (cd "$SRC" && CARGO_TARGET_DIR="$CACHE/rmqtt-build" cargo build --release -
   tail -30 "$LOG" >&2
   die "building zedops-rmqtt failed (full log: $LOG)"
 fi
+# Our code like the workspace's: clippy with warnings as errors, when the sources change (the
+# stamp below), in the same target directory.
+step "cargo clippy on tools/rmqtt (warnings are errors)"
+if ! (cd "$SRC" && CARGO_TARGET_DIR="$CACHE/rmqtt-build" cargo clippy --release --locked -- -D warnings) >>"$LOG" 2>&1; then
+  tail -30 "$LOG" >&2
+  die "clippy found problems in tools/rmqtt (full log: $LOG)"
+fi
 mkdir -p "$ROOT/bin"
 install -m 0755 "$CACHE/rmqtt-build/release/zedops-rmqtt" "$BIN"
 sources >"$STAMP"

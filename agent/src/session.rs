@@ -78,14 +78,14 @@ pub(crate) async fn run(
     ));
     log_refused(&actions.reload_files());
     let (opts, will) = mqtt_options(&cfg, &agent, &host, started_at, actions.clone())?;
-    let mut first = opts(&cfg.broker)?;
+    let backoff = Backoff::new(Duration::from_millis(100), cfg.reconnect_max);
+    let brokers = Failover::new(cfg.broker.clone(), cfg.fallback_brokers.clone(), backoff);
+    let mut first = opts(&cfg.broker, brokers.connect_timeout_s())?;
     first.set_last_will(will());
     let (client, eventloop) = AsyncClient::new(first, 16 * 1024);
     let (driver, monitor, docker) = start_docker(&agent, &cfg).await;
     let (in_tx, inbound) = mpsc::channel::<Inbound>(1024);
     let (stop_poll_tx, stop_poll_rx) = tokio::sync::oneshot::channel::<()>();
-    let backoff = Backoff::new(Duration::from_millis(100), cfg.reconnect_max);
-    let brokers = Failover::new(cfg.broker.clone(), cfg.fallback_brokers.clone(), backoff);
     let poll = tokio::spawn(
         poll_loop(eventloop, in_tx, stop_poll_rx, brokers, (opts, will))
             .instrument(info_span!("mqtt", agent = %agent)),
@@ -181,9 +181,10 @@ struct Inputs {
 /// Signs the Last Will afresh (for each connection).
 type WillFn = Box<dyn Fn() -> LastWill + Send>;
 
-/// The agent's MQTT options for a broker, each with a Last Will signed afresh.
+/// The agent's MQTT options for a broker and a handshake deadline (seconds).
 type OptionsFn = Box<
-    dyn Fn(&BrokerUrl) -> Result<rumqttc::v5::MqttOptions, zedops_proto::client::TlsError> + Send,
+    dyn Fn(&BrokerUrl, u64) -> Result<rumqttc::v5::MqttOptions, zedops_proto::client::TlsError>
+        + Send,
 >;
 
 /// How to make the agent's MQTT options for any of its brokers, and how to sign its Last Will
@@ -197,16 +198,7 @@ fn mqtt_options(
 ) -> Result<(OptionsFn, WillFn), AgentError> {
     let (client_id, credentials) = (cfg.client_id(), cfg.credentials.clone());
     let (keep_alive, tls) = (cfg.keep_alive, cfg.tls.clone());
-    // Generous connect timeout: a broker busy with a connection storm (a fleet restarting)
-    // answers late, and a client that gives up reconnects with the same client id, which makes
-    // the storm worse (docs/benchmarks.md). With other nodes to go to, a node that does not
-    // answer within 10 s (a cluster electing a new leader) is left for the next one.
-    let connect_timeout_s = if cfg.fallback_brokers.is_empty() {
-        30
-    } else {
-        10
-    };
-    let options = move |broker: &BrokerUrl| {
+    let options = move |broker: &BrokerUrl, connect_timeout_s: u64| {
         let mut opts = zedops_proto::client::mqtt_options(zedops_proto::client::Connect {
             client_id: client_id.clone(),
             broker,
@@ -220,7 +212,7 @@ fn mqtt_options(
     // The first broker's options are made at once by the caller; the others are checked here,
     // so that a TLS set-up that cannot work fails at start, not at the first failover.
     for b in &cfg.fallback_brokers {
-        options(b)?;
+        options(b, zedops_proto::failover::FIRST_TIMEOUT_S)?;
     }
     let signing_key = cfg.signing.as_ref().map(|s| s.key.clone());
     let (agent, host) = (agent.to_owned(), host.to_owned());
@@ -702,18 +694,24 @@ async fn poll_loop(
                 }
                 let _ = tx.try_send(Inbound::Disconnected(e.to_string()));
                 let failure = crate::connection::describe(&e, &brokers.current().to_string());
+                if matches!(e, rumqttc::v5::ConnectionError::Timeout(_)) {
+                    brokers.timed_out();
+                }
                 let (delay, moved) = brokers.failed();
                 if log.failed(&failure, delay) {
                     let _ = tx.send(Inbound::Refused(failure.cause)).await;
                     return;
                 }
+                let timeout_s = brokers.connect_timeout_s();
                 if moved {
-                    match options(brokers.current()) {
+                    match options(brokers.current(), timeout_s) {
                         Ok(o) => eventloop.options = o,
                         Err(e) => warn!(error = %e, "cannot set up TLS to the next broker"),
                     }
-                    info!(broker = %brokers.current(), "trying the next broker");
+                    let in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    info!(broker = %brokers.current(), in_ms, timeout_s, "trying the next broker");
                 }
+                eventloop.options.set_connection_timeout(timeout_s);
                 eventloop.options.set_last_will(will());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -192,10 +192,14 @@ pub fn start(
         .clone()
         .unwrap_or_else(|| zedops_proto::identity::api_client_id(rand::random()));
     let options = options_fn(&cfg, &client_id);
-    let (client, eventloop) = AsyncClient::new(options(&cfg.broker), 16 * 1024);
+    // One client per replica, not a fleet: no herd to spread, and until it is back no agent is
+    // visible, so it retries at least every second (a cluster electing a leader refuses everyone
+    // for ~5 s; a 5 s cap cost up to 3.4 s more after the nodes took connections again).
     let backoff =
-        zedops_proto::client::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        zedops_proto::client::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let brokers = Failover::new(cfg.broker.clone(), cfg.fallback_brokers.clone(), backoff);
+    let first = options(&cfg.broker, brokers.connect_timeout_s());
+    let (client, eventloop) = AsyncClient::new(first, 16 * 1024);
     let link = Arc::new(Link {
         client,
         reply_topic: topics::replies(&client_id),
@@ -226,8 +230,8 @@ pub fn start(
     (link, task)
 }
 
-/// The API's MQTT options for one of its brokers.
-type OptionsFn = Box<dyn Fn(&BrokerUrl) -> rumqttc::v5::MqttOptions + Send>;
+/// The API's MQTT options for one of its brokers and a handshake deadline (seconds).
+type OptionsFn = Box<dyn Fn(&BrokerUrl, u64) -> rumqttc::v5::MqttOptions + Send>;
 
 fn options_fn(cfg: &MqttConfig, client_id: &str) -> OptionsFn {
     let (client_id, credentials, tls) = (
@@ -235,13 +239,13 @@ fn options_fn(cfg: &MqttConfig, client_id: &str) -> OptionsFn {
         cfg.credentials.clone(),
         cfg.tls.clone(),
     );
-    Box::new(move |broker: &BrokerUrl| {
+    Box::new(move |broker: &BrokerUrl, connect_timeout_s: u64| {
         let connect = zedops_proto::client::Connect {
             client_id: client_id.clone(),
             broker,
             credentials: credentials.clone(),
             keep_alive: Duration::from_secs(15),
-            connect_timeout_s: 5,
+            connect_timeout_s,
         };
         let mut opts = zedops_proto::client::mqtt_options(connect);
         if let Err(e) = zedops_proto::client::set_tls(&mut opts, broker, &tls) {
@@ -390,11 +394,17 @@ async fn poll(
                 } else {
                     debug!(error = %e, "API cannot reach the broker yet");
                 }
-                let (delay, moved) = brokers.failed();
-                if moved {
-                    el.options = options(brokers.current());
-                    info!(broker = %brokers.current(), "API trying the next broker");
+                if matches!(e, rumqttc::v5::ConnectionError::Timeout(_)) {
+                    brokers.timed_out();
                 }
+                let (delay, moved) = brokers.failed();
+                let timeout_s = brokers.connect_timeout_s();
+                if moved {
+                    el.options = options(brokers.current(), timeout_s);
+                    let in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    info!(broker = %brokers.current(), in_ms, timeout_s, "API trying the next broker");
+                }
+                el.options.set_connection_timeout(timeout_s);
                 tokio::time::sleep(delay).await;
             }
         }

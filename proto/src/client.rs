@@ -53,7 +53,8 @@ pub struct Connect<'a> {
     pub broker: &'a crate::BrokerUrl,
     pub credentials: Option<(String, String)>,
     pub keep_alive: std::time::Duration,
-    /// Seconds for the TCP connect and the CONNACK.
+    /// Seconds for the whole handshake: TCP connect, TLS, CONNECT → CONNACK
+    /// ([`crate::failover::Failover::connect_timeout_s`]).
     pub connect_timeout_s: u64,
 }
 
@@ -70,6 +71,9 @@ pub fn mqtt_options(c: Connect<'_>) -> rumqttc::v5::MqttOptions {
     if let Some((u, p)) = c.credentials {
         opts.set_credentials(u, p);
     }
+    // rumqttc 0.25's MQTT 5 event loop bounds the handshake with the options' own timeout
+    // (5 s unless set) and never reads the network options' one: set both.
+    opts.set_connection_timeout(c.connect_timeout_s);
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(c.connect_timeout_s);
@@ -108,6 +112,20 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.next = self.min;
+    }
+
+    /// The shortest delay (`min`, jittered), leaving the sequence where it is.
+    pub fn shortest(&self) -> std::time::Duration {
+        self.min.mul_f64(rand::random_range(0.75..1.25))
+    }
+
+    /// The next delay with full jitter: uniform between `min` and the base (which doubles up to
+    /// `max` with each call, as in [`Backoff::next_delay`]). Half the mean wait of
+    /// `next_delay`, and a herd spread over the whole interval rather than ±25 % of it.
+    pub fn next_full_jitter(&mut self) -> std::time::Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(rand::random_range(0.0..1.0)).max(self.min)
     }
 
     /// The next delay; each call doubles the base up to `max`.
@@ -150,5 +168,25 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn full_jitter_spreads_between_the_minimum_and_the_doubling_base() {
+        let min = Duration::from_millis(100);
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| {
+                let mut b = Backoff::new(min, Duration::from_secs(10));
+                (0..4).map(|_| b.next_full_jitter()).last().unwrap()
+            })
+            .collect();
+        let (lo, hi) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(
+            *lo >= min && *hi <= Duration::from_millis(800),
+            "{lo:?}..{hi:?}"
+        );
+        assert!(
+            *hi - *lo > Duration::from_millis(400),
+            "not spread: {lo:?}..{hi:?}"
+        );
     }
 }

@@ -3,6 +3,12 @@
 //! and each failed attempt moves them to the next one, round and round. The first retry after a
 //! connection that was up is lost waits a random part of [`SCATTER`], so that the agents of a
 //! broker node that died do not all arrive at the next node in the same instant.
+//!
+//! How long an attempt may wait for its CONNACK depends on what else there is to try
+//! ([`Failover::connect_timeout_s`]): with one broker, long (a broker busy with a connection storm
+//! answers late, and a client that gives up and comes back makes the storm worse); with several,
+//! short at first (a cluster node in the middle of an election accepts the TCP connection and
+//! answers nothing, and the next node may be ready), growing with each round of failures.
 
 use std::time::Duration;
 
@@ -11,6 +17,11 @@ use crate::BrokerUrl;
 
 /// The first retry after a lost connection waits a uniformly random time up to this long.
 pub const SCATTER: Duration = Duration::from_millis(1500);
+/// The handshake deadline of a client with one broker, and the most any attempt waits.
+pub const LONE_TIMEOUT_S: u64 = 30;
+/// The handshake deadline of a client with other brokers to try, until attempts time out; it
+/// doubles with each round's worth of attempts that timed out, up to [`LONE_TIMEOUT_S`].
+pub const FIRST_TIMEOUT_S: u64 = 3;
 
 /// The brokers a client may use, the one it uses now, and its reconnect delays.
 #[derive(Debug, Clone)]
@@ -20,6 +31,10 @@ pub struct Failover {
     backoff: Backoff,
     /// The last attempt reached a CONNACK: the next failure is a lost connection.
     connected: bool,
+    /// Failed attempts since the last CONNACK.
+    attempts: u32,
+    /// Of those, the attempts that timed out ([`Failover::timed_out`]).
+    timeouts: u32,
 }
 
 impl Failover {
@@ -32,6 +47,8 @@ impl Failover {
             at: 0,
             backoff,
             connected: false,
+            attempts: 0,
+            timeouts: 0,
         }
     }
 
@@ -49,21 +66,52 @@ impl Failover {
     pub fn connected(&mut self) {
         self.backoff.reset();
         self.connected = true;
+        self.attempts = 0;
+        self.timeouts = 0;
+    }
+
+    /// The attempt that is failing ran out of time (no CONNACK within
+    /// [`Failover::connect_timeout_s`]); call before [`Failover::failed`].
+    pub fn timed_out(&mut self) {
+        self.timeouts = self.timeouts.saturating_add(1);
+    }
+
+    /// Seconds the next attempt may take until its CONNACK: [`LONE_TIMEOUT_S`] with one broker;
+    /// with several, [`FIRST_TIMEOUT_S`] doubled for each round's worth of attempts that timed
+    /// out (a quick refusal says nothing about how long a handshake takes).
+    pub fn connect_timeout_s(&self) -> u64 {
+        let n = self.urls.len() as u32;
+        if n == 1 {
+            return LONE_TIMEOUT_S;
+        }
+        let rounds = (self.timeouts / n).min(8);
+        (FIRST_TIMEOUT_S << rounds).min(LONE_TIMEOUT_S)
     }
 
     /// A failure (an attempt, or the connection that was up). Returns how long to wait, and
     /// whether the client must now connect to another broker ([`Failover::current`] changed).
     /// A lost connection is retried once on the same broker (a blip, a broker restarting) after
-    /// a scattered wait; a failed attempt moves on to the next broker.
+    /// a scattered wait; a failed attempt moves on to the next broker. Within a round of the
+    /// brokers the next one is tried after the backoff's shortest delay; each round that fails
+    /// as a whole waits the next, doubled, delay with full jitter — so a cluster that refuses
+    /// everyone for a few seconds (an election) does not leave its clients waiting long after
+    /// it is back, and the clients of a dead node are spread over the whole interval.
     pub fn failed(&mut self) -> (Duration, bool) {
         if std::mem::take(&mut self.connected) {
             return (SCATTER.mul_f64(rand::random_range(0.0..1.0)), false);
         }
-        let delay = self.backoff.next_delay();
-        if self.urls.len() == 1 {
-            return (delay, false);
+        self.attempts = self.attempts.saturating_add(1);
+        let n = self.urls.len();
+        if n == 1 {
+            return (self.backoff.next_delay(), false);
         }
-        self.at = (self.at + 1) % self.urls.len();
+        self.at = (self.at + 1) % n;
+        let round_done = self.attempts % n as u32 == 0;
+        let delay = if round_done {
+            self.backoff.next_full_jitter()
+        } else {
+            self.backoff.shortest()
+        };
         (delay, true)
     }
 }
@@ -121,6 +169,49 @@ mod tests {
             .collect();
         let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
         assert!(*max - *min > SCATTER / 2, "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn delays_stay_short_within_a_round_and_double_per_round() {
+        let mut f = failover();
+        let waits: Vec<Duration> = (0..9).map(|_| f.failed().0).collect();
+        let short = Duration::from_millis(125);
+        for (i, w) in waits.iter().enumerate() {
+            let round_end = (i + 1) % 3 == 0;
+            assert!(round_end || *w <= short, "attempt {i}: {w:?}");
+        }
+        // The rounds' ends: full jitter over 100, 200, 400 ms (at least the 100 ms minimum).
+        let ends = [waits[2], waits[5], waits[8]];
+        let bounds = [100, 200, 400].map(Duration::from_millis);
+        for (end, bound) in ends.iter().zip(bounds) {
+            assert!(
+                *end >= Duration::from_millis(100) && *end <= bound,
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn handshake_deadlines_start_short_with_other_brokers_and_grow_per_round() {
+        let mut f = failover();
+        assert_eq!(f.connect_timeout_s(), FIRST_TIMEOUT_S);
+        for _ in 0..6 {
+            f.failed(); // refused at once: the deadline stays
+        }
+        assert_eq!(f.connect_timeout_s(), FIRST_TIMEOUT_S);
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            f.timed_out();
+            f.failed();
+            seen.push(f.connect_timeout_s());
+        }
+        assert_eq!(seen, [3, 3, 6, 6, 6, 12, 12, 12, 24, 24, 24, 30]);
+        f.connected();
+        f.failed(); // the lost connection itself is not a failed attempt
+        assert_eq!(f.connect_timeout_s(), FIRST_TIMEOUT_S);
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let lone = Failover::new(url("a"), Vec::new(), backoff);
+        assert_eq!(lone.connect_timeout_s(), LONE_TIMEOUT_S);
     }
 
     #[test]

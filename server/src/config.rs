@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use zedops_proto::client::TlsSettings;
 use zedops_proto::{AgentName, BrokerList};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     /// HTTP API and dashboard.
     pub listen: SocketAddr,
@@ -41,6 +41,34 @@ pub struct ServeConfig {
     /// Where agents on other hosts reach the API (`--public-url`); default from the listeners
     /// (`crate::public`).
     pub public_url: Option<String>,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Passwords are never printed: the broker login's, and the database URL's.
+        let database = self.database.as_deref().map(zedops_api::store::redact);
+        let login = self
+            .broker_credentials
+            .as_ref()
+            .map(|(u, _)| (u, "<redacted>"));
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database", &database)
+            .field("no_auth", &self.no_auth)
+            .field("broker", &self.broker)
+            .field("broker_credentials", &login)
+            .field("broker_tls", &self.broker_tls)
+            .field("broker_auth_hook", &self.broker_auth_hook)
+            .field("mqtt_listen", &self.mqtt_listen)
+            .field("mqtt311_listen", &self.mqtt311_listen)
+            .field("mqtt311", &self.mqtt311)
+            .field("tls", &self.tls)
+            .field("local_agent", &self.local_agent)
+            .field("limits", &self.limits)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
 }
 
 /// The agent inside `zedops serve`.
@@ -95,4 +123,22 @@ impl ServeConfig {
 /// The default name of the local agent: this host's name, made a valid agent name.
 pub fn default_agent_name() -> AgentName {
     AgentName::from_hostname(&zedops_proto::client::hostname().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_password() {
+        let mut cfg = ServeConfig::new("/tmp/d".into());
+        cfg.broker_credentials = Some(("zedops-api".into(), "hunter2-broker".into()));
+        cfg.database = Some("postgres://zedops:hunter2-db@db:5432/zedops".into());
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("zedops-api") && text.contains("db:5432"),
+            "{text}"
+        );
+    }
 }

@@ -16,6 +16,36 @@ pub const LABEL: &str = "zedops.test";
 pub struct Docker;
 
 impl Docker {
+    /// The host's address on Docker's default bridge, as a container sees the server: the
+    /// network's IPAM gateway, or — when the engine leaves that empty (Debian's docker.io 20.10
+    /// on some hosts lists only the subnet) — the bridge interface's own IPv4 address.
+    pub fn bridge_gateway() -> anyhow::Result<String> {
+        let inspect = |f: &str| Self::run(&["network", "inspect", "bridge", "-f", f]);
+        let gateway = inspect("{{range .IPAM.Config}}{{.Gateway}}{{end}}")?;
+        if !gateway.is_empty() {
+            return Ok(gateway);
+        }
+        let name = inspect("{{index .Options \"com.docker.network.bridge.name\"}}")?;
+        let name = if name.is_empty() {
+            "docker0".to_owned()
+        } else {
+            name
+        };
+        let out = Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", &name])
+            .output()
+            .context("running ip addr")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `5: docker0    inet 172.17.0.1/16 brd … scope global docker0`
+        let addr = text
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .map(str::to_owned);
+        addr.with_context(|| format!("no IPv4 address on Docker's bridge {name}: {text}"))
+    }
+
     /// Runs `docker ARGS` and returns its trimmed stdout, or an error with stderr.
     pub fn run(args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("docker")

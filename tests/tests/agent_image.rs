@@ -66,13 +66,7 @@ async fn the_agent_image_enrolls_survives_a_restart_and_protects_itself() -> any
     ensure!(out.status.success(), "agent-image.sh: {out:?}");
 
     // The server as another host sees it: Docker's bridge gateway.
-    let gateway = Docker::run(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ])?;
+    let gateway = Docker::bridge_gateway()?;
     let (http_port, mqtt_port) = (free_port(), free_port());
     let public = format!("http://{gateway}:{http_port}");
     let serve = Serve::start_on(
