@@ -16,16 +16,25 @@ pub struct Secured {
 }
 
 impl Secured {
-    /// A server whose local agent is named after `prefix`.
-    pub fn start(prefix: &str) -> anyhow::Result<Self> {
+    /// A server whose local agent is named after `prefix`, once that agent answers a ping through
+    /// the API (a test's first request must not race the agent's first connection).
+    pub async fn start(prefix: &str) -> anyhow::Result<Self> {
         crate::init_logs();
         let agent = crate::unique(prefix);
         let serve = Serve::start(&[&format!("--local-agent={agent}")], "warn")?;
-        Ok(Self {
+        let s = Self {
             serve,
             agent,
             http: reqwest::Client::new(),
-        })
+        };
+        crate::eventually(
+            "the local agent answers",
+            Duration::from_secs(30),
+            || async { (s.ping().await.ok()? == 200).then_some(()) },
+        )
+        .await
+        .with_context(|| s.serve.logs())?;
+        Ok(s)
     }
 
     /// `POST /api/v1/mqtt-users` as admin; returns the password.

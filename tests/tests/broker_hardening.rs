@@ -35,7 +35,7 @@ async fn sub_one(
 /// 3.1.1 client and then refused that listener to everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt311_clients_read_signed_state_and_reconnect() -> anyhow::Result<()> {
-    let s = Stack::start("hard")?;
+    let s = Stack::start("hard").await?;
     let pw = s.mqtt_user("ha", false).await?;
     let port = s.serve.mqtt.port();
     for (round, version) in ["mqttv311", "mqttv311", "mqttv5", "mqttv311"]
@@ -87,7 +87,7 @@ fn connect_bytes(client_id: &str, user: &str, pass: &str) -> anyhow::Result<Byte
 /// the broker accepting that client id and others, and the API and agent working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_reset_does_not_wedge_the_broker() -> anyhow::Result<()> {
-    let s = Stack::start("hard")?;
+    let s = Stack::start("hard").await?;
     let pw = s.mqtt_user("resetter", false).await?;
     let bytes = connect_bytes("victim", "resetter", &pw)?;
     for _ in 0..30 {
@@ -133,7 +133,7 @@ async fn connect_and_reset_does_not_wedge_the_broker() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integration_users_cannot_forge_state_or_send_commands_without_rights() -> anyhow::Result<()>
 {
-    let s = Stack::start("hard")?;
+    let s = Stack::start("hard").await?;
     let reader_pw = s.mqtt_user("reader", false).await?;
     let writer_pw = s.mqtt_user("writer", false).await?;
     let mut watch = TestClient::connect_with(
@@ -271,7 +271,7 @@ async fn no_auth_keeps_the_anonymous_broker_on_loopback() -> anyhow::Result<()> 
 async fn random_bytes_from_clients_never_wedge_the_broker() -> anyhow::Result<()> {
     use rand::Rng;
     use tokio::io::AsyncReadExt;
-    let s = Stack::start("hard")?;
+    let s = Stack::start("hard").await?;
     let pw = s.mqtt_user("fuzzer", false).await?;
     let mut rng = rand::rng();
     for i in 0..150u32 {

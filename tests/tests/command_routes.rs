@@ -49,7 +49,7 @@ fn watch_requests(
 /// subscription is a shared group, answers every ping meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_of_an_agents_requests_get_them_over_both_protocols() -> anyhow::Result<()> {
-    let s = Stack::start("routes")?;
+    let s = Stack::start("routes").await?;
     let pw = s.mqtt_user("watcher", false).await?;
     let v5 = watch_requests(&s, "mqttv5", ("watcher", &pw))?;
     let v4 = watch_requests(&s, "mqttv311", ("watcher", &pw))?;
@@ -121,7 +121,7 @@ fn message_and_grant(stdout: &[u8], topic: &str) -> (String, Option<String>) {
 /// away leaves nothing behind: the agent still answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsubscribed_client_gets_no_more_requests() -> anyhow::Result<()> {
-    let s = Stack::start("routes")?;
+    let s = Stack::start("routes").await?;
     let pw = s.mqtt_user("leaver", false).await?;
     let filter = zedops_proto::topics::requests_of(&s.agent);
     let mut c = TestClient::connect_with(
