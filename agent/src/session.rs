@@ -477,7 +477,7 @@ impl MainLoop {
                 let op = op.to_owned();
                 spawn_request(p, op, &self.serving);
             }
-            Some(Topic::Resync) => {
+            Some(Topic::Resync) if zedops_proto::resync::asks(&p.payload, &self.agent) => {
                 let delay = Duration::from_millis(rand::rng().random_range(0..1000));
                 self.resync_at
                     .get_or_insert(tokio::time::Instant::now() + delay);

@@ -166,11 +166,12 @@ impl Fleet {
 
     /// Agents whose state arrived only in part: a snapshot without a status, or online without a
     /// snapshot. Retained and resync deliveries can be dropped by a busy broker (QoS 0).
-    pub fn incomplete(&self) -> usize {
+    pub fn incomplete(&self) -> Vec<String> {
         self.read()
             .values()
             .filter(|e| e.status.is_none() || (e.online() && e.snapshot.is_none()))
-            .count()
+            .map(|e| e.name.clone())
+            .collect()
     }
 
     /// (agents known, agents online, containers known).
@@ -214,6 +215,19 @@ mod tests {
             Some(Change::AgentOffline(_))
         ));
         assert!(!f.get("m").unwrap().online());
+    }
+
+    #[test]
+    fn incomplete_names_the_agents_still_missing_a_part() {
+        let f = Fleet::default();
+        f.apply_status("whole", &status("whole", "online"));
+        f.apply_snapshot(
+            "whole",
+            br#"{"agent":"whole","seq":1,"taken_at":"2026-01-01T00:00:00Z","containers":[]}"#,
+        );
+        f.apply_status("no-snapshot", &status("no-snapshot", "online"));
+        f.apply_status("offline", &status("offline", "offline"));
+        assert_eq!(f.incomplete(), ["no-snapshot"]);
     }
 
     #[test]

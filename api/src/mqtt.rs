@@ -271,7 +271,7 @@ async fn fill_gaps(link: Arc<Link>, fleet: Arc<Fleet>) {
             continue;
         }
         let missing = fleet.incomplete();
-        if missing == 0 {
+        if missing.is_empty() {
             backoff = FIRST;
             continue;
         }
@@ -279,12 +279,15 @@ async fn fill_gaps(link: Arc<Link>, fleet: Arc<Fleet>) {
             continue;
         }
         info!(
-            agents = missing,
-            "some agents' state is incomplete; fleet resync requested again"
+            agents = missing.len(),
+            "some agents' state is incomplete; resync requested of them"
         );
+        // Only those agents (up to resync::MAX_NAMED, else everyone): a blast from the whole
+        // fleet would be dropped again by the broker that dropped the first.
+        let payload = zedops_proto::resync::payload(&missing);
         if let Err(e) = link
             .client
-            .try_publish(topics::RESYNC, QoS::AtMostOnce, false, Vec::new())
+            .try_publish(topics::RESYNC, QoS::AtMostOnce, false, payload)
         {
             warn!(error = %e, "resync broadcast dropped");
         }

@@ -40,6 +40,7 @@ pub mod model;
 pub mod names;
 pub mod ops;
 pub mod reply;
+pub mod resync;
 pub mod sign;
 pub mod since;
 pub mod sse;

@@ -60,12 +60,16 @@ pub enum Profile {
     Full,
     /// What `zedops agent --no-container-topics` does: publishes status and snapshot only.
     Lean,
+    /// `Full` as agents before targeted resyncs did (before 2026-12-02, `proto/src/resync.rs`):
+    /// every `fleet/resync` makes them republish, whoever it names — the reference for the
+    /// API's gap filling at large fleets.
+    FullEveryResync,
 }
 
 impl Profile {
     fn pubs_per_agent(self) -> usize {
         match self {
-            Profile::Full => CONTAINERS + 2,
+            Profile::Full | Profile::FullEveryResync => CONTAINERS + 2,
             Profile::Lean => 2,
         }
     }
@@ -107,6 +111,12 @@ pub async fn run(o: &Opts) -> anyhow::Result<Vec<Table>> {
             let failed = runs.last().is_some_and(|r| r.failure.is_some());
             if kind == "embedded" && (failed || n >= 5000) {
                 runs.push(one_run(kind, Profile::Lean, n, &sims, o.quick).await);
+            }
+            // Where a busy broker drops copies, the API's gap filling matters: beside the same
+            // fleet as agents answered every resync before they honoured targeted ones.
+            if kind == "mosquitto" && n >= 5000 {
+                let old = Profile::FullEveryResync;
+                runs.push(one_run(kind, old, n, &sims, o.quick).await);
             }
         }
     }

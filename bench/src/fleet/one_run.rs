@@ -51,6 +51,9 @@ impl Run {
         match self.profile {
             Profile::Full => self.broker.to_owned(),
             Profile::Lean => format!("{}, agents with --no-container-topics", self.broker),
+            Profile::FullEveryResync => {
+                format!("{}, agents answering every resync (before)", self.broker)
+            }
         }
     }
 }
@@ -214,7 +217,7 @@ async fn connect(r: &mut Run, c: &Counters, quick: bool) -> anyhow::Result<()> {
             .and_then(|s| s.parse().ok())
             .unwrap_or(match (quick, r.profile) {
                 (true, _) => 30,
-                (false, Profile::Full) => 300,
+                (false, Profile::Full | Profile::FullEveryResync) => 300,
                 (false, Profile::Lean) => 150,
             }),
     );

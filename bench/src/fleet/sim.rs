@@ -282,7 +282,10 @@ pub(super) async fn sim_agent(
                 c.received.fetch_add(1, Ordering::Relaxed);
                 c.received_bytes
                     .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-                if p.topic.as_ref() == topics::RESYNC.as_bytes() {
+                if p.topic.as_ref() == topics::RESYNC.as_bytes()
+                    && (profile == Profile::FullEveryResync
+                        || zedops_proto::resync::asks(&p.payload, &sim.name))
+                {
                     let delay = Duration::from_millis(rand::rng().random_range(0..1000));
                     let (sim, client, c) = (sim.clone(), client.clone(), c.clone());
                     seq += 1;
