@@ -82,6 +82,9 @@ pub struct Cluster {
     bin: PathBuf,
 }
 
+/// What rmqtt logs when a port it was given is taken.
+const PORT_CLASH: &str = "Address already in use";
+
 /// The ports one node uses.
 struct Ports {
     mqtt: u16,
@@ -91,7 +94,24 @@ struct Ports {
 
 impl Cluster {
     /// `n` nodes; with `hook`, every connection and topic is decided by the API's hook.
+    ///
+    /// Ports are picked free and then bound by rmqtt, and raft binds without SO_REUSEADDR: with
+    /// several clusters starting at once (the tests run in parallel) a port can be taken in
+    /// between. Such a clash starts the whole cluster again on fresh ports, up to three times.
     pub async fn start(n: usize, hook: Option<&Hook>) -> anyhow::Result<Self> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once(n, hook).await {
+                Err(e) if tries < 3 && format!("{e:#}").contains(PORT_CLASH) => {
+                    eprintln!("rmqtt cluster: a port was taken meanwhile; starting again");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn start_once(n: usize, hook: Option<&Hook>) -> anyhow::Result<Self> {
         let bin = rmqtt_bin()?;
         let dir = TempDir::new("rmqtt")?;
         let ports: Vec<Ports> = (0..n)
@@ -150,15 +170,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Until node `i` listens; a port clash in its log ends the wait at once.
     async fn listening(&self, i: usize) -> anyhow::Result<()> {
         let addr = self.nodes[i].mqtt;
-        crate::eventually(
+        let log = self.dir.path.join(format!("node-{}.log", i + 1));
+        let clashed = || std::fs::read_to_string(&log).is_ok_and(|t| t.contains(PORT_CLASH));
+        let listening = crate::eventually(
             &format!("rmqtt node {} to listen on {addr}", i + 1),
             Duration::from_secs(20),
-            || async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+            || async move {
+                if clashed() {
+                    return Some(false);
+                }
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .ok()
+                    .map(|_| true)
+            },
         )
         .await
-        .with_context(|| self.log(i))
+        .with_context(|| self.log(i))?;
+        anyhow::ensure!(listening, "{}", self.log(i));
+        Ok(())
     }
 
     /// Every node's MQTT URL, comma-separated in node order: a `--broker` list.
