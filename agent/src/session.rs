@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use rand::Rng;
 use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use zedops_proto::topics::{self, Topic};
@@ -694,27 +694,23 @@ async fn poll_loop(
                 }
                 let _ = tx.try_send(Inbound::Disconnected(e.to_string()));
                 let failure = crate::connection::describe(&e, &brokers.current().to_string());
-                if matches!(e, rumqttc::v5::ConnectionError::Timeout(_)) {
-                    brokers.timed_out();
-                }
-                let (delay, moved) = brokers.failed();
-                if log.failed(&failure, delay) {
+                let next = brokers.retry(matches!(e, ConnectionError::Timeout(_)));
+                if log.failed(&failure, next.delay) {
                     let _ = tx.send(Inbound::Refused(failure.cause)).await;
                     return;
                 }
-                let timeout_s = brokers.connect_timeout_s();
-                if moved {
-                    match options(brokers.current(), timeout_s) {
+                if next.moved {
+                    match options(brokers.current(), next.timeout_s) {
                         Ok(o) => eventloop.options = o,
                         Err(e) => warn!(error = %e, "cannot set up TLS to the next broker"),
                     }
-                    let in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    let (in_ms, timeout_s) = (next.delay_ms(), next.timeout_s);
                     info!(broker = %brokers.current(), in_ms, timeout_s, "trying the next broker");
                 }
-                eventloop.options.set_connection_timeout(timeout_s);
+                eventloop.options.set_connection_timeout(next.timeout_s);
                 eventloop.options.set_last_will(will());
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(next.delay) => {}
                     _ = &mut stop => return,
                 }
             }

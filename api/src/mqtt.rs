@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 use zedops_proto::ops::Op;
@@ -388,7 +388,7 @@ async fn poll(
                 }
                 if link.connected.swap(false, Ordering::SeqCst) {
                     warn!(error = %e, "API lost the broker; reconnecting");
-                } else if let rumqttc::v5::ConnectionError::ConnectionRefused(code) = &e {
+                } else if let ConnectionError::ConnectionRefused(code) = &e {
                     // Bad credentials or no right to connect: said, at most every 30 s.
                     if refused_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
                         warn!(reason = ?code, "the broker refused the API's connection (with an external broker, check --broker-username and --broker-password); retrying");
@@ -397,18 +397,14 @@ async fn poll(
                 } else {
                     debug!(error = %e, "API cannot reach the broker yet");
                 }
-                if matches!(e, rumqttc::v5::ConnectionError::Timeout(_)) {
-                    brokers.timed_out();
-                }
-                let (delay, moved) = brokers.failed();
-                let timeout_s = brokers.connect_timeout_s();
-                if moved {
-                    el.options = options(brokers.current(), timeout_s);
-                    let in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                let next = brokers.retry(matches!(e, ConnectionError::Timeout(_)));
+                if next.moved {
+                    el.options = options(brokers.current(), next.timeout_s);
+                    let (in_ms, timeout_s) = (next.delay_ms(), next.timeout_s);
                     info!(broker = %brokers.current(), in_ms, timeout_s, "API trying the next broker");
                 }
-                el.options.set_connection_timeout(timeout_s);
-                tokio::time::sleep(delay).await;
+                el.options.set_connection_timeout(next.timeout_s);
+                tokio::time::sleep(next.delay).await;
             }
         }
     }

@@ -23,6 +23,23 @@ pub const LONE_TIMEOUT_S: u64 = 30;
 /// doubles with each round's worth of attempts that timed out, up to [`LONE_TIMEOUT_S`].
 pub const FIRST_TIMEOUT_S: u64 = 3;
 
+/// What a client does after a failure ([`Failover::retry`]): wait `delay`, then connect to
+/// [`Failover::current`] (another broker than before when `moved`) with a handshake deadline of
+/// `timeout_s` seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub delay: Duration,
+    pub moved: bool,
+    pub timeout_s: u64,
+}
+
+impl Retry {
+    /// `delay` in whole milliseconds, for logs.
+    pub fn delay_ms(&self) -> u64 {
+        u64::try_from(self.delay.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 /// The brokers a client may use, the one it uses now, and its reconnect delays.
 #[derive(Debug, Clone)]
 pub struct Failover {
@@ -70,10 +87,18 @@ impl Failover {
         self.timeouts = 0;
     }
 
-    /// The attempt that is failing ran out of time (no CONNACK within
-    /// [`Failover::connect_timeout_s`]); call before [`Failover::failed`].
-    pub fn timed_out(&mut self) {
-        self.timeouts = self.timeouts.saturating_add(1);
+    /// A failure, as [`Failover::failed`]; `timed_out` when the attempt ran out of time (no
+    /// CONNACK within [`Failover::connect_timeout_s`]). What to do next, deadline included.
+    pub fn retry(&mut self, timed_out: bool) -> Retry {
+        if timed_out {
+            self.timeouts = self.timeouts.saturating_add(1);
+        }
+        let (delay, moved) = self.failed();
+        Retry {
+            delay,
+            moved,
+            timeout_s: self.connect_timeout_s(),
+        }
     }
 
     /// Seconds the next attempt may take until its CONNACK: [`LONE_TIMEOUT_S`] with one broker;
@@ -201,9 +226,7 @@ mod tests {
         assert_eq!(f.connect_timeout_s(), FIRST_TIMEOUT_S);
         let mut seen = Vec::new();
         for _ in 0..12 {
-            f.timed_out();
-            f.failed();
-            seen.push(f.connect_timeout_s());
+            seen.push(f.retry(true).timeout_s);
         }
         assert_eq!(seen, [3, 3, 6, 6, 6, 12, 12, 12, 24, 24, 24, 30]);
         f.connected();
