@@ -163,6 +163,8 @@ async fn generated_client_lists_agents_and_restarts_a_container() -> anyhow::Res
 async fn schemathesis_finds_the_spec_and_the_api_in_agreement() -> anyhow::Result<()> {
     init_logs();
     let serve = zedops_tests::procs::Serve::start(&[], "warn")?;
+    // `/readyz` is among the operations: it answers 503 until the API has warmed up, by design.
+    serve.ready().await?;
     let auth = format!("Authorization: Bearer {}", serve.admin_token);
     let run = python(
         &[
