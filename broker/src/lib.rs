@@ -27,8 +27,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttd::protocol::v5::V5;
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use rumqttd::{Router, RouterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::info;
@@ -109,8 +108,6 @@ pub enum BrokerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the MQTT listener on {addr} did not come up within {waited:?}")]
-    NotListening { addr: SocketAddr, waited: Duration },
     #[error("cannot start the broker's runtime: {0}")]
     Runtime(std::io::Error),
     #[error("{0}")]
@@ -212,29 +209,6 @@ pub fn free_port(ip: std::net::IpAddr) -> u16 {
         .unwrap_or(0)
 }
 
-/// rumqttd's settings for the front end's loopback listener: authenticated with the front end's
-/// per-process secret, so no other local process can reach rumqttd around the front end.
-fn upstream_settings(listen: SocketAddr, secret: Arc<(String, String)>) -> ServerSettings {
-    let mut s = ServerSettings {
-        name: format!("upstream-{}", listen.port()),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 10_000,
-            max_payload_size: zedops_proto::MAX_PACKET_BYTES,
-            max_inflight_count: 500,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
-    };
-    s.set_auth_handler(move |_client_id: String, user: String, pass: String| {
-        std::future::ready(user == secret.0 && pass == secret.1)
-    });
-    s
-}
-
 /// Binds a front-end listener (held from here on: no window for another process to take it).
 fn bind(addr: SocketAddr) -> Result<StdTcpListener, BrokerError> {
     let l = StdTcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?;
@@ -252,26 +226,15 @@ fn local_addr(l: &StdTcpListener, addr: SocketAddr) -> Result<SocketAddr, Broker
 pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let (listeners, addrs) = bind_listeners(&config, tls.is_some())?;
-    // Two threads besides rumqttd's router: the front end's connections on one, rumqttd's
-    // connection tasks on the other, so that relaying and rumqttd's own work use both cores
-    // under load (a fleet connecting at once); each runtime is single-threaded.
-    let runtime = single_thread_runtime("zedops-broker-front")?;
-    let links = single_thread_runtime("zedops-broker-links")?;
-    let upstream = router_upstream(&config, &links);
-    let shared = Arc::new(front::Shared {
-        auth: config.auth.clone(),
-        upstream: upstream.clone(),
-        routes: Arc::new(front::routes::Routes::default()),
-        max_packet: zedops_proto::MAX_PACKET_BYTES,
-        slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-    });
-    let (links_stop, links_thread) = park(links, "zedops-broker-links-owner")?;
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // Two threads: rumqttd's router, and the front end's connections (a single-threaded
+    // runtime, with a few blocking threads on which new links wait for the router).
+    let runtime = front_runtime()?;
     let front = Front {
-        upstream,
+        router: front::link::Router::spawn(Router::new(0, router_config(&config))),
+        auth: config.auth.clone(),
+        max_connections: config.max_connections,
         listeners,
-        acceptor,
-        shared,
+        acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
     };
     let (stop_tx, ready_rx, thread) = front.spawn(runtime)?;
     let mut handle = BrokerHandle {
@@ -279,8 +242,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         v4_addr: config.v4_listen.map(|_| addrs[1]),
         internal_addr: config.tls.as_ref().map(|_| addrs[addrs.len() - 1]),
         tls: config.tls.is_some(),
-        stop: vec![stop_tx, links_stop],
-        threads: vec![thread, links_thread],
+        stop: vec![stop_tx],
+        threads: vec![thread],
     };
     let ready = match ready_rx.await {
         Ok(r) => r,
@@ -322,47 +285,13 @@ fn bind_listeners(
     Ok((listeners, addrs))
 }
 
-/// rumqttd's router, and the front end's way to it: each upstream listener is a rumqttd server
-/// on `links`, reached with a secret only the front end knows.
-fn router_upstream(
-    config: &BrokerConfig,
-    links: &tokio::runtime::Runtime,
-) -> Arc<front::upstream::Upstream> {
-    let router = Router::new(0, router_config(config));
-    let router_tx = router.spawn();
-    let secret = Arc::new((
-        "zedops-front".to_owned(),
-        format!("{:032x}", rand::random::<u128>()),
-    ));
-    let handle = links.handle().clone();
-    let spawn_secret = secret.clone();
-    let spawn = move |addr: SocketAddr| {
-        let mut server = Server::new(
-            upstream_settings(addr, spawn_secret.clone()),
-            router_tx.clone(),
-            V5,
-        );
-        handle.spawn(async move {
-            if let Err(e) = server.start(LinkType::Remote).await {
-                tracing::warn!(%addr, error = %e, "the broker's router listener stopped");
-            }
-        });
-    };
-    Arc::new(front::upstream::Upstream::new(
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0),
-        secret.0.clone(),
-        secret.1.clone(),
-        zedops_proto::MAX_PACKET_BYTES,
-        Box::new(spawn),
-    ))
-}
-
 /// The front end, ready to run on its own runtime.
 struct Front {
-    upstream: Arc<front::upstream::Upstream>,
+    router: front::link::Router,
+    auth: Option<Authenticator>,
+    max_connections: usize,
     listeners: Vec<Listener>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<front::Shared>,
 }
 
 type Spawned = (
@@ -382,10 +311,11 @@ impl Front {
             .name("zedops-broker-front-owner".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let ready = self.start_upstream().await;
+                    let shared = Arc::new(self.shared());
+                    let ready = start_feed(&shared).await;
                     let ok = ready.is_ok();
                     if ok {
-                        self.accept();
+                        self.accept(shared);
                     }
                     let _ = ready_tx.send(ready);
                     if ok {
@@ -398,27 +328,27 @@ impl Front {
         Ok((stop_tx, ready_rx, thread))
     }
 
-    /// rumqttd's first listener, then the command feed ([`front::feed`]) subscribed on it.
-    async fn start_upstream(&self) -> Result<(), BrokerError> {
-        self.upstream
-            .start(std::net::Ipv4Addr::LOCALHOST.into())
-            .await?;
-        let (fed, subscribed) = oneshot::channel();
-        let routes = self.shared.routes.clone();
-        tokio::spawn(front::feed::run(self.upstream.clone(), routes, fed));
-        match tokio::time::timeout(FEED_WITHIN, subscribed).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(BrokerError::NoCommandFeed(FEED_WITHIN)),
+    /// What every connection shares; starts the wills' task on the current runtime.
+    fn shared(&self) -> front::Shared {
+        let sessions = Arc::new(front::sessions::Sessions::default());
+        front::Shared {
+            auth: self.auth.clone(),
+            router: self.router.clone(),
+            wills: front::wills::Wills::start(self.router.clone(), sessions.clone()),
+            sessions,
+            routes: Arc::new(front::routes::Routes::default()),
+            max_packet: zedops_proto::MAX_PACKET_BYTES,
+            slots: Arc::new(tokio::sync::Semaphore::new(self.max_connections)),
         }
     }
 
     /// An accept loop per listener, on the current runtime.
-    fn accept(self) {
+    fn accept(self, shared: Arc<front::Shared>) {
         for (l, tls) in self.listeners {
             match TcpListener::from_std(l) {
                 Ok(l) => {
                     let acceptor = tls.then(|| self.acceptor.clone()).flatten();
-                    tokio::spawn(front::accept_loop(l, acceptor, self.shared.clone()));
+                    tokio::spawn(front::accept_loop(l, acceptor, shared.clone()));
                 }
                 Err(e) => tracing::warn!(error = %e, "MQTT listener lost"),
             }
@@ -426,29 +356,27 @@ impl Front {
     }
 }
 
-fn single_thread_runtime(name: &str) -> Result<tokio::runtime::Runtime, BrokerError> {
+/// Starts the command feed ([`front::feed`]) and waits until its subscription is taken.
+async fn start_feed(shared: &front::Shared) -> Result<(), BrokerError> {
+    let (fed, subscribed) = oneshot::channel();
+    let routes = shared.routes.clone();
+    tokio::spawn(front::feed::run(shared.router.clone(), routes, fed));
+    match tokio::time::timeout(FEED_WITHIN, subscribed).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(BrokerError::NoCommandFeed(FEED_WITHIN)),
+    }
+}
+
+/// Links waiting for the router at once, each on a blocking thread.
+const LINK_OPENERS: usize = 8;
+
+fn front_runtime() -> Result<tokio::runtime::Runtime, BrokerError> {
     tokio::runtime::Builder::new_current_thread()
-        .thread_name(name)
+        .thread_name("zedops-broker-front")
+        .max_blocking_threads(LINK_OPENERS)
         .enable_all()
         .build()
         .map_err(BrokerError::Runtime)
-}
-
-/// Runs `runtime` on a thread of its own until the returned sender fires (or is dropped); then
-/// the runtime is dropped there, closing its connections, without blocking the caller.
-fn park(
-    runtime: tokio::runtime::Runtime,
-    name: &str,
-) -> Result<(oneshot::Sender<()>, std::thread::JoinHandle<()>), BrokerError> {
-    let (tx, rx) = oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let _ = runtime.block_on(rx);
-            runtime.shutdown_timeout(Duration::from_secs(2));
-        })
-        .map_err(BrokerError::Runtime)?;
-    Ok((tx, thread))
 }
 
 fn router_config(config: &BrokerConfig) -> RouterConfig {

@@ -318,3 +318,31 @@ async fn random_bytes_from_clients_never_wedge_the_broker() -> anyhow::Result<()
     assert_eq!(s.ping().await?, 200, "the API still reaches its agent");
     Ok(())
 }
+
+/// Last Wills and session takeover as paho-mqtt sees them, over MQTT 3.1.1 and 5, on the
+/// secured default (an MQTT user's login checked by the API): a killed client's will arrives, a
+/// clean one's does not, a session taken over is closed (MQTT 5: reason 142) without its will,
+/// and a will's delay is kept. The front end publishes wills itself (`broker/src/front/wills.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_clients_get_wills_and_takeovers_over_both_protocols() -> anyhow::Result<()> {
+    let s = Stack::start("wills").await?;
+    let pw = s.mqtt_user("paho-wills", false).await?;
+    let script = zedops_tests::browser::workspace_root().join("tests/python/wills.py");
+    let port = s.serve.mqtt.port().to_string();
+    let run = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &port, "paho-wills", &pw])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run).await??;
+    let said = String::from_utf8_lossy(&out.stdout);
+    println!("paho: {said}");
+    anyhow::ensure!(
+        out.status.success(),
+        "paho wills: {said}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.serve.logs()
+    );
+    Ok(())
+}

@@ -1,7 +1,7 @@
-//! The front end's own connection to rumqttd: one subscription per command shape, with the agent
-//! level a wildcard ([`super::routes::upstream_filters`]), whose messages go to the connections
-//! that subscribed to them ([`super::routes::Routes::deliver`]). It reconnects when rumqttd
-//! closes it (a fresh listener after [`super::upstream`] replaced one), with backoff.
+//! The front end's own link to rumqttd's router: one subscription per command shape, with the
+//! agent level a wildcard ([`super::routes::upstream_filters`]), whose messages go to the
+//! connections that subscribed to them ([`super::routes::Routes::deliver`]). It opens a new link,
+//! with backoff, should the router close it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,29 +9,23 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::v5::{self, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use super::link::{LinkIoError, LinkReceiver, Router};
 use super::routes::{self, Routes};
-use super::upstream::{Upstream, UpstreamError};
 use super::wire::{self, Version, WireError};
 
-/// The keep-alive the feed asks rumqttd for; a PINGREQ goes every half of it.
-const KEEP_ALIVE_S: u16 = 30;
-/// How long rumqttd may take to acknowledge the subscription.
+/// How long the router may take to acknowledge the subscription.
 const SUBACK_DEADLINE: Duration = Duration::from_secs(10);
-/// Shortest wait before a new connection attempt.
+/// Shortest wait before a new link.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest wait between two connection attempts.
+/// Longest wait between two links.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 enum FeedError {
     #[error("{0}")]
-    Upstream(#[from] UpstreamError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Link(#[from] LinkIoError),
     #[error("{0}")]
     Wire(#[from] WireError),
     #[error("the broker's router refused the connection: {0:?}")]
@@ -46,12 +40,12 @@ enum FeedError {
 
 /// Keeps the command feed up until the runtime stops; `ready` fires once its first
 /// subscription is acknowledged.
-pub(crate) async fn run(upstream: Arc<Upstream>, routes: Arc<Routes>, ready: oneshot::Sender<()>) {
+pub(crate) async fn run(router: Router, routes: Arc<Routes>, ready: oneshot::Sender<()>) {
     let mut ready = Some(ready);
     let mut backoff = MIN_BACKOFF;
     loop {
         let mut subscribed = false;
-        match link(&upstream, &routes, &mut ready, &mut subscribed).await {
+        match link(&router, &routes, &mut ready, &mut subscribed).await {
             Err(FeedError::Closed) => tracing::info!("the command feed was closed; reconnecting"),
             Err(e) => tracing::warn!(error = %e, "the command feed failed; reconnecting"),
             Ok(()) => {}
@@ -65,21 +59,17 @@ pub(crate) async fn run(upstream: Arc<Upstream>, routes: Arc<Routes>, ready: one
 }
 
 async fn link(
-    upstream: &Upstream,
+    router: &Router,
     routes: &Routes,
     ready: &mut Option<oneshot::Sender<()>>,
     subscribed: &mut bool,
 ) -> Result<(), FeedError> {
-    let connect = v5::Connect {
-        keep_alive: KEEP_ALIVE_S,
-        client_id: format!("zedops-front-commands-{:016x}", rand::random::<u64>()),
-        clean_start: true,
-        properties: None,
-    };
-    let (mut s, mut buf, ack) = upstream.connect(connect, None).await?;
+    let id = format!("zedops-front-commands-{:016x}", rand::random::<u64>());
+    let (link, ack) = router.open(&id, true).await?;
     if ack.code != v5::ConnectReturnCode::Success {
         return Err(FeedError::Refused(ack.code));
     }
+    let (mut sender, mut receiver) = link.split();
     let max = zedops_proto::MAX_PACKET_BYTES;
     let filters: Vec<v5::Filter> = routes::upstream_filters()
         .into_iter()
@@ -93,8 +83,9 @@ async fn link(
         properties: None,
     });
     wire::write(Version::V5, &subscribe, &mut out, max)?;
-    s.write_all(&out).await?;
-    let acked = tokio::time::timeout(SUBACK_DEADLINE, suback(&mut s, &mut buf, &names));
+    sender.send(&mut out).await?;
+    let mut buf = BytesMut::new();
+    let acked = tokio::time::timeout(SUBACK_DEADLINE, suback(&mut receiver, &mut buf, &names));
     acked
         .await
         .map_err(|_| FeedError::NoSubAck(SUBACK_DEADLINE))??;
@@ -102,11 +93,15 @@ async fn link(
     if let Some(r) = ready.take() {
         let _ = r.send(());
     }
-    relay(s, buf, routes).await
+    relay(receiver, buf, routes).await
 }
 
 /// Reads up to the SUBACK; every filter must be granted.
-async fn suback(s: &mut TcpStream, buf: &mut BytesMut, names: &[String]) -> Result<(), FeedError> {
+async fn suback(
+    link: &mut LinkReceiver,
+    buf: &mut BytesMut,
+    names: &[String],
+) -> Result<(), FeedError> {
     loop {
         while let Some(p) = wire::read(Version::V5, buf, zedops_proto::MAX_PACKET_BYTES)? {
             let Packet::SubAck(ack) = p else { continue };
@@ -117,25 +112,17 @@ async fn suback(s: &mut TcpStream, buf: &mut BytesMut, names: &[String]) -> Resu
             }
             return Ok(());
         }
-        buf.reserve(4096);
-        if s.read_buf(buf).await? == 0 {
-            return Err(FeedError::Closed);
-        }
+        link.recv(buf).await?;
     }
 }
 
-/// Hands every command to [`Routes::deliver`] and keeps the connection alive.
-async fn relay(mut s: TcpStream, mut buf: BytesMut, routes: &Routes) -> Result<(), FeedError> {
+/// Hands every command to [`Routes::deliver`].
+async fn relay(
+    mut link: LinkReceiver,
+    mut buf: BytesMut,
+    routes: &Routes,
+) -> Result<(), FeedError> {
     let max = zedops_proto::MAX_PACKET_BYTES;
-    let mut ping = tokio::time::interval(Duration::from_secs(u64::from(KEEP_ALIVE_S) / 2));
-    ping.tick().await;
-    let mut ping_bytes = BytesMut::new();
-    wire::write(
-        Version::V5,
-        &Packet::PingReq(v5::PingReq),
-        &mut ping_bytes,
-        max,
-    )?;
     loop {
         while let Some(p) = wire::read(Version::V5, &mut buf, max)? {
             match p {
@@ -146,14 +133,9 @@ async fn relay(mut s: TcpStream, mut buf: BytesMut, routes: &Routes) -> Result<(
                 _ => {}
             }
         }
-        buf.reserve(8192);
-        tokio::select! {
-            n = s.read_buf(&mut buf) => {
-                if n? == 0 {
-                    return Err(FeedError::Closed);
-                }
-            }
-            _ = ping.tick() => s.write_all(&ping_bytes).await?,
+        match link.recv(&mut buf).await {
+            Err(LinkIoError::Closed) => return Err(FeedError::Closed),
+            r => r?,
         }
     }
 }

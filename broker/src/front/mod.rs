@@ -2,19 +2,22 @@
 //!
 //! Per connection it terminates TLS (with a handshake deadline, on the connection's own task, so
 //! one silent client holds up nobody), reads the CONNECT (with a deadline), authenticates it,
-//! and only then opens the connection to rumqttd's loopback listener ([`upstream`]). From then on
+//! and only then opens the client's in-process link to rumqttd's router ([`link`]). From then on
 //! it relays packets both ways, decoding each with rumqttc's codecs ([`wire`]): PUBLISH and
 //! SUBSCRIBE pass the identity's ACLs ([`crate::acl`]), and a client speaking MQTT 3.1.1 is
-//! bridged to MQTT 5 (rumqttd only ever serves MQTT 5). Either protocol version is accepted on
+//! bridged to MQTT 5 (the router only ever sees MQTT 5). It keeps each client's keep-alive and
+//! publishes its Last Will ([`wills`]); [`sessions`] knows which connection holds a client id. Either protocol version is accepted on
 //! every listener. An agent's subscription to its own command topics stays here ([`routes`]):
 //! the front end receives every command through one connection of its own ([`feed`]) and hands
 //! each to the connections that asked, so rumqttd's router holds no filter per agent.
 
 pub(crate) mod conn;
 pub(crate) mod feed;
+pub(crate) mod link;
 pub(crate) mod routes;
+pub(crate) mod sessions;
 pub(crate) mod subs;
-pub(crate) mod upstream;
+pub(crate) mod wills;
 pub(crate) mod wire;
 
 use std::sync::Arc;
@@ -26,7 +29,6 @@ use tokio::sync::Semaphore;
 
 use crate::acl::Identity;
 use crate::Authenticator;
-use upstream::Upstream;
 
 /// How long a TLS handshake may take.
 pub(crate) const TLS_DEADLINE: Duration = Duration::from_secs(10);
@@ -34,7 +36,9 @@ pub(crate) const TLS_DEADLINE: Duration = Duration::from_secs(10);
 /// What every connection of every listener shares.
 pub(crate) struct Shared {
     pub(crate) auth: Option<Authenticator>,
-    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) router: link::Router,
+    pub(crate) sessions: Arc<sessions::Sessions>,
+    pub(crate) wills: wills::Wills,
     /// Agents' subscriptions to their own command topics, served by the front end ([`routes`]).
     pub(crate) routes: Arc<routes::Routes>,
     pub(crate) max_packet: usize,

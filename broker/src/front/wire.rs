@@ -57,13 +57,10 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<P
     if buf.is_empty() {
         return Ok(None);
     }
-    // rumqttc 0.25's MQTT 5 decoder refuses a DISCONNECT without a reason code (remaining
-    // length 0), which MQTT 5 allows ("normal disconnection"): read it here.
-    if version == Version::V5 && buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
-        let _ = buf.split_to(2);
-        return Ok(Some(Packet::Disconnect(v5::Disconnect::new(
-            v5::DisconnectReasonCode::NormalDisconnection,
-        ))));
+    if version == Version::V5 {
+        if let Some(short) = short_disconnect(buf) {
+            return short.map(Some);
+        }
     }
     match version {
         Version::V5 => match guarded(|| v5::Packet::read(buf, Some(max as u32)))? {
@@ -79,6 +76,33 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<P
             Err(e) => Err(WireError::Malformed(e.to_string())),
         },
     }
+}
+
+/// A DISCONNECT of remaining length 0 (normal) or 1 (a reason code, no properties, as
+/// Mosquitto sends them), both allowed by MQTT 5, read here: rumqttc 0.25's decoder refuses the
+/// first and waits for more bytes after the second.
+fn short_disconnect(buf: &mut BytesMut) -> Option<Result<Packet, WireError>> {
+    let code = match buf[..] {
+        [0xE0, 0, ..] => 0,
+        [0xE0, 1, code, ..] => code,
+        _ => return None,
+    };
+    let _ = buf.split_to(2 + usize::from(buf[1]));
+    let code =
+        v5::DisconnectReasonCode::try_from(code).map_err(|e| WireError::Malformed(e.to_string()));
+    Some(code.map(|c| Packet::Disconnect(v5::Disconnect::new(c))))
+}
+
+/// rumqttc 0.25 encodes a DISCONNECT with a reason code and no properties as remaining length
+/// 1 followed by two bytes (the reason and a property length), a malformed packet that leaves a
+/// stray byte: it is written here as reason code and an empty property length.
+fn write_disconnect(d: &v5::Disconnect, out: &mut BytesMut) -> bool {
+    let empty = d.properties.is_none();
+    if empty && d.reason_code != v5::DisconnectReasonCode::NormalDisconnection {
+        out.extend_from_slice(&[0xE0, 2, d.reason_code as u8, 0]);
+        return true;
+    }
+    false
 }
 
 fn from5<T>(e: m5::Error) -> Result<Option<T>, WireError> {
@@ -104,6 +128,11 @@ pub fn write(
         size: p.size(),
         max,
     };
+    if let (Version::V5, Packet::Disconnect(d)) = (version, p) {
+        if write_disconnect(d, out) {
+            return Ok(true);
+        }
+    }
     match version {
         Version::V5 => p.write(out, Some(max as u32)).map_err(|e| match e {
             m5::Error::OutgoingPacketTooLarge { .. } => too_large(),
@@ -122,7 +151,7 @@ pub fn write(
 
 /// Runs a decoder, turning a panic inside it into an error: hostile bytes must never take a
 /// broker thread down.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, WireError> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, WireError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .map_err(|_| WireError::DecoderPanicked)
 }
@@ -339,6 +368,24 @@ mod tests {
         let mut b = BytesMut::from(&b"\xe0\x00"[..]);
         let p = read(Version::V5, &mut b, 1024).unwrap().unwrap();
         assert!(matches!(p, Packet::Disconnect(_)));
+    }
+
+    #[test]
+    fn a_disconnect_with_a_reason_reads_in_both_forms_and_is_written_whole() {
+        use v5::DisconnectReasonCode as R;
+        for bytes in [&b"\xe0\x01\x04"[..], &b"\xe0\x02\x04\x00"[..]] {
+            let mut b = BytesMut::from(bytes);
+            let p = read(Version::V5, &mut b, 1024).unwrap().unwrap();
+            let Packet::Disconnect(d) = p else {
+                panic!("{p:?}")
+            };
+            assert_eq!(d.reason_code, R::DisconnectWithWillMessage);
+            assert!(b.is_empty(), "{b:?}");
+        }
+        let mut out = BytesMut::new();
+        let bye = Packet::Disconnect(v5::Disconnect::new(R::SessionTakenOver));
+        write(Version::V5, &bye, &mut out, 1024).unwrap();
+        assert_eq!(&out[..], b"\xe0\x02\x8e\x00");
     }
 
     proptest::proptest! {

@@ -1,0 +1,252 @@
+//! The front end's way into rumqttd's router: one in-process link per client
+//! (`rumqttd::local`), no socket. MQTT 5 bytes are the common language: the front end encodes
+//! what a client sent with rumqttc's codec, rumqttd's own decoder turns it into the router's
+//! packets, and what the router sends back is encoded with rumqttd's encoder for the front end to
+//! read. A client costs the broker's process one descriptor (its socket), not three.
+//!
+//! A link has no keep-alive and no Last Will at the router: the front end keeps the client's
+//! keep-alive ([`super::conn`]) and publishes its will ([`super::wills`]).
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::v5::mqttbytes::v5;
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::v5::V5;
+use rumqttd::protocol::{Packet as RouterPacket, Protocol};
+use rumqttd::Notification;
+
+use super::wire::{self, Packet, Version, WireError};
+
+/// How long the router may take to take a new connection (a fleet connecting at once keeps it
+/// busy for a while; agents wait 30 s for a CONNACK too).
+pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkIoError {
+    #[error("the broker's router did not take the connection within {0:?}")]
+    Timeout(Duration),
+    #[error("the broker's router refused the connection: {0}")]
+    Refused(String),
+    #[error("the broker's router closed the connection")]
+    Closed,
+    #[error("the broker's router cannot read a packet: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+}
+
+impl From<LinkError> for LinkIoError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Recv(_) | LinkError::Send(_) | LinkError::TrySend(_) => Self::Closed,
+            e => Self::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Opens a link: `(client_id, clean_start)`; blocks until the router answers.
+type OpenFn =
+    dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkIoError> + Send + Sync;
+
+/// rumqttd's router, running on a thread of its own, and the way to open links to it.
+#[derive(Clone)]
+pub(crate) struct Router {
+    open: Arc<OpenFn>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Router")
+    }
+}
+
+impl Router {
+    /// Starts `router` on its thread.
+    pub(crate) fn spawn(router: rumqttd::Router) -> Self {
+        let tx = router.spawn();
+        let open = move |client_id: &str, clean: bool| {
+            LinkBuilder::new(client_id, tx.clone())
+                .clean_session(clean)
+                .dynamic_filters(true)
+                .build()
+                .map_err(LinkIoError::from)
+        };
+        Self {
+            open: Arc::new(open),
+        }
+    }
+
+    /// A new link for `client_id` and the router's CONNACK. The router takes over the session of
+    /// an earlier link with the same client id (that link is closed).
+    pub(crate) async fn open(
+        &self,
+        client_id: &str,
+        clean: bool,
+    ) -> Result<(Link, v5::ConnAck), LinkIoError> {
+        // The builder waits for the router on a blocking channel: not on the front end's thread.
+        let open = self.open.clone();
+        let id = client_id.to_owned();
+        let (done, built) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            if let Err(Ok((mut tx, ..))) = done.send(open(&id, clean)) {
+                // Nobody waits for this link any more: close it at the router at once.
+                let _ = now(tx.send(disconnect_packet()));
+            }
+        });
+        let built = match tokio::time::timeout(HANDSHAKE_DEADLINE, built).await {
+            Ok(Ok(b)) => b?,
+            Ok(Err(_)) => return Err(LinkIoError::Closed),
+            Err(_) => return Err(LinkIoError::Timeout(HANDSHAKE_DEADLINE)),
+        };
+        let (tx, rx, ack) = built;
+        let mut bytes = BytesMut::new();
+        let wake = encode(ack, &mut bytes)?;
+        let link = Link {
+            tx,
+            rx,
+            wake,
+            open: true,
+        };
+        match wire::read(Version::V5, &mut bytes, zedops_proto::MAX_PACKET_BYTES)? {
+            Some(Packet::ConnAck(ack)) => Ok((link, ack)),
+            _ => Err(LinkIoError::Refused("no CONNACK".into())),
+        }
+    }
+}
+
+fn disconnect_packet() -> RouterPacket {
+    RouterPacket::Disconnect(
+        rumqttd::protocol::Disconnect {
+            reason_code: rumqttd::protocol::DisconnectReasonCode::NormalDisconnection,
+        },
+        None,
+    )
+}
+
+/// One client's link to the router.
+pub(crate) struct Link {
+    tx: LinkTx,
+    rx: LinkRx,
+    /// The router paused this link (its outgoing buffer was full); it waits to be told once what
+    /// it sent has been written.
+    wake: bool,
+    /// False once the router has forgotten this link (after a DISCONNECT either way): nothing may
+    /// be sent with its id any more, which the router may already have given to another link.
+    open: bool,
+}
+
+impl Link {
+    /// Splits into the sending and the receiving half.
+    pub(crate) fn split(self) -> (LinkSender, LinkReceiver) {
+        (
+            LinkSender {
+                tx: self.tx,
+                open: self.open,
+            },
+            LinkReceiver {
+                rx: self.rx,
+                wake: self.wake,
+            },
+        )
+    }
+}
+
+/// The client → router half.
+pub(crate) struct LinkSender {
+    tx: LinkTx,
+    open: bool,
+}
+
+impl LinkSender {
+    /// Hands the MQTT 5 packets in `bytes` (whole packets, as the front end encoded them) to the
+    /// router, consuming them. A DISCONNECT among them ends the link.
+    pub(crate) async fn send(&mut self, bytes: &mut BytesMut) -> Result<(), LinkIoError> {
+        if !self.open {
+            bytes.clear();
+            return Err(LinkIoError::Closed);
+        }
+        let mut packets = Vec::new();
+        while !bytes.is_empty() {
+            let p = decode(bytes)?;
+            self.open &= !matches!(p, RouterPacket::Disconnect(..));
+            packets.push(p);
+        }
+        let Some(last) = packets.pop() else {
+            return Ok(());
+        };
+        self.tx.buffer().extend(packets);
+        // One notification for the whole batch. The router's channel is bounded (1000): when
+        // it is full this waits for the router's thread, which never waits for the front end.
+        self.tx.send(last).await?;
+        Ok(())
+    }
+
+    /// Ends the link at the router (the client vanished); nothing more is sent on it.
+    pub(crate) async fn close(&mut self) {
+        if std::mem::replace(&mut self.open, false) {
+            let _ = self.tx.send(disconnect_packet()).await;
+        }
+    }
+}
+
+/// The router → client half.
+pub(crate) struct LinkReceiver {
+    rx: LinkRx,
+    wake: bool,
+}
+
+impl LinkReceiver {
+    /// Waits for what the router sends and appends it to `out` as MQTT 5 bytes: at least one
+    /// notification, then every one already there. `Err(Closed)`: the router closed the link.
+    pub(crate) async fn recv(&mut self, out: &mut BytesMut) -> Result<(), LinkIoError> {
+        if std::mem::take(&mut self.wake) {
+            self.rx.wake().await?;
+        }
+        let first = self.rx.next().await?;
+        self.push(first, out)?;
+        while let Some(next) = now(self.rx.next()) {
+            self.push(next?, out)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, n: Option<Notification>, out: &mut BytesMut) -> Result<(), LinkIoError> {
+        if let Some(n) = n {
+            self.wake |= encode(n, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends a notification's packet to `out`; true when it asks the link to wake the router.
+fn encode(n: Notification, out: &mut BytesMut) -> Result<bool, LinkIoError> {
+    let packet: Option<RouterPacket> = n.into();
+    let Some(packet) = packet else {
+        return Ok(true);
+    };
+    let written = wire::guarded(|| V5.write(packet, out))?;
+    written.map_err(|e| LinkIoError::Decode(format!("{e:?}")))?;
+    Ok(false)
+}
+
+/// Reads one whole packet off the front of `bytes` with rumqttd's decoder.
+fn decode(bytes: &mut BytesMut) -> Result<RouterPacket, LinkIoError> {
+    let max = zedops_proto::MAX_PACKET_BYTES;
+    let read = wire::guarded(|| V5.read_mut(bytes, max))?;
+    read.map_err(|e| {
+        bytes.clear();
+        LinkIoError::Decode(format!("{e:?}"))
+    })
+}
+
+/// The output of `f` if it is ready at once; `None` (and `f` dropped) if it would wait.
+fn now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
