@@ -44,6 +44,9 @@ pub(super) struct Run {
     pub(super) dropped: u64,
     pub(super) failure: Option<String>,
     pub(super) last_error: Option<String>,
+    /// Cluster only: the first node (the raft leader at start) killed → every agent it held
+    /// reconnected elsewhere, and their republished state acknowledged; (agents, time).
+    pub(super) node_kill: Option<(usize, Option<Duration>)>,
 }
 
 impl Run {
@@ -118,6 +121,7 @@ pub(super) async fn one_run(
         dropped: 0,
         failure: None,
         last_error: None,
+        node_kill: None,
     };
     if let Err(e) = one_run_inner(&mut r, kind, profile, n, sims, quick).await {
         r.failure = Some(format!("{e:#}"));
@@ -135,7 +139,7 @@ async fn one_run_inner(
     quick: bool,
 ) -> anyhow::Result<()> {
     eprintln!("[fleet] {kind}: {n} simulated agents × {CONTAINERS} containers ({profile:?})");
-    let (broker, addrs) = start_broker(kind).await?;
+    let (mut broker, addrs) = start_broker(kind).await?;
     let bpids = broker.pids();
     // 1. Connect the fleet.
     let fleet = SimFleet::start(n, &addrs.agents, sims, profile);
@@ -160,6 +164,10 @@ async fn one_run_inner(
     r.errors = c.errors.load(Ordering::Relaxed);
     r.dropped = c.dropped.load(Ordering::Relaxed);
     r.last_error = Some(c.error_summary()).filter(|s| !s.is_empty());
+    // 6. Cluster only: a node killed under the fleet.
+    if let BrokerProc::Cluster { _guard, .. } = &mut broker {
+        node_kill(r, _guard, &c).await;
+    }
     drop(api);
     fleet.stop();
     drop(broker);
@@ -290,6 +298,62 @@ async fn api_starts(r: &mut Run, addr: SocketAddr) -> anyhow::Result<Proc> {
     r.api_rss_idle = au.rss;
     r.api_hwm = au.hwm;
     Ok(api)
+}
+
+/// Step 6 (cluster): kills the first node, which holds every third agent; until each of them
+/// has a CONNACK from another node and its republished state is acknowledged (at most 60 s).
+async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters) {
+    settle(r.n, c).await;
+    let held = r.n.div_ceil(3);
+    let (connacks0, acked0) = (
+        c.connacks.load(Ordering::Relaxed),
+        c.acked.load(Ordering::Relaxed),
+    );
+    let want_acks = (held * r.profile.pubs_per_agent()) as u64;
+    let t0 = Instant::now();
+    cluster.kill(0);
+    let (mut first, mut half) = (None, None);
+    let back = wait_until(Duration::from_secs(60), || {
+        let again = c.connacks.load(Ordering::Relaxed) - connacks0;
+        if again >= 1 && first.is_none() {
+            first = Some(t0.elapsed());
+        }
+        if again >= held as u64 / 2 && half.is_none() {
+            half = Some(t0.elapsed());
+        }
+        again >= held as u64
+            && c.connected.load(Ordering::Relaxed) >= r.n as i64
+            && c.acked.load(Ordering::Relaxed) - acked0 >= want_acks
+    })
+    .await;
+    let at = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "-".into());
+    eprintln!(
+        "[fleet] {}: node 1 killed; its {held} agents back in {} (first CONNACK {}, half {}; connection errors: {})",
+        r.broker,
+        back.map(fmt_dur).unwrap_or_else(|| format!("more than 60 s (after {:?})", t0.elapsed())),
+        at(first),
+        at(half),
+        c.error_summary()
+    );
+    r.node_kill = Some((held, back));
+}
+
+/// Until the whole fleet is connected and nothing has been acknowledged or received for 2 s
+/// (at most 60 s): a node is killed under a quiet fleet, not one still working off the blast.
+async fn settle(n: usize, c: &Counters) {
+    let seen = || c.acked.load(Ordering::Relaxed) + c.received.load(Ordering::Relaxed);
+    let (mut last, mut since) = (seen(), Instant::now());
+    let quiet = wait_until(Duration::from_secs(60), || {
+        let now = seen();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        c.connected.load(Ordering::Relaxed) >= n as i64 && since.elapsed() >= Duration::from_secs(2)
+    })
+    .await;
+    if quiet.is_none() {
+        eprintln!("[fleet] the fleet did not settle within 60 s; killing the node anyway");
+    }
 }
 
 /// A subscriber that counts what it receives (messages and bytes).

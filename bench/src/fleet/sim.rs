@@ -17,6 +17,10 @@ use zedops_proto::{
     DockerStatus, Port,
 };
 
+use zedops_proto::client::Backoff;
+use zedops_proto::failover::Failover;
+use zedops_proto::BrokerUrl;
+
 use super::*;
 
 /// Counters shared by every simulated agent.
@@ -215,40 +219,18 @@ impl SimAgent {
     }
 }
 
-/// Runs one simulated agent until `stop`.
+/// Runs one simulated agent until `stop`: connected to `brokers[0]`, moving to the next as the
+/// agent does (`zedops_proto::failover`) when it loses its broker.
 pub(super) async fn sim_agent(
     sim: Arc<SimAgent>,
-    broker: SocketAddr,
+    brokers: Vec<SocketAddr>,
     c: Arc<Counters>,
     gate: Arc<Semaphore>,
     stop: Arc<AtomicBool>,
     profile: Profile,
 ) {
-    let mut opts = MqttOptions::new(
-        zedops_proto::identity::agent_client_id(&sim.name),
-        broker.ip().to_string(),
-        broker.port(),
-    );
-    opts.set_keep_alive(Duration::from_secs(15));
-    opts.set_clean_start(true);
-    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    opts.set_network_options(net);
-    // rumqttc 0.25 (v5) times out the TCP connect + CONNACK after MqttOptions' connection timeout
-    // (default 5 s, also the agent's); see SIM_CONNECT_TIMEOUT.
-    opts.set_connection_timeout(SIM_CONNECT_TIMEOUT);
-    // rumqttc 0.25 sizes its outgoing in-flight table by this limit (default u16::MAX: a
-    // 65 536-slot Vec<Option<Publish>> written at creation, ~13 MiB resident per client).
-    opts.set_outgoing_inflight_upper_limit(SIM_INFLIGHT);
-    opts.set_last_will(LastWill::new(
-        topics::status(&sim.name),
-        sim.status(AgentState::Offline),
-        QoS::AtLeastOnce,
-        true,
-        None,
-    ));
-    let (client, mut el) = AsyncClient::new(opts, 128);
+    let mut failover = sim_failover(&brokers);
+    let (client, mut el) = AsyncClient::new(sim_options(&sim, brokers[0]), 128);
     let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
     let mut seq = 0u64;
     let mut up = false;
@@ -258,6 +240,7 @@ pub(super) async fn sim_agent(
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 permit.take();
+                failover.connected();
                 c.connacks.fetch_add(1, Ordering::Relaxed);
                 if !up {
                     up = true;
@@ -307,12 +290,72 @@ pub(super) async fn sim_agent(
                     c.connected.fetch_sub(1, Ordering::Relaxed);
                 }
                 c.error(e.to_string());
-                let pause = Duration::from_millis(rand::rng().random_range(500..1500));
-                tokio::time::sleep(pause).await;
+                let timed_out = matches!(e, rumqttc::v5::ConnectionError::Timeout(_));
+                let next = failover.retry(timed_out);
+                if next.moved {
+                    el.options = sim_options(&sim, brokers[failover_at(&failover, &brokers)]);
+                }
+                if brokers.len() > 1 {
+                    el.options.set_connection_timeout(next.timeout_s);
+                }
+                tokio::time::sleep(next.delay).await;
                 permit = gate.clone().acquire_owned().await.ok();
             }
         }
     }
+}
+
+/// The agent's own failover over `brokers` (its backoff from 100 ms to 10 s).
+fn sim_failover(brokers: &[SocketAddr]) -> Failover {
+    let url = |a: &SocketAddr| BrokerUrl {
+        host: a.ip().to_string(),
+        port: a.port(),
+        tls: false,
+    };
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    Failover::new(
+        url(&brokers[0]),
+        brokers[1..].iter().map(url).collect(),
+        backoff,
+    )
+}
+
+/// Which of `brokers` the failover points at now.
+fn failover_at(f: &Failover, brokers: &[SocketAddr]) -> usize {
+    let now = f.current();
+    brokers
+        .iter()
+        .position(|a| a.port() == now.port && a.ip().to_string() == now.host)
+        .unwrap_or(0)
+}
+
+/// A simulated agent's MQTT options for `broker`, as `zedops agent` sets them.
+fn sim_options(sim: &SimAgent, broker: SocketAddr) -> MqttOptions {
+    let mut opts = MqttOptions::new(
+        zedops_proto::identity::agent_client_id(&sim.name),
+        broker.ip().to_string(),
+        broker.port(),
+    );
+    opts.set_keep_alive(Duration::from_secs(15));
+    opts.set_clean_start(true);
+    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
+    // rumqttc 0.25 (v5) times out the TCP connect + CONNACK after MqttOptions' connection timeout
+    // (default 5 s, also the agent's); see SIM_CONNECT_TIMEOUT.
+    opts.set_connection_timeout(SIM_CONNECT_TIMEOUT);
+    // rumqttc 0.25 sizes its outgoing in-flight table by this limit (default u16::MAX: a
+    // 65 536-slot Vec<Option<Publish>> written at creation, ~13 MiB resident per client).
+    opts.set_outgoing_inflight_upper_limit(SIM_INFLIGHT);
+    opts.set_last_will(LastWill::new(
+        topics::status(&sim.name),
+        sim.status(AgentState::Offline),
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    opts
 }
 
 pub(super) struct SimFleet {
@@ -322,7 +365,7 @@ pub(super) struct SimFleet {
 }
 
 impl SimFleet {
-    /// `n` simulated agents; agent `i` connects to `brokers[i % len]`.
+    /// `n` simulated agents; agent `i` connects to `brokers[i % len]`, then the others in turn.
     pub(super) fn start(
         n: usize,
         brokers: &[SocketAddr],
@@ -337,9 +380,11 @@ impl SimFleet {
             .iter()
             .enumerate()
             .map(|(i, s)| {
+                let mut own = brokers.to_vec();
+                own.rotate_left(i % brokers.len());
                 tokio::spawn(sim_agent(
                     s.clone(),
-                    brokers[i % brokers.len()],
+                    own,
                     counters.clone(),
                     gate.clone(),
                     stop.clone(),
