@@ -1,12 +1,13 @@
 //! The embedded MQTT broker: our own front end ([`front`]) before rumqttd's router.
 //!
 //! Every client connects to the front end, which terminates TLS, authenticates the CONNECT,
-//! enforces per-identity topic ACLs ([`acl`]), and bridges MQTT 3.1.1 clients to MQTT 5; rumqttd
-//! serves one MQTT 5 listener on loopback that only the front end can use (`docs/architecture.md`
-//! says why: three defects of rumqttd 0.20 that any client could reach).
+//! enforces per-identity topic ACLs ([`acl`]), keeps keep-alives and Last Wills, and bridges MQTT
+//! 3.1.1 clients to MQTT 5; each client reaches rumqttd's router through an in-process link, and
+//! rumqttd's network server does not run (`docs/architecture.md` says why: three defects of
+//! rumqttd 0.20 that any client could reach).
 //!
 //! rumqttd's own `Broker::start()` blocks, only logs a failed bind, and cannot be stopped. This crate
-//! drives rumqttd's public `Router` and `Server` pieces itself so that:
+//! drives rumqttd's public `Router` itself so that:
 //! - a listener that cannot bind is an error returned to the caller;
 //! - port 0 works, and [`BrokerHandle`] reports the real addresses;
 //! - [`BrokerHandle::stop`] closes the listeners and every client connection.
