@@ -202,8 +202,12 @@ impl LinkReceiver {
     /// Waits for what the router sends and appends it to `out` as MQTT 5 bytes: at least one
     /// notification, then every one already there. `Err(Closed)`: the router closed the link.
     pub(crate) async fn recv(&mut self, out: &mut BytesMut) -> Result<(), LinkIoError> {
-        if std::mem::take(&mut self.wake) {
+        // Cleared only once the wake is sent: this future is dropped whenever the connection's
+        // own answers are ready first (`select!`), and a wake lost there would pause the link
+        // for good.
+        if self.wake {
             self.rx.wake().await?;
+            self.wake = false;
         }
         let first = self.rx.next().await?;
         self.push(first, out)?;
