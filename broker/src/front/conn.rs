@@ -166,14 +166,15 @@ where
     W: AsyncWrite + Unpin,
 {
     let (version, max) = (a.version, shared.max_packet);
-    let (link, ack) = match shared.router.open(client_id, a.connect.clean_start).await {
-        Ok(l) => l,
-        Err(e) => {
-            let refusal = wire::refusal(ConnectReturnCode::ServerUnavailable);
-            let _ = send(cw, version, &refusal, max).await;
-            return Err(e.into());
-        }
-    };
+    let (mut sender, receiver, ack) =
+        match shared.router.open(client_id, a.connect.clean_start).await {
+            Ok(l) => l,
+            Err(e) => {
+                let refusal = wire::refusal(ConnectReturnCode::ServerUnavailable);
+                let _ = send(cw, version, &refusal, max).await;
+                return Err(e.into());
+            }
+        };
     let keep_alive = match a.connect.keep_alive {
         0 => DEFAULT_KEEP_ALIVE_S,
         k => k,
@@ -183,7 +184,6 @@ where
         a.assigned,
         (a.connect.keep_alive == 0).then_some(keep_alive),
     );
-    let (mut sender, receiver) = link.split();
     let ended = match send(cw, version, &Packet::ConnAck(ack), max).await {
         Err(e) => Ended::Lost(Some(e)),
         Ok(()) => {

@@ -65,11 +65,10 @@ async fn link(
     subscribed: &mut bool,
 ) -> Result<(), FeedError> {
     let id = format!("zedops-front-commands-{:016x}", rand::random::<u64>());
-    let (link, ack) = router.open(&id, true).await?;
+    let (mut sender, mut receiver, ack) = router.open(&id, true).await?;
     if ack.code != v5::ConnectReturnCode::Success {
         return Err(FeedError::Refused(ack.code));
     }
-    let (mut sender, mut receiver) = link.split();
     let max = zedops_proto::MAX_PACKET_BYTES;
     let filters: Vec<v5::Filter> = routes::upstream_filters()
         .into_iter()

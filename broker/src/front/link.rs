@@ -79,13 +79,13 @@ impl Router {
         }
     }
 
-    /// A new link for `client_id` and the router's CONNACK. The router takes over the session of
-    /// an earlier link with the same client id (that link is closed).
+    /// A new link for `client_id`, its two halves, and the router's CONNACK. The router takes
+    /// over the session of an earlier link with the same client id (that link is closed).
     pub(crate) async fn open(
         &self,
         client_id: &str,
         clean: bool,
-    ) -> Result<(Link, v5::ConnAck), LinkIoError> {
+    ) -> Result<(LinkSender, LinkReceiver, v5::ConnAck), LinkIoError> {
         // The builder waits for the router on a blocking channel: not on the front end's thread.
         let open = self.open.clone();
         let id = client_id.to_owned();
@@ -104,14 +104,12 @@ impl Router {
         let (tx, rx, ack) = built;
         let mut bytes = BytesMut::new();
         let wake = encode(ack, &mut bytes)?;
-        let link = Link {
-            tx,
-            rx,
-            wake,
-            open: true,
-        };
         match wire::read(Version::V5, &mut bytes, zedops_proto::MAX_PACKET_BYTES)? {
-            Some(Packet::ConnAck(ack)) => Ok((link, ack)),
+            Some(Packet::ConnAck(ack)) => Ok((
+                LinkSender { tx, open: true },
+                LinkReceiver { rx, wake },
+                ack,
+            )),
             _ => Err(LinkIoError::Refused("no CONNACK".into())),
         }
     }
@@ -126,37 +124,11 @@ fn disconnect_packet() -> RouterPacket {
     )
 }
 
-/// One client's link to the router.
-pub(crate) struct Link {
-    tx: LinkTx,
-    rx: LinkRx,
-    /// The router paused this link (its outgoing buffer was full); it waits to be told once what
-    /// it sent has been written.
-    wake: bool,
-    /// False once the router has forgotten this link (after a DISCONNECT either way): nothing may
-    /// be sent with its id any more, which the router may already have given to another link.
-    open: bool,
-}
-
-impl Link {
-    /// Splits into the sending and the receiving half.
-    pub(crate) fn split(self) -> (LinkSender, LinkReceiver) {
-        (
-            LinkSender {
-                tx: self.tx,
-                open: self.open,
-            },
-            LinkReceiver {
-                rx: self.rx,
-                wake: self.wake,
-            },
-        )
-    }
-}
-
 /// The client → router half.
 pub(crate) struct LinkSender {
     tx: LinkTx,
+    /// False once the router has forgotten this link (after a DISCONNECT either way): nothing may
+    /// be sent with its id any more, which the router may already have given to another link.
     open: bool,
 }
 
@@ -195,6 +167,8 @@ impl LinkSender {
 /// The router → client half.
 pub(crate) struct LinkReceiver {
     rx: LinkRx,
+    /// The router paused this link (its outgoing buffer was full); it waits to be told once what
+    /// it sent has been written.
     wake: bool,
 }
 

@@ -116,8 +116,7 @@ async fn run(router: Router, mut rx: mpsc::Receiver<v5::Publish>) {
     loop {
         let id = format!("zedops-front-wills-{:016x}", rand::random::<u64>());
         match router.open(&id, true).await {
-            Ok((link, _)) => {
-                let (mut sender, mut receiver) = link.split();
+            Ok((mut sender, mut receiver, _)) => {
                 let mut sink = BytesMut::new();
                 loop {
                     tokio::select! {
