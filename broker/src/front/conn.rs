@@ -191,7 +191,7 @@ where
             let local = mpsc::channel::<Packet>(LOCAL_QUEUE);
             let routes = ClientRoutes::new(shared.routes.clone(), local.0.clone());
             let subs = Subscriptions::new(routes);
-            let session = Session::new(a.identity, client_id.to_owned(), subs);
+            let session = Session::new(a.identity, client_id.to_owned(), subs, max);
             let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
             let streams = (cr, buf, &mut *cw);
             let link = (&mut sender, receiver);
@@ -214,9 +214,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let max = zedops_proto::MAX_PACKET_BYTES;
     let inbound = client_to_router(cr, buf, sender, version, session, local_tx, keep_alive);
-    let outbound = router_to_client(receiver, cw, version, session, local_rx, max);
+    let outbound = router_to_client(receiver, cw, version, session, local_rx);
     tokio::select! {
         r = inbound => r,
         r = outbound => r,
@@ -345,15 +344,18 @@ struct Session {
     client_id: String,
     subs: Subscriptions,
     denials: std::sync::atomic::AtomicU32,
+    /// The largest packet either way ([`Shared::max_packet`]).
+    max_packet: usize,
 }
 
 impl Session {
-    fn new(identity: Identity, client_id: String, subs: Subscriptions) -> Self {
+    fn new(identity: Identity, client_id: String, subs: Subscriptions, max_packet: usize) -> Self {
         Self {
             identity,
             client_id,
             subs,
             denials: std::sync::atomic::AtomicU32::new(0),
+            max_packet,
         }
     }
 
@@ -404,7 +406,7 @@ where
     let mut state = Inbound::default();
     let mut out = BytesMut::with_capacity(4096);
     let mut answers = Vec::new();
-    let max = zedops_proto::MAX_PACKET_BYTES;
+    let max = session.max_packet;
     loop {
         let mut disconnected = None;
         loop {
@@ -536,11 +538,11 @@ async fn router_to_client<W>(
     version: Version,
     session: &Session,
     mut local: mpsc::Receiver<Packet>,
-    max: usize,
 ) -> Ended
 where
     W: AsyncWrite + Unpin,
 {
+    let max = session.max_packet;
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(4096);
     loop {
@@ -557,7 +559,7 @@ where
                 }
             }
         }
-        match relay(&mut buf, &mut out, version, session, max) {
+        match relay(&mut buf, &mut out, version, session) {
             Ok(disconnect) => closed |= disconnect,
             Err(e) => return Ended::Lost(Some(e)),
         }
@@ -580,8 +582,8 @@ fn relay(
     out: &mut BytesMut,
     version: Version,
     session: &Session,
-    max: usize,
 ) -> Result<bool, ConnError> {
+    let max = session.max_packet;
     let mut disconnect = false;
     while let Some(p) = wire::read(Version::V5, buf, max)? {
         disconnect |= matches!(p, Packet::Disconnect(_));
