@@ -101,23 +101,29 @@ pub(super) async fn start_api(
     ))
 }
 
+/// What every MQTT client of the benchmark sets: `keep_alive_s`, packets up to the contract's
+/// limit, `TCP_NODELAY`, and a small in-flight table ([`SIM_INFLIGHT`]).
+pub(super) fn bench_options(id: String, host: &str, port: u16, keep_alive_s: u64) -> MqttOptions {
+    let mut opts = MqttOptions::new(id, host, port);
+    opts.set_keep_alive(Duration::from_secs(keep_alive_s));
+    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
+    // rumqttc 0.25 sizes its outgoing in-flight table by this limit (default u16::MAX: a
+    // 65 536-slot Vec<Option<Publish>> written at creation, ~13 MiB resident per client).
+    opts.set_outgoing_inflight_upper_limit(SIM_INFLIGHT);
+    opts
+}
+
 /// A subscriber with the API's filters, counting what it receives.
 pub(super) async fn counting_subscriber(
     broker: SocketAddr,
     count: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
 ) -> anyhow::Result<(AsyncClient, tokio::task::JoinHandle<()>)> {
-    let mut opts = MqttOptions::new(
-        format!("zedops-bench-counter-{}", std::process::id()),
-        broker.ip().to_string(),
-        broker.port(),
-    );
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_outgoing_inflight_upper_limit(SIM_INFLIGHT);
-    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    opts.set_network_options(net);
+    let id = format!("zedops-bench-counter-{}", std::process::id());
+    let opts = bench_options(id, &broker.ip().to_string(), broker.port(), 30);
     let (client, mut el) = AsyncClient::new(opts, 64);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

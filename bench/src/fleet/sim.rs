@@ -21,6 +21,8 @@ use zedops_proto::client::Backoff;
 use zedops_proto::failover::Failover;
 use zedops_proto::BrokerUrl;
 
+use super::probe::bench_options;
+
 use super::*;
 
 /// Counters shared by every simulated agent.
@@ -230,7 +232,7 @@ pub(super) async fn sim_agent(
     profile: Profile,
 ) {
     let mut failover = sim_failover(&brokers);
-    let (client, mut el) = AsyncClient::new(sim_options(&sim, brokers[0]), 128);
+    let (client, mut el) = AsyncClient::new(sim_options(&sim, failover.current()), 128);
     let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
     let mut seq = 0u64;
     let mut up = false;
@@ -293,7 +295,7 @@ pub(super) async fn sim_agent(
                 let timed_out = matches!(e, rumqttc::v5::ConnectionError::Timeout(_));
                 let next = failover.retry(timed_out);
                 if next.moved {
-                    el.options = sim_options(&sim, brokers[failover_at(&failover, &brokers)]);
+                    el.options = sim_options(&sim, failover.current());
                 }
                 if brokers.len() > 1 {
                     el.options.set_connection_timeout(next.timeout_s);
@@ -320,34 +322,14 @@ fn sim_failover(brokers: &[SocketAddr]) -> Failover {
     )
 }
 
-/// Which of `brokers` the failover points at now.
-fn failover_at(f: &Failover, brokers: &[SocketAddr]) -> usize {
-    let now = f.current();
-    brokers
-        .iter()
-        .position(|a| a.port() == now.port && a.ip().to_string() == now.host)
-        .unwrap_or(0)
-}
-
 /// A simulated agent's MQTT options for `broker`, as `zedops agent` sets them.
-fn sim_options(sim: &SimAgent, broker: SocketAddr) -> MqttOptions {
-    let mut opts = MqttOptions::new(
-        zedops_proto::identity::agent_client_id(&sim.name),
-        broker.ip().to_string(),
-        broker.port(),
-    );
-    opts.set_keep_alive(Duration::from_secs(15));
+fn sim_options(sim: &SimAgent, broker: &BrokerUrl) -> MqttOptions {
+    let id = zedops_proto::identity::agent_client_id(&sim.name);
+    let mut opts = bench_options(id, &broker.host, broker.port, 15);
     opts.set_clean_start(true);
-    opts.set_max_packet_size(Some(zedops_proto::MAX_PACKET_BYTES as u32));
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    opts.set_network_options(net);
     // rumqttc 0.25 (v5) times out the TCP connect + CONNACK after MqttOptions' connection timeout
     // (default 5 s, also the agent's); see SIM_CONNECT_TIMEOUT.
     opts.set_connection_timeout(SIM_CONNECT_TIMEOUT);
-    // rumqttc 0.25 sizes its outgoing in-flight table by this limit (default u16::MAX: a
-    // 65 536-slot Vec<Option<Publish>> written at creation, ~13 MiB resident per client).
-    opts.set_outgoing_inflight_upper_limit(SIM_INFLIGHT);
     opts.set_last_will(LastWill::new(
         topics::status(&sim.name),
         sim.status(AgentState::Offline),
