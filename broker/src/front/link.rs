@@ -24,10 +24,16 @@ use super::wire::{self, Packet, Version, WireError};
 /// busy for a while; agents wait 30 s for a CONNACK too).
 pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How long a client's packets may wait for room in the router's channel before the client is
+/// disconnected (the router is stuck or hopelessly behind).
+pub(crate) const ROOM_DEADLINE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LinkIoError {
     #[error("the broker's router did not take the connection within {0:?}")]
     Timeout(Duration),
+    #[error("the broker's router took no packet for {0:?}")]
+    Busy(Duration),
     #[error("the broker's router refused the connection: {0}")]
     Refused(String),
     #[error("the broker's router closed the connection")]
@@ -51,10 +57,14 @@ impl From<LinkError> for LinkIoError {
 type OpenFn =
     dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkIoError> + Send + Sync;
 
+/// Is the router's event channel full (a send would block the thread)?
+type FullFn = dyn Fn() -> bool + Send + Sync;
+
 /// rumqttd's router, running on a thread of its own, and the way to open links to it.
 #[derive(Clone)]
 pub(crate) struct Router {
     open: Arc<OpenFn>,
+    full: Arc<FullFn>,
 }
 
 impl std::fmt::Debug for Router {
@@ -67,6 +77,7 @@ impl Router {
     /// Starts `router` on its thread.
     pub(crate) fn spawn(router: rumqttd::Router) -> Self {
         let tx = router.spawn();
+        let probe = tx.clone();
         let open = move |client_id: &str, clean: bool| {
             LinkBuilder::new(client_id, tx.clone())
                 .clean_session(clean)
@@ -76,6 +87,7 @@ impl Router {
         };
         Self {
             open: Arc::new(open),
+            full: Arc::new(move || probe.is_full()),
         }
     }
 
@@ -106,7 +118,11 @@ impl Router {
         let wake = encode(ack, &mut bytes)?;
         match wire::read(Version::V5, &mut bytes, zedops_proto::MAX_PACKET_BYTES)? {
             Some(Packet::ConnAck(ack)) => Ok((
-                LinkSender { tx, open: true },
+                LinkSender {
+                    tx,
+                    open: true,
+                    full: self.full.clone(),
+                },
                 LinkReceiver { rx, wake },
                 ack,
             )),
@@ -130,6 +146,7 @@ pub(crate) struct LinkSender {
     /// False once the router has forgotten this link (after a DISCONNECT either way): nothing may
     /// be sent with its id any more, which the router may already have given to another link.
     open: bool,
+    full: Arc<FullFn>,
 }
 
 impl LinkSender {
@@ -150,17 +167,26 @@ impl LinkSender {
             return Ok(());
         };
         self.tx.buffer().extend(packets);
-        // One notification for the whole batch. The router's channel is bounded (1000): when
-        // it is full this waits for the router's thread, which never waits for the front end.
-        self.tx.send(last).await?;
-        Ok(())
+        self.notify(last).await
     }
 
     /// Ends the link at the router (the client vanished); nothing more is sent on it.
     pub(crate) async fn close(&mut self) {
         if std::mem::replace(&mut self.open, false) {
-            let _ = self.tx.send(disconnect_packet()).await;
+            let _ = self.notify(disconnect_packet()).await;
         }
+    }
+
+    /// Hands `last` to the router with one notification for everything buffered. rumqttd 0.20's
+    /// `LinkTx::send` is async in name only: it notifies with a blocking send on the router's
+    /// bounded channel (1000 events), and its non-blocking notify is crate-private. A full channel
+    /// would block the front end's only thread, every client with it; so this first waits for
+    /// room without blocking (the send can then block only for the moment another client's
+    /// notification takes the last slot).
+    async fn notify(&mut self, last: RouterPacket) -> Result<(), LinkIoError> {
+        room(&*self.full, ROOM_DEADLINE).await?;
+        self.tx.send(last).await?;
+        Ok(())
     }
 }
 
@@ -220,11 +246,64 @@ fn decode(bytes: &mut BytesMut) -> Result<RouterPacket, LinkIoError> {
     })
 }
 
+/// Returns once `full()` is false, polling without blocking the thread: a few yields to the
+/// runtime, then every millisecond; `Err(Busy)` if it is still full after `deadline`.
+async fn room(full: &FullFn, deadline: Duration) -> Result<(), LinkIoError> {
+    let started = tokio::time::Instant::now();
+    let mut polls = 0u32;
+    while full() {
+        if started.elapsed() >= deadline {
+            return Err(LinkIoError::Busy(deadline));
+        }
+        polls += 1;
+        if polls <= 16 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(())
+}
+
 /// The output of `f` if it is ready at once; `None` (and `f` dropped) if it would wait.
 fn now<F: std::future::Future>(f: F) -> Option<F::Output> {
     let mut f = std::pin::pin!(f);
     match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_router_is_waited_for_without_blocking_then_given_up() {
+        let t = tokio::time::Instant::now();
+        let waited = room(&|| true, Duration::from_secs(30)).await;
+        assert!(matches!(waited, Err(LinkIoError::Busy(d)) if d == Duration::from_secs(30)));
+        assert!(t.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_is_taken_as_soon_as_the_router_has_some() {
+        let checks = Arc::new(AtomicU32::new(0));
+        let seen = checks.clone();
+        // Full for the first 40 looks (past the yields, into the sleeps), then room.
+        let full = move || seen.fetch_add(1, Ordering::Relaxed) < 40;
+        let other = tokio::spawn(async { 7 });
+        assert!(room(&full, Duration::from_secs(30)).await.is_ok());
+        assert_eq!(checks.load(Ordering::Relaxed), 41);
+        // The thread was not blocked meanwhile: another task ran to completion.
+        assert!(other.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_router_costs_no_wait() {
+        let t = tokio::time::Instant::now();
+        assert!(room(&|| false, Duration::from_secs(30)).await.is_ok());
+        assert_eq!(t.elapsed(), Duration::ZERO);
     }
 }
