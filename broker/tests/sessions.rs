@@ -265,3 +265,49 @@ async fn a_client_costs_the_broker_one_descriptor() {
     // connection to rumqttd per client (before) it was four.
     assert!(per_client <= 2.1, "{per_client} descriptors per client");
 }
+
+/// The front end notifies the router once per batch and not while a notification is pending
+/// (`front/link.rs` `hand_over`): thousands of publishes written one by one, then a DISCONNECT,
+/// all reach a subscriber in order, and the publisher's link ends cleanly.
+#[tokio::test]
+async fn publishes_written_one_by_one_all_arrive_in_order() {
+    const N: usize = 5000;
+    let (_b, addr) = broker().await;
+    // At QoS 0: this subscriber sends no PUBACK, and rumqttd holds back QoS 1 deliveries
+    // beyond 100 unacknowledged ones.
+    let mut sub = Raw::up(addr, "sink", 60, None).await;
+    let filter = v5::Filter::new("burst/one-by-one", QoS::AtMostOnce);
+    sub.send(Packet::Subscribe(v5::Subscribe::new(filter, None)))
+        .await;
+    let suback = sub.next(Duration::from_secs(10)).await;
+    assert!(matches!(suback, Some(Packet::SubAck(_))), "{suback:?}");
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(N);
+        while got.len() < N {
+            match sub.publish(Duration::from_secs(20)).await {
+                Some(p) => got.push(p),
+                None => break,
+            }
+        }
+        got
+    });
+    let mut publisher = Raw::up(addr, "burst", 60, None).await;
+    for i in 0..N {
+        let p = v5::Publish::new("burst/one-by-one", QoS::AtMostOnce, i.to_string(), None);
+        publisher.send(Packet::Publish(p)).await;
+    }
+    publisher
+        .send(Packet::Disconnect(v5::Disconnect::new(
+            v5::DisconnectReasonCode::NormalDisconnection,
+        )))
+        .await;
+    let got = reader.await.unwrap();
+    assert_eq!(got.len(), N, "only {} of {N} publishes arrived", got.len());
+    let in_order = got
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p == i.to_string().as_bytes());
+    assert!(in_order, "the publishes arrived out of order");
+    // The broker closes the publisher's connection after its DISCONNECT.
+    assert!(publisher.next(Duration::from_secs(10)).await.is_none());
+}

@@ -163,28 +163,44 @@ impl LinkSender {
             self.open &= !matches!(p, RouterPacket::Disconnect(..));
             packets.push(p);
         }
-        let Some(last) = packets.pop() else {
-            return Ok(());
-        };
-        self.tx.buffer().extend(packets);
-        self.notify(last).await
+        self.hand_over(packets).await
     }
 
     /// Ends the link at the router (the client vanished); nothing more is sent on it.
     pub(crate) async fn close(&mut self) {
         if std::mem::replace(&mut self.open, false) {
-            let _ = self.notify(disconnect_packet()).await;
+            let _ = self.hand_over(vec![disconnect_packet()]).await;
         }
     }
 
-    /// Hands `last` to the router with one notification for everything buffered. rumqttd 0.20's
-    /// `LinkTx::send` is async in name only: it notifies with a blocking send on the router's
-    /// bounded channel (1000 events), and its non-blocking notify is crate-private. A full channel
-    /// would block the front end's only thread, every client with it; so this first waits for
-    /// room without blocking (the send can then block only for the moment another client's
-    /// notification takes the last slot).
-    async fn notify(&mut self, last: RouterPacket) -> Result<(), LinkIoError> {
+    /// Appends `packets` to the link's buffer at the router and notifies the router, at most
+    /// once, and not at all while a notification is pending. The router takes the whole buffer
+    /// on each notification and this link is the buffer's only writer, so a buffer that is not
+    /// empty has a notification on its way, which carries these packets too: one event in the
+    /// router's channel per link at most, and none after the DISCONNECT that made the router
+    /// forget the link (rumqttd logs an ERROR "no-connection id … is already gone" for that).
+    ///
+    /// rumqttd 0.20's `LinkTx::send` is async in name only: it notifies with a blocking send on
+    /// the router's bounded channel (1000 events), and its non-blocking notify is crate-private.
+    /// A full channel would block the front end's only thread, every client with it; so this
+    /// first waits for room without blocking (the send can then block only for the moment
+    /// another client's notification takes the last slot).
+    async fn hand_over(&mut self, mut packets: Vec<RouterPacket>) -> Result<(), LinkIoError> {
+        let Some(last) = packets.pop() else {
+            return Ok(());
+        };
+        {
+            let mut buffer = self.tx.buffer();
+            if !buffer.is_empty() {
+                buffer.extend(packets);
+                buffer.push_back(last);
+                return Ok(());
+            }
+        }
+        // Nothing is pushed before there is room: a client given up on here leaves the
+        // buffer empty, as the rule above needs.
         room(&*self.full, ROOM_DEADLINE).await?;
+        self.tx.buffer().extend(packets);
         self.tx.send(last).await?;
         Ok(())
     }
