@@ -221,8 +221,12 @@ impl LinkReceiver {
         // Cleared only once the wake is sent: this future is dropped whenever the connection's
         // own answers are ready first (`select!`), and a wake lost there would pause the link
         // for good.
+        // The wake waits for room in the router's channel (asynchronously, unlike a send).
         if self.wake {
-            self.rx.wake().await?;
+            match tokio::time::timeout(ROOM_DEADLINE, self.rx.wake()).await {
+                Ok(woken) => woken?,
+                Err(_) => return Err(LinkIoError::Busy(ROOM_DEADLINE)),
+            }
             self.wake = false;
         }
         let first = self.rx.next().await?;
