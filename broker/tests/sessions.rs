@@ -79,10 +79,15 @@ impl Raw {
         raw
     }
 
-    /// A subscriber to `filter`, once its SUBACK arrived.
+    /// A subscriber to `filter` at QoS 1, once its SUBACK arrived.
     async fn subscriber(addr: SocketAddr, id: &str, filter: &str) -> Self {
+        Raw::subscriber_at(addr, id, filter, QoS::AtLeastOnce).await
+    }
+
+    /// A subscriber to `filter` at `qos`, once its SUBACK arrived.
+    async fn subscriber_at(addr: SocketAddr, id: &str, filter: &str, qos: QoS) -> Self {
         let mut raw = Raw::up(addr, id, 60, None).await;
-        let sub = v5::Subscribe::new(v5::Filter::new(filter, QoS::AtLeastOnce), None);
+        let sub = v5::Subscribe::new(v5::Filter::new(filter, qos), None);
         raw.send(Packet::Subscribe(sub)).await;
         match raw.next(Duration::from_secs(10)).await {
             Some(Packet::SubAck(_)) => raw,
@@ -275,12 +280,7 @@ async fn publishes_written_one_by_one_all_arrive_in_order() {
     let (_b, addr) = broker().await;
     // At QoS 0: this subscriber sends no PUBACK, and rumqttd holds back QoS 1 deliveries
     // beyond 100 unacknowledged ones.
-    let mut sub = Raw::up(addr, "sink", 60, None).await;
-    let filter = v5::Filter::new("burst/one-by-one", QoS::AtMostOnce);
-    sub.send(Packet::Subscribe(v5::Subscribe::new(filter, None)))
-        .await;
-    let suback = sub.next(Duration::from_secs(10)).await;
-    assert!(matches!(suback, Some(Packet::SubAck(_))), "{suback:?}");
+    let mut sub = Raw::subscriber_at(addr, "sink", "burst/one-by-one", QoS::AtMostOnce).await;
     let reader = tokio::spawn(async move {
         let mut got = Vec::with_capacity(N);
         while got.len() < N {

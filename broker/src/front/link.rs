@@ -220,8 +220,8 @@ impl LinkReceiver {
     pub(crate) async fn recv(&mut self, out: &mut BytesMut) -> Result<(), LinkIoError> {
         // Cleared only once the wake is sent: this future is dropped whenever the connection's
         // own answers are ready first (`select!`), and a wake lost there would pause the link
-        // for good.
-        // The wake waits for room in the router's channel (asynchronously, unlike a send).
+        // for good. The wake waits for room in the router's channel (asynchronously, unlike a
+        // send), at most ROOM_DEADLINE.
         if self.wake {
             match tokio::time::timeout(ROOM_DEADLINE, self.rx.wake()).await {
                 Ok(woken) => woken?,
