@@ -4,7 +4,7 @@
 #
 #   bash scripts/bench.sh                 every scenario (about 10 minutes on 2 cores)
 #   bash scripts/bench.sh --quick         a short smoke run (about 2 minutes)
-#   bash scripts/bench.sh fleet           one scenario: mqtt http list restart events fleet footprint streams cluster
+#   bash scripts/bench.sh fleet           one scenario: mqtt http list restart events fleet footprint streams cluster hook
 #   bash scripts/bench.sh --fleet-sizes 100,1000 fleet
 #
 # Builds in release mode, provisions the machine (Docker engine, test image, Mosquitto, wrk,

@@ -25,6 +25,7 @@ pub mod cache;
 pub mod dashboard;
 pub mod error;
 pub mod freshness;
+pub mod hook_identities;
 pub mod key_cache;
 pub mod limits;
 pub mod metrics;
@@ -81,6 +82,8 @@ pub struct State {
     pub enroll_failures: limits::FailureDigest,
     /// Set: the external broker asks this server who may connect ([`Api::serve_broker_hook`]).
     pub broker_hook: std::sync::OnceLock<broker_policy::ServiceLogin>,
+    /// Identities the broker hook found, for its ACL questions.
+    pub hook_identities: hook_identities::HookIdentities,
     /// The server's public URL and brokers, for enrollment ([`Api::advertise`]).
     pub advertised: advertised::AdvertisedCell,
     /// Becomes true when the server stops: event streams end so that the HTTP server's graceful
@@ -123,6 +126,7 @@ impl State {
             limiter: Arc::default(),
             advertised: Default::default(),
             broker_hook: Default::default(),
+            hook_identities: Default::default(),
             enroll_failures: limits::FailureDigest::default(),
             closing: tokio::sync::watch::Sender::new(false),
         })

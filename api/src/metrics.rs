@@ -16,6 +16,10 @@ struct Inner {
     requests: BTreeMap<(String, String), u64>,
     /// op → (bucket counts, sum seconds, count)
     latency: BTreeMap<String, ([u64; BUCKETS.len()], f64, u64)>,
+    /// The broker hook's questions: (auth, publish or subscribe; allow or deny) → count
+    hook: BTreeMap<(&'static str, &'static str), u64>,
+    /// The broker hook's reads of the database.
+    hook_reads: u64,
 }
 
 /// The values of the moment that [`Metrics::render`] shows as gauges.
@@ -52,6 +56,19 @@ impl Metrics {
         }
         h.1 += secs;
         h.2 += 1;
+    }
+
+    /// One question of the broker hook (`auth`, `publish` or `subscribe`) and its answer.
+    pub fn hook_question(&self, question: &'static str, allowed: bool) {
+        let answer = if allowed { "allow" } else { "deny" };
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *m.hook.entry((question, answer)).or_default() += 1;
+    }
+
+    /// One read of the database by the broker hook.
+    pub fn hook_database_read(&self) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.hook_reads += 1;
     }
 
     /// The Prometheus text exposition, after the gauges of the moment.
@@ -100,6 +117,7 @@ impl Metrics {
                 "zedops_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {n}"
             );
         }
+        render_hook(&mut s, &m);
         let _ = writeln!(
             s,
             "# HELP zedops_request_duration_seconds Round trip of requests to agents."
@@ -128,6 +146,31 @@ impl Metrics {
         }
         s
     }
+}
+
+/// The broker hook's counters (all zero, and shown, on a server that is not a hook).
+fn render_hook(s: &mut String, m: &Inner) {
+    let _ = writeln!(
+        s,
+        "# HELP zedops_broker_hook_questions_total Questions of the external broker to the hook, by question and answer."
+    );
+    let _ = writeln!(s, "# TYPE zedops_broker_hook_questions_total counter");
+    for ((question, answer), n) in &m.hook {
+        let _ = writeln!(
+            s,
+            "zedops_broker_hook_questions_total{{question=\"{question}\",answer=\"{answer}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP zedops_broker_hook_database_reads_total Database reads of the hook (a connection's identity, read once per connection and TTL)."
+    );
+    let _ = writeln!(s, "# TYPE zedops_broker_hook_database_reads_total counter");
+    let _ = writeln!(
+        s,
+        "zedops_broker_hook_database_reads_total {}",
+        m.hook_reads
+    );
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
@@ -36,7 +36,7 @@ impl Target {
 
 /// One keep-alive connection.
 pub struct Conn {
-    tx: SendRequest<Empty<Bytes>>,
+    tx: SendRequest<Full<Bytes>>,
     host: String,
 }
 
@@ -64,13 +64,32 @@ impl Conn {
 
     /// Sends a request and reads the whole body; returns status and body.
     pub async fn send(&mut self, method: &str, path: &str) -> anyhow::Result<(u16, Bytes)> {
-        self.tx.ready().await?;
-        let req = hyper::Request::builder()
+        let req = self.request(method, path).body(Full::new(Bytes::new()))?;
+        self.round_trip(req).await
+    }
+
+    /// A POST of a form (`application/x-www-form-urlencoded`, as brokers' HTTP hooks send).
+    pub async fn post_form(&mut self, path: &str, form: &str) -> anyhow::Result<(u16, Bytes)> {
+        let req = self
+            .request("POST", path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form.to_owned())))?;
+        self.round_trip(req).await
+    }
+
+    fn request(&self, method: &str, path: &str) -> hyper::http::request::Builder {
+        hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.host)
             .header("user-agent", "zedops-bench")
-            .body(Empty::<Bytes>::new())?;
+    }
+
+    async fn round_trip(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        self.tx.ready().await?;
         let resp = self.tx.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();

@@ -9,12 +9,15 @@
 //! 5. `events`    — Docker event → SSE and MQTT per-container topic;
 //! 6. `fleet`     — N simulated agents: API restart until all visible, broker throughput, memory;
 //! 7. `footprint` — idle agent RSS and CPU, binary size;
-//! 8. `streams`   — follow latency and throughput vs `docker logs -f`, a stats stream's cost.
+//! 8. `streams`   — follow latency and throughput vs `docker logs -f`, a stats stream's cost;
+//! 9. `cluster`   — a three-node rmqtt cluster: round trip through two nodes, a killed node;
+//! 10. `hook`     — one question of an external broker to the API's auth hook, per database.
 
 mod cluster;
 mod events;
 mod fleet;
 mod footprint;
+mod hook;
 mod http;
 mod list;
 mod procs;
@@ -66,7 +69,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Every scenario, 1 to 9.
+    /// Every scenario, 1 to 10.
     All,
     /// 1. MQTT ping round trip: embedded broker vs Mosquitto.
     Mqtt,
@@ -86,6 +89,8 @@ enum Cmd {
     Streams,
     /// 9. A three-node rmqtt cluster: round trip through two nodes, failover of a killed node.
     Cluster,
+    /// 10. The broker hook: one ACL question, identity from the database or kept; SQLite, PostgreSQL.
+    Hook,
     /// (internal) The embedded broker alone in this process, until SIGTERM.
     #[command(hide = true)]
     Broker {
@@ -254,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     | ("footprint", Cmd::Footprint)
                     | ("streams", Cmd::Streams)
                     | ("cluster", Cmd::Cluster)
+                    | ("hook", Cmd::Hook)
             )
     };
     let mut tables: Vec<Table> = Vec::new();
@@ -317,6 +323,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if wants("cluster") {
         step(&mut tables, "9. Cluster", || cluster::run(&o)).await;
+    }
+    if wants("hook") {
+        step(&mut tables, "10. Broker hook", || hook::run(&o)).await;
     }
     if wants("fleet") {
         // Thousands of simulated agents: they get a multi-threaded runtime of their own, while the

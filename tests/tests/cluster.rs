@@ -217,6 +217,65 @@ async fn an_agents_login_reaches_only_its_own_topics_on_the_cluster() -> anyhow:
     Ok(())
 }
 
+/// One counter of the API's `/metrics` (the sum over its labels that contain `labels`).
+async fn metric(s: &Stack, name: &str, labels: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{}/metrics", s.serve.http))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// The hook's cost: an agent's connection costs one database read however many questions its
+/// publishes and subscriptions raise, and its status and snapshot, republished every second
+/// here, are asked about once per connection: rmqtt keeps the hook's `allow` (`X-Cache`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_repeated_state_costs_the_hook_nothing() -> anyhow::Result<()> {
+    init_logs();
+    let s = stack(2).await?;
+    let reads = "zedops_broker_hook_database_reads_total";
+    let questions = "zedops_broker_hook_questions_total";
+    let reads_before = metric(&s, reads, "").await?;
+    let extra = ["--no-container-topics", "--resync-interval", "1s"];
+    let (a, _pa) = agent_on(&s, 0, &extra).await?;
+    eventually("agent A online", Duration::from_secs(30), || async {
+        s.admin.agent(&a).await.ok()?.online.then_some(())
+    })
+    .await?;
+    // The first connection: its login, two subscriptions, status and snapshot at least.
+    let asked = metric(&s, questions, "").await?;
+    let read = metric(&s, reads, "").await? - reads_before;
+    ensure!(asked >= 5, "the hook was asked {asked} questions");
+    ensure!(
+        read <= 2,
+        "{read} database reads for one agent's connection ({asked} questions)"
+    );
+
+    // A trusted watcher on node 3 counts A's republished status.
+    let mut watch = TestClient::connect_with(
+        s.cluster.nodes[2].mqtt,
+        &format!("zedops-api-watch-{}", std::process::id()),
+        Some(API_LOGIN),
+        Duration::from_secs(5),
+    )
+    .await?;
+    watch.subscribe(&zedops_proto::topics::status(&a)).await?;
+    watch.drain(Duration::from_millis(1500)).await;
+    let published = metric(&s, questions, "question=\"publish\"").await?;
+    let seen = watch.drain(Duration::from_secs(5)).await.len();
+    let asked = metric(&s, questions, "question=\"publish\"").await? - published;
+    ensure!(seen >= 3, "A republished its status {seen} times in 5 s");
+    ensure!(
+        asked == 0,
+        "{asked} publish questions for {seen} republished statuses (and snapshots)"
+    );
+    Ok(())
+}
+
 /// Failover: the node that carries agent A and the API dies (node 2, a follower); both move to
 /// the next node of their lists, the API shows A online again (never a stale offline), and
 /// commands to A and to B (on node 3 all along) work again.
