@@ -293,6 +293,12 @@ dir = "{dir}"
 default_startups = [{startups}]
 disabled_default_startups = ["rmqtt-http-api"]
 
+# rmqtt's default TimeBased window counts every gRPC call of the last 45 s again on each call
+# between nodes (tools/rmqtt/src/main.rs); CountBased keeps counters only.
+[circuit_breaker]
+sliding_window_type = "CountBased"
+sliding_window_size = 100
+
 [listener.tcp.external]
 addr = "127.0.0.1:{mqtt}"
 allow_anonymous = {anonymous}

@@ -1,4 +1,5 @@
-//! zedops' clustered test broker: rmqtt's server with five plugins.
+//! zedops' clustered test broker: rmqtt's server with five plugins, set up as `rmqttd` sets it up
+//! (its allocator, and the circuit breaker of `rmqtt.toml`).
 //!
 //! It reads the same configuration as `rmqttd` (`-f rmqtt.toml --id N`, a plugin directory of
 //! `<plugin>.toml` files; `tests/src/cluster.rs` writes them) and serves plain TCP listeners only:
@@ -7,7 +8,10 @@
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use rmqtt::context::ServerContext;
+use rmqtt::context::{
+    CircuitBreakerConfig, CountBasedWindowConfig, ServerContext, TimeBasedWindowConfig,
+    WindowConfig,
+};
 use rmqtt::net::Builder;
 use rmqtt::node::Node;
 use rmqtt::server::MqttServer;
@@ -23,6 +27,13 @@ const PLUGINS: [(&str, bool); 5] = [
     ("rmqtt-acl", false),
     ("rmqtt-auth-http", false),
 ];
+
+/// As `rmqttd` does on Linux (rmqtt-bin/src/server.rs): rmqtt allocates per message and per
+/// task, and with glibc's allocator malloc and free were the largest item of the nodes' profile
+/// at 10 000 agents (docs/benchmarks.md).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {
@@ -94,8 +105,42 @@ async fn context(conf: &'static Settings) -> ServerContext {
         .busy_handshaking_limit(conf.node.busy.handshaking)
         .mqtt_max_sessions(conf.mqtt.max_sessions)
         .plugins_config_dir(conf.plugins.dir.as_str())
+        .circuit_breaker_config(circuit_breaker(&conf.circuit_breaker))
         .build()
         .await
+}
+
+/// The circuit breaker of the gRPC clients between nodes, from `rmqtt.toml`'s `circuit_breaker`
+/// section, as `rmqttd` reads it (rmqtt 0.24's `ServerContext` otherwise keeps its default, and
+/// ignores the section).
+///
+/// Why it matters: with rmqtt's default, a `TimeBased` window of 45 s, the breaker
+/// (tower-resilience-circuitbreaker 0.10, `Circuit::time_based_stats`) keeps a record of every
+/// call in the window and counts them all again on every call, so each gRPC call between nodes
+/// costs as much as the number of calls of the last 45 s. At 10 000 agents a node forwards tens of
+/// thousands of retained messages a second, and the nodes spent their time counting. The
+/// cluster's configuration (`tests/src/cluster.rs`, `docs/operations.md`) names `CountBased`,
+/// which keeps counters only.
+fn circuit_breaker(c: &rmqtt_conf::CircuitBreaker) -> CircuitBreakerConfig {
+    let window = if c.sliding_window_type.eq_ignore_ascii_case("CountBased") {
+        WindowConfig::CountBased(CountBasedWindowConfig {
+            sliding_window_size: c.sliding_window_size,
+        })
+    } else {
+        WindowConfig::TimeBased(TimeBasedWindowConfig {
+            sliding_window_duration: c.sliding_window_duration,
+            sliding_window_size: c.sliding_window_size,
+        })
+    };
+    CircuitBreakerConfig {
+        failure_rate_threshold: c.failure_rate_threshold,
+        window,
+        minimum_number_of_calls: c.minimum_number_of_calls,
+        wait_duration_in_open: c.wait_duration_in_open,
+        slow_call_duration_threshold: c.slow_call_duration_threshold,
+        slow_call_rate_threshold: c.slow_call_rate_threshold,
+        name: "grpc".into(),
+    }
 }
 
 async fn register_plugins(scx: &ServerContext, conf: &Settings) -> anyhow::Result<()> {
