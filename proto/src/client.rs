@@ -120,11 +120,13 @@ impl Backoff {
     }
 
     /// The next delay with full jitter: uniform between `min` and the base (which doubles up to
-    /// `max` with each call, as in [`Backoff::next_delay`]). Half the mean wait of
-    /// `next_delay`, and a herd spread over the whole interval rather than ±25 % of it.
-    pub fn next_full_jitter(&mut self) -> std::time::Duration {
+    /// `max` with each call, as in [`Backoff::next_delay`]), or `cap` when the base is above it
+    /// (the base doubles on all the same). Half the mean wait of `next_delay`, and a herd spread
+    /// over the whole interval rather than ±25 % of it.
+    pub fn next_full_jitter(&mut self, cap: Option<std::time::Duration>) -> std::time::Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
+        let base = cap.map_or(base, |c| base.min(c));
         base.mul_f64(rand::random_range(0.0..1.0)).max(self.min)
     }
 
@@ -176,7 +178,7 @@ mod tests {
         let waits: Vec<Duration> = (0..200)
             .map(|_| {
                 let mut b = Backoff::new(min, Duration::from_secs(10));
-                (0..4).map(|_| b.next_full_jitter()).last().unwrap()
+                (0..4).map(|_| b.next_full_jitter(None)).last().unwrap()
             })
             .collect();
         let (lo, hi) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());

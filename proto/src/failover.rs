@@ -23,6 +23,13 @@ pub const LONE_TIMEOUT_S: u64 = 30;
 /// doubles with each round's worth of attempts that timed out, up to [`LONE_TIMEOUT_S`].
 pub const FIRST_TIMEOUT_S: u64 = 3;
 
+/// The longest wait between two rounds of the brokers when every attempt of the round was
+/// refused at once (a CONNACK refusal, a refused TCP connection), not timed out: a cluster that
+/// answers "server unavailable" during an election, or the dead node's refused port. The wait is
+/// drawn with full jitter up to this (mean ~1 s), so a client is back within ~2 s of the cluster;
+/// rounds with a timeout (a broker too busy to answer) keep doubling to the backoff's maximum.
+pub const REFUSED_ROUND_CAP: Duration = Duration::from_secs(2);
+
 /// What a client does after a failure ([`Failover::retry`]): wait `delay`, then connect to
 /// [`Failover::current`] (another broker than before when `moved`) with a handshake deadline of
 /// `timeout_s` seconds.
@@ -52,6 +59,8 @@ pub struct Failover {
     attempts: u32,
     /// Of those, the attempts that timed out ([`Failover::timed_out`]).
     timeouts: u32,
+    /// Whether an attempt of the round in progress timed out.
+    round_timed_out: bool,
 }
 
 impl Failover {
@@ -66,6 +75,7 @@ impl Failover {
             connected: false,
             attempts: 0,
             timeouts: 0,
+            round_timed_out: false,
         }
     }
 
@@ -92,6 +102,7 @@ impl Failover {
     pub fn retry(&mut self, timed_out: bool) -> Retry {
         if timed_out {
             self.timeouts = self.timeouts.saturating_add(1);
+            self.round_timed_out = true;
         }
         let (delay, moved) = self.failed();
         Retry {
@@ -120,7 +131,8 @@ impl Failover {
     /// brokers the next one is tried after the backoff's shortest delay; each round that fails
     /// as a whole waits the next, doubled, delay with full jitter — so a cluster that refuses
     /// everyone for a few seconds (an election) does not leave its clients waiting long after
-    /// it is back, and the clients of a dead node are spread over the whole interval.
+    /// it is back, and the clients of a dead node are spread over the whole interval. A round
+    /// refused at once throughout waits at most [`REFUSED_ROUND_CAP`].
     pub fn failed(&mut self) -> (Duration, bool) {
         if std::mem::take(&mut self.connected) {
             return (SCATTER.mul_f64(rand::random_range(0.0..1.0)), false);
@@ -133,7 +145,11 @@ impl Failover {
         self.at = (self.at + 1) % n;
         let round_done = self.attempts % n as u32 == 0;
         let delay = if round_done {
-            self.backoff.next_full_jitter()
+            let cap = match std::mem::take(&mut self.round_timed_out) {
+                true => None,
+                false => Some(REFUSED_ROUND_CAP),
+            };
+            self.backoff.next_full_jitter(cap)
         } else {
             self.backoff.shortest()
         };
@@ -214,6 +230,27 @@ mod tests {
                 "{ends:?}"
             );
         }
+    }
+
+    #[test]
+    fn rounds_refused_at_once_wait_at_most_the_cap_and_rounds_with_a_timeout_keep_doubling() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut f = Failover::new(url("a"), vec![url("b"), url("c")], backoff);
+        // Twenty rounds refused at once: the base is at its 10 s maximum by now, the wait is not.
+        let refused: Vec<Duration> = (0..60).map(|_| f.retry(false).delay).collect();
+        assert!(
+            refused.iter().all(|d| *d <= REFUSED_ROUND_CAP),
+            "{refused:?}"
+        );
+        // Rounds with a timeout: the full base (10 s) again, so waits beyond the cap show up.
+        let timed_out: Vec<Duration> = (0..60)
+            .map(|i| f.retry(i % 3 == 0).delay)
+            .filter(|d| *d > Duration::from_millis(125))
+            .collect();
+        assert!(
+            timed_out.iter().any(|d| *d > REFUSED_ROUND_CAP),
+            "{timed_out:?}"
+        );
     }
 
     #[test]
