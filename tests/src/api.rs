@@ -282,3 +282,17 @@ pub async fn reaches(
     anyhow::ensure!(container.started_at()? != before, "Docker shows no restart");
     Ok(())
 }
+
+/// The sum of the counters on `http`'s `/metrics` whose lines start with `prefix` (a metric's
+/// name, optionally with the first of its labels: `name{label="value"`).
+pub async fn counter_sum(http: &str, prefix: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}

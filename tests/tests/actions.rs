@@ -113,15 +113,7 @@ async fn names(c: &Client, agent: &str) -> Vec<String> {
 }
 
 async fn requests_of_action_run(http: &str) -> anyhow::Result<u64> {
-    let text = reqwest::get(format!("{http}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("zedops_requests_total{op=\"action.run\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+    zedops_tests::api::counter_sum(http, "zedops_requests_total{op=\"action.run\"").await
 }
 
 /// A secured `zedops serve` whose local agent serves the test's actions (`good.toml`, and

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use zedops_client::{Client, EventKind, NewMqttUser};
-use zedops_tests::api::reaches;
+use zedops_tests::api::{counter_sum, reaches};
 use zedops_tests::cluster::{Cluster, Hook, API_LOGIN};
 use zedops_tests::ha::{mosquitto_sub, Mqtt311};
 use zedops_tests::procs::{Proc, Serve, TempDir};
@@ -217,19 +217,6 @@ async fn an_agents_login_reaches_only_its_own_topics_on_the_cluster() -> anyhow:
     Ok(())
 }
 
-/// One counter of the API's `/metrics` (the sum over its labels that contain `labels`).
-async fn metric(s: &Stack, name: &str, labels: &str) -> anyhow::Result<u64> {
-    let text = reqwest::get(format!("{}/metrics", s.serve.http))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
-}
-
 /// The hook's cost: an agent's connection costs one database read however many questions its
 /// publishes and subscriptions raise, and its status and snapshot, republished every second
 /// here, are asked about once per connection: rmqtt keeps the hook's `allow` (`X-Cache`).
@@ -239,7 +226,8 @@ async fn an_agents_repeated_state_costs_the_hook_nothing() -> anyhow::Result<()>
     let s = stack(2).await?;
     let reads = "zedops_broker_hook_database_reads_total";
     let questions = "zedops_broker_hook_questions_total";
-    let reads_before = metric(&s, reads, "").await?;
+    let http = s.serve.http.as_str();
+    let reads_before = counter_sum(http, reads).await?;
     let extra = ["--no-container-topics", "--resync-interval", "1s"];
     let (a, _pa) = agent_on(&s, 0, &extra).await?;
     eventually("agent A online", Duration::from_secs(30), || async {
@@ -247,8 +235,8 @@ async fn an_agents_repeated_state_costs_the_hook_nothing() -> anyhow::Result<()>
     })
     .await?;
     // The first connection: its login, two subscriptions, status and snapshot at least.
-    let asked = metric(&s, questions, "").await?;
-    let read = metric(&s, reads, "").await? - reads_before;
+    let asked = counter_sum(http, questions).await?;
+    let read = counter_sum(http, reads).await? - reads_before;
     ensure!(asked >= 5, "the hook was asked {asked} questions");
     ensure!(
         read <= 2,
@@ -265,9 +253,10 @@ async fn an_agents_repeated_state_costs_the_hook_nothing() -> anyhow::Result<()>
     .await?;
     watch.subscribe(&zedops_proto::topics::status(&a)).await?;
     watch.drain(Duration::from_millis(1500)).await;
-    let published = metric(&s, questions, "question=\"publish\"").await?;
+    let publish = format!("{questions}{{question=\"publish\"");
+    let published = counter_sum(http, &publish).await?;
     let seen = watch.drain(Duration::from_secs(5)).await.len();
-    let asked = metric(&s, questions, "question=\"publish\"").await? - published;
+    let asked = counter_sum(http, &publish).await? - published;
     ensure!(seen >= 3, "A republished its status {seen} times in 5 s");
     ensure!(
         asked == 0,
