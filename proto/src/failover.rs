@@ -95,6 +95,7 @@ impl Failover {
         self.connected = true;
         self.attempts = 0;
         self.timeouts = 0;
+        self.round_timed_out = false;
     }
 
     /// A failure, as [`Failover::failed`]; `timed_out` when the attempt ran out of time (no
