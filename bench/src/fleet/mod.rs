@@ -109,7 +109,8 @@ pub async fn run(o: &Opts) -> anyhow::Result<Vec<Table>> {
             // Where the embedded broker cannot take the full profile at this size, also measure the
             // API against it with agents that publish no per-container topics.
             let failed = runs.last().is_some_and(|r| r.failure.is_some());
-            if kind == "embedded" && (failed || n >= 5000) {
+            // On the cluster, the same beside it: what per-container topics cost a node kill.
+            if (kind == "embedded" && (failed || n >= 5000)) || (kind == "cluster" && n >= 5000) {
                 runs.push(one_run(kind, Profile::Lean, n, &sims, o.quick).await);
             }
             // Where a busy broker drops copies, the API's gap filling matters: beside the same

@@ -312,15 +312,17 @@ async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters) {
     let want_acks = (held * r.profile.pubs_per_agent()) as u64;
     let t0 = Instant::now();
     cluster.kill(0);
-    let (mut first, mut half) = (None, None);
+    let (mut first, mut half, mut all) = (None, None, None);
     let back = wait_until(Duration::from_secs(60), || {
         let again = c.connacks.load(Ordering::Relaxed) - connacks0;
-        if again >= 1 && first.is_none() {
-            first = Some(t0.elapsed());
-        }
-        if again >= held as u64 / 2 && half.is_none() {
-            half = Some(t0.elapsed());
-        }
+        let mark = |at: &mut Option<Duration>, reached: bool| {
+            if reached && at.is_none() {
+                *at = Some(t0.elapsed());
+            }
+        };
+        mark(&mut first, again >= 1);
+        mark(&mut half, again >= held as u64 / 2);
+        mark(&mut all, again >= held as u64);
         again >= held as u64
             && c.connected.load(Ordering::Relaxed) >= r.n as i64
             && c.acked.load(Ordering::Relaxed) - acked0 >= want_acks
@@ -328,11 +330,12 @@ async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters) {
     .await;
     let at = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "-".into());
     eprintln!(
-        "[fleet] {}: node 1 killed; its {held} agents back in {} (first CONNACK {}, half {}; connection errors: {})",
+        "[fleet] {}: node 1 killed; its {held} agents back in {} (CONNACK: first {}, half {}, all {}; connection errors: {})",
         r.broker,
         back.map(fmt_dur).unwrap_or_else(|| format!("more than 60 s (after {:?})", t0.elapsed())),
         at(first),
         at(half),
+        at(all),
         c.error_summary()
     );
     r.node_kill = Some((held, back));
