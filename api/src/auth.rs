@@ -64,6 +64,38 @@ fn unauthorized(message: &str) -> poem::Error {
     )
 }
 
+/// The external broker asking the hook (`POST /api/v1/broker/…`): `Authorization: Bearer` with
+/// the secret of `zedops serve --broker-auth-hook-secret`, which the broker's auth plugin sends
+/// (rmqtt-auth-http: `http_headers.authorization`).
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "bearer",
+    bearer_format = "the hook secret",
+    checker = "check_broker"
+)]
+pub struct BrokerCaller(pub ());
+
+async fn check_broker(req: &Request, bearer: poem_openapi::auth::Bearer) -> poem::Result<()> {
+    let hook = req.data::<Arc<State>>().and_then(|s| s.broker_hook.get());
+    match hook {
+        None => Err(not_the_hook()),
+        Some(h) if crate::store::proves(&h.secret_hash, &bearer.token) => Ok(()),
+        Some(_) => Err(unauthorized(
+            "wrong broker hook secret: the broker's auth plugin must send `Authorization: Bearer <the secret of --broker-auth-hook-secret>`",
+        )),
+    }
+}
+
+fn not_the_hook() -> poem::Error {
+    poem::Error::from_response(
+        Json(ErrorBody::not_found(
+            "this server is not its broker's authentication hook (start it with --broker-auth-hook)",
+        ))
+        .with_status(StatusCode::NOT_FOUND)
+        .into_response(),
+    )
+}
+
 /// Marker token used when the server runs without authentication.
 const OPEN: &str = "zedops-open-access";
 
@@ -90,20 +122,31 @@ async fn check(req: &Request, bearer: poem_openapi::auth::Bearer) -> poem::Resul
     }
 }
 
-/// The routes that take no token: enrollment (its token is the credential) and the broker's
-/// hook (the broker has no token; what it asks about carries the credentials).
+/// The route that takes no token: enrollment (its token is the credential).
 fn tokenless(path: &str) -> bool {
-    path == "/api/v1/enroll" || path.starts_with("/api/v1/broker/")
+    path == "/api/v1/enroll"
 }
 
 /// Before the operations run: with no store, give every request the open-access token; with a
-/// store, answer a missing token on `/api/` with a 401 that says what to do.
+/// store, answer a missing token on `/api/` with a 401 that says what to do. The broker's hook
+/// takes its own secret, not a token: 404 while it is off, a 401 that says what to send when the
+/// header is missing.
 pub async fn open_access<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
     let has_auth = req
         .headers()
         .contains_key(poem::http::header::AUTHORIZATION);
-    let open = req.data::<Arc<State>>().is_some_and(|s| s.store.is_none());
-    if open {
+    let state = req.data::<Arc<State>>();
+    let open = state.is_some_and(|s| s.store.is_none());
+    if req.uri().path().starts_with("/api/v1/broker/") {
+        if state.is_none_or(|s| s.broker_hook.get().is_none()) {
+            return Err(not_the_hook());
+        }
+        if !has_auth {
+            return Err(unauthorized(
+                "the broker hook needs `Authorization: Bearer <the secret of --broker-auth-hook-secret>`: set it in the broker's auth plugin (rmqtt-auth-http: http_headers.authorization)",
+            ));
+        }
+    } else if open {
         if let Ok(v) = format!("Bearer {OPEN}").parse() {
             req.headers_mut()
                 .insert(poem::http::header::AUTHORIZATION, v);

@@ -29,6 +29,33 @@ impl std::fmt::Debug for ServiceLogin {
     }
 }
 
+/// What the broker hook answers with ([`crate::Api::serve_broker_hook`]): this server's own login,
+/// and the secret the broker's auth plugin sends as `Authorization: Bearer …` (kept as its
+/// SHA-256, compared in constant time), so that nobody but the broker can ask the hook, whose
+/// answers would otherwise test passwords at HTTP speed.
+#[derive(Clone)]
+pub struct BrokerHook {
+    pub service: ServiceLogin,
+    pub secret_hash: String,
+}
+
+impl BrokerHook {
+    pub fn new(service: ServiceLogin, secret: &str) -> Self {
+        Self {
+            service,
+            secret_hash: crate::store::hash_secret(secret),
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHook")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Who `(client_id, user, pass)` is, or `None` to refuse the connection.
 pub async fn identify(
     store: &Store,

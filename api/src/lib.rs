@@ -81,7 +81,7 @@ pub struct State {
     /// Failed enrollments, summarised in the audit log.
     pub enroll_failures: limits::FailureDigest,
     /// Set: the external broker asks this server who may connect ([`Api::serve_broker_hook`]).
-    pub broker_hook: std::sync::OnceLock<broker_policy::ServiceLogin>,
+    pub broker_hook: std::sync::OnceLock<broker_policy::BrokerHook>,
     /// Identities the broker hook found, for its ACL questions.
     pub hook_identities: hook_identities::HookIdentities,
     /// The server's public URL and brokers, for enrollment ([`Api::advertise`]).
@@ -244,10 +244,11 @@ impl Api {
         self.state.advertised.set(a);
     }
 
-    /// Answers the broker hook (`POST /api/v1/broker/auth`, `/acl`), with `service` as this
-    /// server's own login; without it they answer 404. Set once; later calls change nothing.
-    pub fn serve_broker_hook(&self, service: broker_policy::ServiceLogin) {
-        let _ = self.state.broker_hook.set(service);
+    /// Answers the broker hook (`POST /api/v1/broker/auth`, `/acl`) to callers that show `hook`'s
+    /// secret, with its service login as this server's own; without it they answer 404. Set
+    /// once; later calls change nothing.
+    pub fn serve_broker_hook(&self, hook: broker_policy::BrokerHook) {
+        let _ = self.state.broker_hook.set(hook);
     }
 
     /// The HTTP application: API routes, `/openapi.json`, `/docs`.

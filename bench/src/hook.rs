@@ -99,6 +99,9 @@ async fn measure(
     Ok(())
 }
 
+/// What the benchmark's broker would show the hook (`--broker-auth-hook-secret`).
+const HOOK_SECRET: &str = "zedops-bench-hook-secret";
+
 async fn serve(mosq: &Mosquitto, database: Option<&str>) -> anyhow::Result<Serve> {
     let broker = format!("mqtt://{}", mosq.addr);
     let mut args = vec![
@@ -109,6 +112,8 @@ async fn serve(mosq: &Mosquitto, database: Option<&str>) -> anyhow::Result<Serve
         "--broker-password",
         "zedops-bench-hook",
         "--broker-auth-hook",
+        "--broker-auth-hook-secret",
+        HOOK_SECRET,
     ];
     if let Some(url) = database {
         args.extend(["--database", url]);
@@ -123,7 +128,7 @@ async fn ask(c: &mut Conn, a: &str) -> anyhow::Result<()> {
     let form = format!(
         "clientid=zedops-agent-{a}&username={a}&topic=zedops/v1/agents/{a}/containers/web&access=2"
     );
-    let (status, body) = c.post_form(ACL, &form).await?;
+    let (status, body) = c.post_form(ACL, &form, HOOK_SECRET).await?;
     ensure!(
         status == 200,
         "{ACL}: HTTP {status}: {}",

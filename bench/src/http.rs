@@ -68,11 +68,18 @@ impl Conn {
         self.round_trip(req).await
     }
 
-    /// A POST of a form (`application/x-www-form-urlencoded`, as brokers' HTTP hooks send).
-    pub async fn post_form(&mut self, path: &str, form: &str) -> anyhow::Result<(u16, Bytes)> {
+    /// A POST of a form (`application/x-www-form-urlencoded`) with a bearer secret, as brokers'
+    /// HTTP hooks send.
+    pub async fn post_form(
+        &mut self,
+        path: &str,
+        form: &str,
+        bearer: &str,
+    ) -> anyhow::Result<(u16, Bytes)> {
         let req = self
             .request("POST", path)
             .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Bearer {bearer}"))
             .body(Full::new(Bytes::from(form.to_owned())))?;
         self.round_trip(req).await
     }

@@ -316,6 +316,7 @@ impl ServeArgs {
             ));
         }
         cfg.broker_auth_hook = self.broker_auth_hook;
+        cfg.broker_hook_secret = self.broker_auth_hook_secret.clone();
         cfg.mqtt_listen = self.mqtt_listen;
         cfg.mqtt311_listen = self.mqtt311_listen;
         cfg.mqtt311 = !self.no_mqtt311;
@@ -493,6 +494,18 @@ pub struct ServeArgs {
         requires_all = ["broker", "broker_username"]
     )]
     pub broker_auth_hook: bool,
+
+    /// The secret the broker's auth plugin sends the hook as `Authorization: Bearer …` (at least
+    /// 16 characters, e.g. `openssl rand -hex 24`); required with --broker-auth-hook. Prefer the
+    /// environment: command lines are visible to every user of the host.
+    #[arg(
+        long,
+        env = "ZEDOPS_BROKER_AUTH_HOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true,
+        requires = "broker_auth_hook"
+    )]
+    pub broker_auth_hook_secret: Option<String>,
 
     /// MQTT 5 listener of the embedded broker (default 0.0.0.0:1883; with --no-auth
     /// 127.0.0.1:1883). Either protocol version is accepted on every listener.

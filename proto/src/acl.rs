@@ -7,8 +7,15 @@
 //! | identity | may publish | may subscribe |
 //! |---|---|---|
 //! | trusted (the API, no-auth broker) | everything | everything |
-//! | agent `A` | `agents/A/{status,containers,containers/+,events,stats,containers/+/set/result,actions/+/result}`, `replies/…`, topics outside `zedops/` | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
-//! | MQTT user | `agents/+/req/+` (requests; signatures still apply), `agents/+/containers/+/set` and `agents/+/actions/+/run` only with Home Assistant command rights, topics outside `zedops/` | everything except `$share/…` groups under `zedops/` |
+//! | agent `A` | `agents/A/{status,containers,containers/+,events,stats,containers/+/set/result,actions/+/result}`, `replies/…`, and outside `zedops/` only its own Home Assistant discovery configs (`…/zedops_A/{object}/config`) | `agents/A/…`, `fleet/resync`, topics outside `zedops/` (also as `$share/…`) |
+//! | MQTT user | `agents/+/req/+` (requests; signatures still apply), `agents/+/containers/+/set` and `agents/+/actions/+/run` only with Home Assistant command rights, topics outside `zedops/`, agents' discovery configs only with Home Assistant command rights | everything except `$share/…` groups under `zedops/` |
+//!
+//! An agent's discovery configs are `{prefix}/{platform}/zedops_{agent}/{object}/config`
+//! ([`crate::topics::HA_NODE_PREFIX`]) whatever the discovery prefix, so the rule needs no
+//! setting. A forged config could point Home Assistant's switch for one container at another
+//! agent's command topic, and Home Assistant holds command rights: so no other agent, and no MQTT
+//! user without those rights itself, may write them. A user with them may (to clear the configs
+//! of an agent that no longer runs with `--ha`: docs/home-assistant.md).
 
 use crate::topics::ROOT;
 
@@ -38,8 +45,18 @@ impl Identity {
     /// May this identity publish to `topic`?
     pub fn may_publish(&self, topic: &str) -> bool {
         let Some(rest) = zedops_rest(topic) else {
-            // Outside zedops' namespace (e.g. Home Assistant's discovery and birth topics).
-            return !topic.starts_with("zedops/");
+            // Outside zedops' namespace: Home Assistant's discovery and birth topics, and
+            // whatever else an integration uses.
+            if topic.starts_with("zedops/") {
+                return false;
+            }
+            return match self {
+                Identity::Trusted => true,
+                Identity::Agent(me) => ha_config_node(topic) == Some(me.as_str()),
+                Identity::User { ha_commands, .. } => {
+                    *ha_commands || ha_config_node(topic).is_none()
+                }
+            };
         };
         match self {
             Identity::Trusted => true,
@@ -87,6 +104,16 @@ fn agent_may_publish(me: &str, rest: &[&str]) -> bool {
     }
 }
 
+/// The agent whose Home Assistant discovery config `topic` is (`…/zedops_{agent}/{object}/config`,
+/// the node level third from the end whatever the prefix), or `None` for any other topic.
+fn ha_config_node(topic: &str) -> Option<&str> {
+    let levels: Vec<&str> = topic.split('/').collect();
+    match levels.as_slice() {
+        [_, .., node, _object, "config"] => node.strip_prefix(crate::topics::HA_NODE_PREFIX),
+        _ => None,
+    }
+}
+
 /// The levels after `zedops/v1/`, or `None` when the topic is outside that namespace.
 fn zedops_rest(topic: &str) -> Option<Vec<&str>> {
     let rest = topic.strip_prefix(ROOT)?;
@@ -128,7 +155,8 @@ mod tests {
             "zedops/v1/agents/maestro/events",
             "zedops/v1/agents/maestro/stats",
             "zedops/v1/replies/zedops-api-1",
-            "homeassistant/switch/x/config",
+            "homeassistant/switch/zedops_maestro/web_0a1b2c3d/config",
+            "ha/discovery/button/zedops_maestro/web_0a1b2c3d_restart/config",
         ] {
             assert!(a.may_publish(ok), "{ok}");
         }
@@ -141,6 +169,13 @@ mod tests {
             "zedops/v1/fleet/resync",
             "zedops/v1",
             "zedops/v2/x",
+            // Another agent's discovery, and topics outside zedops' that are no discovery of its own.
+            "homeassistant/switch/zedops_other/web_0a1b2c3d/config",
+            "homeassistant/switch/zedops_maestro2/web_0a1b2c3d/config",
+            "homeassistant/switch/x/config",
+            "homeassistant/status",
+            "zedops_maestro/x/config",
+            "anything/else",
         ] {
             assert!(!a.may_publish(no), "{no}");
         }
@@ -158,6 +193,14 @@ mod tests {
         assert!(!agent().may_publish("zedops/v1/agents/other/actions/save/result"));
         assert!(!agent().may_publish("zedops/v1/agents/maestro/actions/save/run"));
         assert!(user(true).may_publish("homeassistant/status"));
+        assert!(user(false).may_publish("homeassistant/switch/x/config"));
+        assert!(user(false).may_publish("home/lights/kitchen"));
+        // Only a user with command rights writes an agent's discovery configs (Home Assistant,
+        // which has them, would obey a forged one).
+        assert!(!user(false).may_publish("homeassistant/switch/zedops_maestro/web_0a1b2c3d/config"));
+        assert!(!user(false).may_publish("ha/x/button/zedops_a/action_save_1/config"));
+        assert!(user(true).may_publish("homeassistant/switch/zedops_maestro/web_0a1b2c3d/config"));
+        assert!(Identity::Trusted.may_publish("homeassistant/switch/zedops_maestro/w/config"));
         for no in [
             "zedops/v1/agents/maestro/status",
             "zedops/v1/agents/maestro/containers",

@@ -16,6 +16,10 @@
 
 /// Root of every zedops topic.
 pub const ROOT: &str = "zedops/v1";
+/// The start of an agent's node level in its Home Assistant discovery topics,
+/// `{prefix}/{platform}/zedops_{agent}/{object}/config` (agent names need no escaping there:
+/// `[a-z0-9][a-z0-9_-]*`). The broker's ACLs let only that agent write them ([`crate::acl`]).
+pub const HA_NODE_PREFIX: &str = "zedops_";
 /// Broadcast: every agent republishes status and snapshot after a random delay (≤ 1 s).
 pub const RESYNC: &str = "zedops/v1/fleet/resync";
 /// Every agent's status (subscription filter).

@@ -28,6 +28,9 @@ pub struct ServeConfig {
     /// answers `POST /api/v1/broker/{auth,acl}`, taking `broker_credentials` as its own login, and
     /// the local agent logs in as the enrolled agent it is.
     pub broker_auth_hook: bool,
+    /// The secret the broker's auth plugin shows the hook (`Authorization: Bearer …`); required
+    /// with `broker_auth_hook`.
+    pub broker_hook_secret: Option<String>,
     /// The embedded broker's MQTT 5 listener (default port 1883, see [`ServeConfig::mqtt_addr`]).
     pub mqtt_listen: Option<SocketAddr>,
     /// Its MQTT 3.1.1 listener (default port 1884); `None` with `mqtt311: false`.
@@ -60,6 +63,10 @@ impl std::fmt::Debug for ServeConfig {
             .field("broker_credentials", &login)
             .field("broker_tls", &self.broker_tls)
             .field("broker_auth_hook", &self.broker_auth_hook)
+            .field(
+                "broker_hook_secret",
+                &self.broker_hook_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("mqtt_listen", &self.mqtt_listen)
             .field("mqtt311_listen", &self.mqtt311_listen)
             .field("mqtt311", &self.mqtt311)
@@ -96,6 +103,7 @@ impl ServeConfig {
             broker_credentials: None,
             broker_tls: TlsSettings::default(),
             broker_auth_hook: false,
+            broker_hook_secret: None,
             mqtt_listen: None,
             mqtt311_listen: None,
             mqtt311: true,

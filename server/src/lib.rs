@@ -110,18 +110,25 @@ async fn embedded_broker(
     Ok((b, url))
 }
 
-/// `--broker-auth-hook` needs an external broker, the store, and the login the hook takes as the
-/// server's own.
+/// The shortest hook secret taken: the hook's answers test passwords, so its secret must not be
+/// guessable (`openssl rand -hex 24` makes 48 characters).
+const MIN_HOOK_SECRET: usize = 16;
+
+/// `--broker-auth-hook` needs an external broker, the store, the login the hook takes as the
+/// server's own, and a secret that only the broker shows.
 fn hook_config(cfg: &ServeConfig) -> Result<(), ServerError> {
     if !cfg.broker_auth_hook {
         return Ok(());
     }
+    let secret = cfg.broker_hook_secret.as_deref().unwrap_or_default();
     let why = if cfg.broker.is_none() {
         "--broker-auth-hook is for an external broker (--broker): the embedded one asks the store itself"
     } else if cfg.no_auth {
         "--broker-auth-hook needs authentication: it answers from the agents and MQTT users of the store, which --no-auth has none of"
     } else if cfg.broker_credentials.is_none() {
         "--broker-auth-hook needs --broker-username and --broker-password: they are this server's own login, which the hook lets in"
+    } else if secret.chars().count() < MIN_HOOK_SECRET {
+        "--broker-auth-hook needs --broker-auth-hook-secret (ZEDOPS_BROKER_AUTH_HOOK_SECRET) of at least 16 characters, e.g. from `openssl rand -hex 24`: the broker's auth plugin sends it as `Authorization: Bearer …`, so that nobody else can ask the hook"
     } else {
         return Ok(());
     };
@@ -200,11 +207,16 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, ServerError> {
         cfg.limits,
     );
     api.advertise(public.advertised.clone());
-    if let (true, Some((username, password))) = (cfg.broker_auth_hook, &cfg.broker_credentials) {
-        api.serve_broker_hook(zedops_api::broker_policy::ServiceLogin {
+    let hook_login = cfg
+        .broker_credentials
+        .as_ref()
+        .filter(|_| cfg.broker_auth_hook);
+    if let (Some((username, password)), Some(secret)) = (hook_login, &cfg.broker_hook_secret) {
+        let service = zedops_api::broker_policy::ServiceLogin {
             username: username.clone(),
             password: password.clone(),
-        });
+        };
+        api.serve_broker_hook(zedops_api::broker_policy::BrokerHook::new(service, secret));
     }
     let (stop_agent, agent) = match &cfg.local_agent {
         Some(local) => {

@@ -52,6 +52,9 @@ pub fn rmqtt_bin() -> anyhow::Result<PathBuf> {
 /// hook lets it in, and nothing else may use it.
 pub const API_LOGIN: (&str, &str) = ("zedops-api", "cluster-login-5531");
 
+/// The secret the nodes' rmqtt-auth-http shows the hook (`--broker-auth-hook-secret`).
+pub const HOOK_SECRET: &str = "cluster-hook-secret-7f3a9c21";
+
 /// Where the broker's authentication hook is, and the login it takes as the server's.
 #[derive(Debug, Clone)]
 pub struct Hook {
@@ -219,6 +222,8 @@ impl Cluster {
             "--broker-password",
             password,
             "--broker-auth-hook",
+            "--broker-auth-hook-secret",
+            HOOK_SECRET,
         ]
         .map(str::to_owned)
         .to_vec()
@@ -359,6 +364,7 @@ fn write_plugin_configs(dir: &Path, ports: &[Ports], hook: Option<&Hook>) -> any
 deny_if_error = true
 disconnect_if_pub_rejected = true
 http_headers.accept = "application/json"
+http_headers.authorization = "Bearer {secret}"
 http_auth_req.url = "{api}/api/v1/broker/auth"
 http_auth_req.method = "post"
 http_auth_req.headers.content-type = "application/x-www-form-urlencoded"
@@ -368,7 +374,8 @@ http_acl_req.method = "post"
 http_acl_req.headers.content-type = "application/x-www-form-urlencoded"
 http_acl_req.params = {{ access = "%A", username = "%u", clientid = "%c", topic = "%t" }}
 "#,
-                api = h.api
+                api = h.api,
+                secret = HOOK_SECRET,
             ),
         )?;
     }

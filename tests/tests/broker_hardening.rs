@@ -146,12 +146,19 @@ async fn integration_users_cannot_forge_state_or_send_commands_without_rights() 
     watch.subscribe("#").await?;
     watch.drain(Duration::from_millis(500)).await;
     let set = zedops_proto::topics::container_set(&s.agent, "anything");
+    // A discovery config of the agent's node: Home Assistant would obey it.
+    let config = format!(
+        "homeassistant/switch/zedops_{}/web_00000000/config",
+        s.agent
+    );
     let allowed = format!("{}/allowed", unique("integration"));
     for (version, topic, payload) in [
         ("mqttv311", s.status_topic(), "forged"),
         ("mqttv5", s.status_topic(), "forged"),
         ("mqttv311", set.clone(), "stop"),
         ("mqttv5", set.clone(), "stop"),
+        ("mqttv311", config.clone(), "forged"),
+        ("mqttv5", config.clone(), "forged"),
         ("mqttv5", allowed.clone(), "fine"),
     ] {
         let out = tokio::process::Command::new("mosquitto_pub")
@@ -177,42 +184,38 @@ async fn integration_users_cannot_forge_state_or_send_commands_without_rights() 
     );
     for m in &seen {
         assert!(
-            !(m.topic == set || (m.topic == s.status_topic() && m.payload.as_ref() == b"forged")),
+            !(m.topic == set
+                || m.topic == config
+                || (m.topic == s.status_topic() && m.payload.as_ref() == b"forged")),
             "a refused publish got through: {m:?}"
         );
     }
-    // With command rights the same user's /set reaches the agent's topic.
+    // With command rights the same user's /set reaches the agent's topic, and so does a config
+    // (an empty one is how such a user clears an agent's configs: docs/home-assistant.md).
     let commander_pw = s.mqtt_user("commander", true).await?;
-    let out = tokio::process::Command::new("mosquitto_pub")
-        .args([
-            "-V",
-            "mqttv311",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &s.serve.mqtt.port().to_string(),
-        ])
-        .args([
-            "-u",
-            "commander",
-            "-P",
-            &commander_pw,
-            "-q",
-            "1",
-            "-t",
-            &set,
-            "-m",
-            "stop",
-        ])
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for topic in [&set, &config] {
+        let out = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-V",
+                "mqttv311",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &s.serve.mqtt.port().to_string(),
+            ])
+            .args(["-u", "commander", "-P", &commander_pw, "-q", "1"])
+            .args(["-t", topic, "-m", "stop"])
+            .output()
+            .await?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let seen = watch.drain(Duration::from_secs(1)).await;
     assert!(seen.iter().any(|m| m.topic == set), "{seen:?}");
+    assert!(seen.iter().any(|m| m.topic == config), "{seen:?}");
     assert_eq!(s.ping().await?, 200);
     Ok(())
 }

@@ -75,7 +75,11 @@ pub(super) fn fnv1a32(bytes: &[u8]) -> u32 {
 
 /// The discovery topic's node level: one per agent.
 pub fn node_id(agent: &str) -> String {
-    format!("zedops_{}", sanitize(agent))
+    format!(
+        "{}{}",
+        zedops_proto::topics::HA_NODE_PREFIX,
+        sanitize(agent)
+    )
 }
 
 /// The container's part of object and unique IDs: its sanitized name plus a hash of the exact

@@ -7,7 +7,8 @@
 //! `password`, and for ACL questions `topic` with `access` (`1` subscribe, `2` publish: rmqtt) or
 //! `action` (`subscribe`, `publish`: EMQX). The answer is `200` with
 //! `{"result": "allow" | "deny", "superuser": …, "is_superuser": …}`: both plugins read `result`.
-//! Off unless `zedops serve --broker-auth-hook` (then 404).
+//! Off unless `zedops serve --broker-auth-hook` (then 404). The broker shows the hook's secret
+//! (`--broker-auth-hook-secret`) as `Authorization: Bearer …` ([`BrokerCaller`]): else 401.
 //!
 //! What the hook costs: a connection's identity is read from the database once and serves its
 //! ACL questions for a few seconds ([`crate::hook_identities`]), and an `allow` for an agent's own
@@ -22,6 +23,7 @@ use zedops_proto::acl::Identity;
 use zedops_proto::topics::{self, Topic};
 use zedops_proto::ErrorBody;
 
+use crate::auth::BrokerCaller;
 use crate::broker_policy::{identify, identity_of, ServiceLogin};
 use crate::error::{ApiError, ApiResult};
 use crate::State;
@@ -139,14 +141,14 @@ impl BrokerApi {
     /// For an external MQTT broker: may this connection log in? `allow` for this server's own
     /// login (`--broker-username`), enrolled agents with their own client id and password, and
     /// MQTT users (`zedops mqtt-user add`). Answers 404 unless the server runs with
-    /// `--broker-auth-hook`.
+    /// `--broker-auth-hook`, 401 without its secret (`--broker-auth-hook-secret`).
     #[oai(
         path = "/api/v1/broker/auth",
         method = "post",
         tag = "Tag::Broker",
         operation_id = "broker_auth"
     )]
-    async fn broker_auth(&self, body: AuthBody) -> ApiResult<BrokerVerdict> {
+    async fn broker_auth(&self, _broker: BrokerCaller, body: AuthBody) -> ApiResult<BrokerVerdict> {
         let q = match body {
             AuthBody::Json(Json(q)) | AuthBody::Form(Form(q)) => q,
         };
@@ -175,14 +177,18 @@ impl BrokerApi {
     /// this filter? The same rules as the embedded broker's: an agent publishes only its own
     /// state and subscribes only to its own requests; MQTT users read, send requests, and send
     /// Home Assistant commands only with that right. Answers 404 unless the server runs with
-    /// `--broker-auth-hook`.
+    /// `--broker-auth-hook`, 401 without its secret (`--broker-auth-hook-secret`).
     #[oai(
         path = "/api/v1/broker/acl",
         method = "post",
         tag = "Tag::Broker",
         operation_id = "broker_acl"
     )]
-    async fn broker_acl(&self, body: AclBody) -> Result<AclAnswer, ApiError> {
+    async fn broker_acl(
+        &self,
+        _broker: BrokerCaller,
+        body: AclBody,
+    ) -> Result<AclAnswer, ApiError> {
         let q = match body {
             AclBody::Json(Json(q)) | AclBody::Form(Form(q)) => q,
         };
@@ -250,7 +256,7 @@ impl BrokerApi {
                 "this server is not its broker's authentication hook (start it with --broker-auth-hook)",
             ))
         };
-        let service = self.state.broker_hook.get().ok_or_else(off)?;
+        let service = &self.state.broker_hook.get().ok_or_else(off)?.service;
         let store = self.state.store.as_deref().ok_or_else(off)?;
         Ok((store, service))
     }
