@@ -12,7 +12,8 @@
 //! - [`session`]: the MQTT session (Last Will, reconnect with backoff, resubscribe) and the main
 //!   loop (event-driven republish, periodic resync); `requests` runs each request (expiry, size,
 //!   trust, duplicates, slots, reply), `trust` says whether a request is signed by the server,
-//!   `events` interprets Docker's events.
+//!   `events` interprets Docker's events, `subscribing` holds the state back after a CONNACK
+//!   until the broker has answered the subscriptions.
 //! - [`publisher`]: retained status, snapshot and per-container topics; events.
 //! - [`admission`]: request slots, reads and actions apart (actions never wait behind reads).
 //! - [`streams`]: log follows and stats streams: chunks under the requester's credit and lease.
@@ -38,6 +39,7 @@ mod requests;
 pub mod retained;
 pub mod session;
 pub mod streams;
+mod subscribing;
 mod trust;
 pub mod usage;
 

@@ -3,6 +3,9 @@
 //!
 //! Publishes use `try_publish`: state is republished in full after every CONNACK, so a publish
 //! dropped while the connection is down loses nothing, and the agent never blocks on a dead broker.
+//! Retained state is not even queued while the connection is down (`set_connected`): rumqttc would
+//! send what it queued ahead of the next connection's SUBSCRIBEs, and an `online` status would
+//! reach the API before the broker routes requests to the agent again.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -90,6 +93,8 @@ impl Publisher {
         changed
     }
 
+    /// Whether the broker connection is up and its subscriptions answered: retained state is
+    /// published only then (`send_state`).
     pub fn set_connected(&mut self, up: bool) {
         self.connected = up;
     }
@@ -119,14 +124,16 @@ impl Publisher {
         self.current.as_deref()
     }
 
+    /// The status, retained. An `online` one only while connected (`send_state`); the `offline`
+    /// of a stopping agent is queued whatever the connection, in case it comes back in time.
     pub fn publish_status(&self, state: AgentState, docker: DockerStatus) {
-        let payload = self.status(state, docker);
-        self.send(
-            topics::status(&self.agent),
-            QoS::AtLeastOnce,
-            true,
-            json(&payload),
-        );
+        let offline = state == AgentState::Offline;
+        let payload = json(&self.status(state, docker));
+        let topic = topics::status(&self.agent);
+        match offline {
+            true => self.send(topic, QoS::AtLeastOnce, true, payload),
+            false => self.send_state(topic, payload),
+        }
     }
 
     /// Takes a fresh list. Publishes the snapshot when it changed (or when `again` asks for it),
@@ -144,12 +151,7 @@ impl Publisher {
                 taken_at: Utc::now(),
                 containers: list.clone(),
             };
-            self.send(
-                topics::snapshot(&self.agent),
-                QoS::AtLeastOnce,
-                true,
-                json(&snap),
-            );
+            self.send_state(topics::snapshot(&self.agent), json(&snap));
         }
         if !self.container_topics {
             // Topics an earlier run with per-container topics left: none is published now.
@@ -167,18 +169,22 @@ impl Publisher {
         let mut next = HashMap::with_capacity(list.len());
         for c in &list {
             if all || self.published.get(&c.name) != Some(c) {
-                self.send(
-                    topics::container(&self.agent, &c.name),
-                    QoS::AtLeastOnce,
-                    true,
-                    json(c),
-                );
+                self.send_state(topics::container(&self.agent, &c.name), json(c));
             }
             next.insert(c.name.clone(), c.clone());
         }
         let mut names_changed = self.published.len() != next.len();
-        for gone in self.published.keys().filter(|n| !next.contains_key(*n)) {
-            self.clear(gone);
+        let gone: Vec<String> = (self.published.keys())
+            .filter(|n| !next.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            // Not connected: cleared after the next connection, as an earlier run's leftovers.
+            if self.connected {
+                self.clear(&name);
+            } else {
+                self.leftover.insert(name);
+            }
             names_changed = true;
         }
         if self.connected && !self.leftover.is_empty() {
@@ -214,12 +220,7 @@ impl Publisher {
     /// Removes a retained per-container topic (empty retained payload).
     pub fn clear(&self, name: &str) {
         debug!(container = name, "clearing retained container topic");
-        self.send(
-            topics::container(&self.agent, name),
-            QoS::AtLeastOnce,
-            true,
-            Vec::new(),
-        );
+        self.send_state(topics::container(&self.agent, name), Vec::new());
     }
 
     pub fn publish_event(&self, ev: &ContainerEvent) {
@@ -239,6 +240,16 @@ impl Publisher {
             false,
             json(stats),
         );
+    }
+
+    /// Retained state (QoS 1): only while connected. Dropped otherwise: the next connection
+    /// republishes everything once its subscriptions are answered.
+    fn send_state(&self, topic: String, payload: Vec<u8>) {
+        if !self.connected {
+            debug!(%topic, "not connected: published after the next connection");
+            return;
+        }
+        self.send(topic, QoS::AtLeastOnce, true, payload);
     }
 
     fn send(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) {

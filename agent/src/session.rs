@@ -5,8 +5,8 @@
 //!   jitter, and forwards CONNACKs and incoming publishes through a bounded channel (it never awaits
 //!   a publish itself: rumqttc deadlocks when the polling task does);
 //! - the **Docker monitor** (re)connects to the engine and follows its event stream;
-//! - the **main loop** owns the publisher: on every CONNACK it resubscribes (rumqttc does not) and
-//!   republishes everything; it coalesces Docker events into republishes within ~25 ms, resyncs
+//! - the **main loop** owns the publisher: on every CONNACK it resubscribes (rumqttc does not) and,
+//!   once the broker has answered the subscriptions (`subscribing`), republishes everything; it coalesces Docker events into republishes within ~25 ms, resyncs
 //!   periodically and on `fleet/resync`, and spawns a task per request.
 
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,9 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::StreamExt;
 use rand::Rng;
-use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{
+    LastWill, LastWillProperties, Packet, Publish, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 use tokio::sync::mpsc;
@@ -47,6 +49,8 @@ const COALESCE: Duration = Duration::from_millis(25);
 
 enum Inbound {
     Connected,
+    /// A SUBACK: one reason code per filter of its SUBSCRIBE.
+    Subscribed(Vec<SubscribeReasonCode>),
     Disconnected(String),
     Publish(Publish),
     /// The broker refuses the agent's credentials for good (`connection::REFUSALS_FOR_GOOD`).
@@ -286,6 +290,9 @@ struct MainLoop {
     actions_synced: Option<u64>,
     /// Set when the broker refused the agent's credentials for good: the loop ends.
     refused: Option<String>,
+    /// Since the last CONNACK, the subscriptions the broker has not answered yet: the state is
+    /// published once it has (or at their deadline).
+    subscribing: Option<crate::subscribing::Pending>,
 }
 
 impl MainLoop {
@@ -336,6 +343,7 @@ impl MainLoop {
             action_labels: None,
             actions_synced: None,
             refused: None,
+            subscribing: None,
         }
     }
 
@@ -389,6 +397,11 @@ impl MainLoop {
                 _ = periodic.tick() => {
                     self.refresh(Republish::Snapshot).await;
                 }
+                _ = tokio::time::sleep_until(self.subscribing.as_ref().map_or_else(far, |p| p.by)), if self.subscribing.is_some() => {
+                    let missing = self.subscribing.take().map(|p| p.unanswered().join(", "));
+                    warn!(filters = ?missing, "no SUBACK from the broker within 5 s; publishing the state anyway");
+                    self.publish_everything().await;
+                }
             }
             // Actions follow the containers' labels (and the files, after SIGHUP).
             self.sync_actions();
@@ -436,11 +449,22 @@ impl MainLoop {
     async fn on_inbound(&mut self, msg: Inbound) {
         match msg {
             Inbound::Connected => self.on_connected().await,
+            Inbound::Subscribed(codes) => {
+                let done = self
+                    .subscribing
+                    .as_mut()
+                    .is_some_and(|p| p.answered(&codes));
+                if done {
+                    self.subscribing = None;
+                    self.publish_everything().await;
+                }
+            }
             Inbound::Disconnected(reason) => {
                 if self.connected {
                     warn!(%reason, "lost the broker; reconnecting");
                 }
                 self.connected = false;
+                self.subscribing = None;
                 self.publisher.set_connected(false);
             }
             Inbound::Publish(p) => self.on_publish(p).await,
@@ -449,22 +473,35 @@ impl MainLoop {
         }
     }
 
-    /// After every CONNACK: subscribe again (rumqttc does not) and republish everything.
+    /// After every CONNACK: subscribe again (rumqttc does not), and republish everything once
+    /// the broker has answered the subscriptions (`Inbound::Subscribed`): the state says the
+    /// agent is online, so requests must reach it by then.
     async fn on_connected(&mut self) {
         self.connected = true;
-        self.publisher.set_connected(true);
-        info!("connected to the broker; subscribing and publishing state");
+        info!("connected to the broker; subscribing, then publishing state");
         let subs = topics::agent_subscriptions(&self.group, &self.agent);
         // With --ha, also HA's topics (ha/: `/set`, `{prefix}/status`, our configs).
         let ha_subs = self.ha.iter().flat_map(|h| h.subscriptions(&self.group));
         let client = &self.serving.client;
+        let mut sent = Vec::new();
         for s in subs.into_iter().chain(ha_subs) {
-            if let Err(e) = client.try_subscribe(s.clone(), QoS::AtMostOnce) {
-                warn!(filter = %s, error = %e, "subscribe dropped");
+            match client.try_subscribe(s.clone(), QoS::AtMostOnce) {
+                Ok(()) => sent.push(s),
+                Err(e) => warn!(filter = %s, error = %e, "subscribe dropped"),
             }
         }
+        if sent.is_empty() {
+            self.publish_everything().await;
+        } else {
+            self.subscribing = Some(crate::subscribing::Pending::new(sent));
+        }
+    }
+
+    /// Everything again, per-container topics and Home Assistant's discovery included: the
+    /// connection is ready (its subscriptions answered), so retained state goes out from now on.
+    async fn publish_everything(&mut self) {
+        self.publisher.set_connected(true);
         self.refresh(Republish::Everything).await;
-        // Home Assistant: every discovery config after every CONNACK.
         if let Some(h) = &mut self.ha {
             h.publish_all(self.publisher.current());
         }
@@ -681,6 +718,11 @@ async fn poll_loop(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if let Err(e) = tx.try_send(Inbound::Publish(p)) {
                     warn!(error = %e, "main loop busy; incoming message dropped");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(a))) => {
+                if tx.try_send(Inbound::Subscribed(a.return_codes)).is_err() {
+                    warn!("main loop busy; SUBACK not forwarded");
                 }
             }
             Ok(Event::Incoming(Packet::Disconnect(d))) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
@@ -16,7 +16,8 @@ pub struct TestClient {
     pub client: AsyncClient,
     pub id: String,
     rx: mpsc::Receiver<Publish>,
-    acks: mpsc::Receiver<()>,
+    /// CONNACKs (no codes) and SUBACKs (one code per filter), in order.
+    acks: mpsc::Receiver<Vec<SubscribeReasonCode>>,
     task: tokio::task::JoinHandle<()>,
     n: u64,
     last: Option<Publish>,
@@ -92,8 +93,11 @@ impl TestClient {
                             return;
                         }
                     }
-                    Ok(Event::Incoming(Packet::ConnAck(_) | Packet::SubAck(_))) => {
-                        let _ = ack_tx.try_send(());
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = ack_tx.try_send(Vec::new());
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(a))) => {
+                        let _ = ack_tx.try_send(a.return_codes);
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -115,13 +119,38 @@ impl TestClient {
         })
     }
 
-    /// Subscribes (QoS 0) and waits for the SUBACK.
+    /// Subscribes (QoS 0) and waits for the SUBACK; fails unless the broker granted it.
     pub async fn subscribe(&mut self, filter: &str) -> anyhow::Result<()> {
+        match self.suback(filter).await? {
+            SubscribeReasonCode::Success(_) => Ok(()),
+            code => bail!("the broker refused the subscription to {filter}: {code:?}"),
+        }
+    }
+
+    /// Subscribes (QoS 0); fails unless the broker refused it in its SUBACK.
+    pub async fn subscribe_refused(&mut self, filter: &str) -> anyhow::Result<SubscribeReasonCode> {
+        match self.suback(filter).await? {
+            SubscribeReasonCode::Success(q) => {
+                bail!("the broker granted the subscription to {filter} (QoS {q:?})")
+            }
+            code => Ok(code),
+        }
+    }
+
+    /// The SUBACK's reason code for one filter (CONNACKs of reconnections on the way are
+    /// skipped).
+    async fn suback(&mut self, filter: &str) -> anyhow::Result<SubscribeReasonCode> {
         self.client.subscribe(filter, QoS::AtMostOnce).await?;
-        tokio::time::timeout(Duration::from_secs(5), self.acks.recv())
-            .await
-            .map_err(|_| anyhow!("no SUBACK for {filter}"))?;
-        Ok(())
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let codes = tokio::time::timeout_at(deadline, self.acks.recv())
+                .await
+                .map_err(|_| anyhow!("no SUBACK for {filter}"))?
+                .context("client closed")?;
+            if let Some(code) = codes.first() {
+                return Ok(*code);
+            }
+        }
     }
 
     /// The next message whose topic and payload satisfy `pred`; others are discarded.

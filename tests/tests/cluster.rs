@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use zedops_client::{Client, EventKind, NewMqttUser};
+use zedops_client::{Client, ContainerState, EventKind, ListOptions, NewMqttUser};
 use zedops_tests::api::{counter_sum, reaches};
 use zedops_tests::cluster::{Cluster, Hook, API_LOGIN};
 use zedops_tests::ha::{mosquitto_sub, Mqtt311};
@@ -124,13 +124,14 @@ async fn the_fleet_works_across_the_nodes_of_a_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hook's ACLs on the cluster: agent A's own login cannot publish B's status, nor take B's
-/// requests, on any node; wrong passwords and stolen client ids are refused.
+/// The hook's ACLs on the cluster: agent A's own login cannot take B's requests nor publish B's
+/// status or B's Home Assistant discovery, on any node; wrong passwords and stolen client ids are
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_login_reaches_only_its_own_topics_on_the_cluster() -> anyhow::Result<()> {
     init_logs();
     let s = stack(2).await?;
-    let (a, _pa) = agent_on(&s, 0, &[]).await?;
+    let (a, mut pa) = agent_on(&s, 0, &[]).await?;
     let (b, _pb) = agent_on(&s, 1, &[]).await?;
     for agent in [&a, &b] {
         eventually("the agents online", Duration::from_secs(30), || async {
@@ -141,26 +142,16 @@ async fn an_agents_login_reaches_only_its_own_topics_on_the_cluster() -> anyhow:
     let (user, pass) = login_of(&s, &a)?;
     let node2 = s.cluster.nodes[1].mqtt;
     let limit = Duration::from_secs(5);
+    let a_id = format!("zedops-agent-{a}");
 
     // Refused at the door: a wrong password; A's password under B's client id.
-    let wrong = TestClient::connect_with(
-        node2,
-        &format!("zedops-agent-{a}"),
-        Some((&user, "nope")),
-        limit,
-    )
-    .await;
+    let wrong = TestClient::connect_with(node2, &a_id, Some((&user, "nope")), limit).await;
     ensure!(wrong.is_err(), "a wrong password was let in");
-    let stolen = TestClient::connect_with(
-        node2,
-        &format!("zedops-agent-{b}"),
-        Some((&user, &pass)),
-        limit,
-    )
-    .await;
+    let b_id = format!("zedops-agent-{b}");
+    let stolen = TestClient::connect_with(node2, &b_id, Some((&user, &pass)), limit).await;
     ensure!(stolen.is_err(), "A's login was let in under B's client id");
 
-    // A trusted watcher on node 3 sees whatever reaches B's status topic.
+    // A trusted watcher on node 3 sees whatever reaches B's status and discovery topics.
     let mut watch = TestClient::connect_with(
         s.cluster.nodes[2].mqtt,
         &format!("zedops-api-watch-{}", std::process::id()),
@@ -169,46 +160,60 @@ async fn an_agents_login_reaches_only_its_own_topics_on_the_cluster() -> anyhow:
     )
     .await?;
     let status_b = zedops_proto::topics::status(&b);
+    let config_b = format!("homeassistant/switch/zedops_{b}/web_00000000/config");
     watch.subscribe(&status_b).await?;
+    watch.subscribe(&config_b).await?;
+
+    // A's credentials on node 2, with agent A stopped (it would take its session back): B's
+    // requests are refused in the SUBACK, A's own granted.
+    pa.signal("TERM")?;
+    pa.wait_exit(Duration::from_secs(10)).await?;
+    let mut forger = TestClient::connect_with(node2, &a_id, Some((&user, &pass)), limit)
+        .await
+        .context("A's own login on node 2")?;
+    for theirs in [
+        format!("$share/steal/zedops/v1/agents/{b}/req/+"),
+        format!("zedops/v1/agents/{b}/req/#"),
+        "zedops/v1/agents/+/req/+".to_owned(),
+    ] {
+        forger.subscribe_refused(&theirs).await?;
+    }
+    forger
+        .subscribe(&format!("$share/own/zedops/v1/agents/{a}/req/+"))
+        .await
+        .context("A's own requests")?;
+    // B's requests go to B only: a ping through the API is answered by B. A request to A, sent
+    // by the watcher after it, reaches the forger: its session was up all along.
+    let ping = s.admin.ping(&b, None).await?;
+    ensure!(ping.pong.agent == b, "{ping:?}");
+    let own = zedops_proto::topics::request(&a, "ping");
+    watch.publish(&own, false, b"{}".to_vec()).await?;
+    let got = forger.drain(Duration::from_secs(1)).await;
+    ensure!(
+        got.iter().any(|m| m.topic == own),
+        "the forger's session did not receive a request to A: {got:?}"
+    );
+    ensure!(
+        got.iter()
+            .all(|m| !m.topic.contains(&format!("/agents/{b}/"))),
+        "A's login received B's requests: {got:?}"
+    );
+    drop(forger);
     watch.drain(Duration::from_millis(500)).await;
 
-    // A, with its own login on node 2 (a second session of A), tries B's topics.
-    let mut forger = TestClient::connect_with(
-        node2,
-        &format!("zedops-agent-{a}"),
-        Some((&user, &pass)),
-        limit,
-    )
-    .await
-    .context("A's own login on node 2")?;
-    let _ = forger
-        .subscribe(&format!("$share/steal/zedops/v1/agents/{b}/req/+"))
-        .await;
-    let _ = forger
-        .subscribe(&format!("zedops/v1/agents/{b}/req/#"))
-        .await;
-    forger
-        .publish(
-            &status_b,
-            true,
-            br#"{"state":"offline","forged":true}"#.to_vec(),
-        )
-        .await
-        .ok();
+    // Each forged publish on a connection of its own: rmqtt disconnects a refused publisher.
+    for topic in [&status_b, &config_b] {
+        let forger = TestClient::connect_with(node2, &a_id, Some((&user, &pass)), limit).await?;
+        let body = br#"{"state":"offline","forged":true}"#.to_vec();
+        forger.publish(topic, true, body).await.ok();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let forged = watch.drain(Duration::from_secs(2)).await;
     ensure!(
         forged
             .iter()
             .all(|m| !String::from_utf8_lossy(&m.payload).contains("forged")),
-        "A's forged status of B reached node 3: {forged:?}"
-    );
-    // B's requests go to B only: a ping through the API is answered, and A's session saw none.
-    let ping = s.admin.ping(&b, None).await?;
-    ensure!(ping.pong.agent == b, "{ping:?}");
-    let stolen = forger.drain(Duration::from_secs(1)).await;
-    ensure!(
-        stolen.iter().all(|m| !m.topic.contains("/req/")),
-        "A's login received B's requests: {stolen:?}"
+        "A's forged status or discovery of B reached node 3: {forged:?}"
     );
     ensure!(
         s.admin.agent(&b).await?.online,
@@ -280,6 +285,45 @@ async fn a_dead_node_loses_no_agent_and_no_api() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_leader_loses_no_agent_and_no_api() -> anyhow::Result<()> {
     fails_over(0, 2).await
+}
+
+/// The node under agent A dies (node 2, a follower) while the API, on node 3, stays up: A moves
+/// to another node, and a container stopped while A had no broker shows as stopped once A is
+/// back (A republishes its state on the new node: nothing stays stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_dead_node_leaves_nothing_stale() -> anyhow::Result<()> {
+    init_logs();
+    let mut s = stack(2).await?;
+    let ca = TestContainer::run(&unique("zt-fs"), &unique("fsa"), &[])?;
+    let (a, _pa) = agent_on(&s, 1, &[]).await?;
+    reaches(&s.admin, &a, &ca).await?;
+
+    let killed = std::time::Instant::now();
+    s.cluster.kill(1);
+    zedops_tests::Docker::run(&["stop", "-t", "1", &ca.name])?;
+    let all = ListOptions {
+        all: Some(true),
+        ..Default::default()
+    };
+    let back = eventually(
+        "A's stopped container shown as stopped",
+        Duration::from_secs(45),
+        || async {
+            let listing = s.admin.containers(&a, &all).await.ok()?;
+            let c = listing.containers.iter().find(|c| c.name == ca.name)?;
+            (c.state != ContainerState::Running).then(|| killed.elapsed())
+        },
+    )
+    .await
+    .with_context(|| format!("{}\n{}", s.serve.logs(), s.cluster.log(2)))?;
+    eprintln!("node 2 killed: A's stopped container shown after {back:?}");
+    // Visible means reachable: the first request after that is answered (the agent publishes
+    // its state only once the broker has answered its subscriptions; before, this request was
+    // lost for ~2 s while the cluster added A's new subscription to its routes).
+    let p = s.admin.ping(&a, Some(5)).await?;
+    ensure!(p.pong.agent == a, "{p:?}");
+    ensure!(s.admin.agent(&a).await?.online, "A shown offline");
+    Ok(())
 }
 
 /// Agent A and the API on node `dies` (index), agent B on node `stays`; kills node `dies`.

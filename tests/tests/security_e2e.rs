@@ -145,7 +145,7 @@ async fn broker_auth_signatures_enrollment_and_secrets() -> anyhow::Result<()> {
     let before = web.started_at()?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let rt = evil_agent.reply_topic();
-    evil_agent.subscribe(&rt).await?;
+    evil_agent.subscribe_refused(&rt).await?;
     let refused = evil_agent
         .request(
             &maestro,
