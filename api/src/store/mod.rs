@@ -153,8 +153,9 @@ const WAIT: Duration = Duration::from_secs(5);
 
 impl Store {
     /// The database `database` names (`postgres://…`, `sqlite://…`), else SQLite in `dir`
-    /// (`<dir>/zedops.db`), importing `<dir>/zedops.redb` of earlier versions into a new one.
-    /// `dir`, the data dir, is created either way (mode 0700).
+    /// (`<dir>/zedops.db`); either way `<dir>/zedops.redb` of earlier versions, when there, is
+    /// imported into it (records already in the database win). `dir`, the data dir, is created
+    /// either way (mode 0700).
     pub async fn open(database: Option<&str>, dir: &Path) -> Result<Self, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open {
             place: dir.display().to_string(),
@@ -167,13 +168,15 @@ impl Store {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         // The data dir holds the admin token and the server key whatever the database is.
-        if let Some(url) = database {
-            return Self::connect(url).await;
-        }
-        let path = dir.join("zedops.db");
-        // Mode 0600 before SQLite opens it: its -wal and -shm files take the database's mode.
-        private_file(&path).map_err(open_err)?;
-        let store = Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?;
+        let store = match database {
+            Some(url) => Self::connect(url).await?,
+            None => {
+                let path = dir.join("zedops.db");
+                // Mode 0600 before SQLite opens it: its -wal and -shm files take its mode.
+                private_file(&path).map_err(open_err)?;
+                Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?
+            }
+        };
         import::redb_if_any(&store, dir).await?;
         Ok(store)
     }

@@ -165,12 +165,51 @@ async fn mqtt_users_and_the_server_key() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// A data dir of an earlier version (redb) is imported once, and then renamed.
+/// A data dir of an earlier version (redb) is imported once, and then renamed: into the default
+/// SQLite database, and into the one `--database` names.
 #[tokio::test]
 async fn a_redb_data_dir_is_imported() {
-    use redb::TableDefinition;
     let d = dir();
-    std::fs::create_dir_all(&d).unwrap();
+    old_redb(&d);
+    let s = open(&d).await;
+    imported(&s, &d).await;
+    s.close().await;
+    // Once: a second start imports nothing again.
+    let s = open(&d).await;
+    assert_eq!(s.tokens().await.unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&d);
+
+    let d = dir();
+    old_redb(&d);
+    let elsewhere = dir();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", elsewhere.join("named.db").display());
+    let s = Store::open(Some(&url), &d).await.unwrap();
+    imported(&s, &d).await;
+    assert!(!d.join("zedops.db").exists(), "a default database was made");
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}
+
+/// What `old_redb` wrote, in `s`; the redb file renamed.
+async fn imported(s: &Store, d: &Path) {
+    assert_eq!(s.verify("zdt_old_s3cret").await.unwrap().role, Role::Admin);
+    assert!(s.check_agent_password("maestro", "pw").await);
+    let user = s.check_mqtt_user("ha", "upw").await.expect("the MQTT user");
+    assert!(user.ha_commands);
+    let log = s.audit_log(10).await.unwrap();
+    assert_eq!(
+        log.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["old2", "old1"]
+    );
+    assert!(!d.join("zedops.redb").exists() && d.join("zedops.redb.imported").exists());
+}
+
+/// A redb data dir of an earlier version in `d`: a token, an agent, an MQTT user, two audit records.
+fn old_redb(d: &Path) {
+    use redb::TableDefinition;
+    std::fs::create_dir_all(d).unwrap();
     let token = TokenRecord {
         name: "old".into(),
         role: Role::Admin,
@@ -185,6 +224,12 @@ async fn a_redb_data_dir_is_imported() {
         mqtt_password_hash: Some(hash_secret("pw")),
         public_key: Some("k".into()),
         enrolled_at: Some(Utc::now()),
+    };
+    let user = MqttUserRecord {
+        name: "ha".into(),
+        password_hash: hash_secret("upw"),
+        created_at: Utc::now(),
+        ha_commands: true,
     };
     {
         let db = redb::Database::create(d.join("zedops.redb")).unwrap();
@@ -208,23 +253,14 @@ async fn a_redb_data_dir_is_imported() {
                 l.insert(i, serde_json::to_vec(&rec).unwrap().as_slice())
                     .unwrap();
             }
+            let mut u = w
+                .open_table(TableDefinition::<&str, &[u8]>::new("mqtt_users"))
+                .unwrap();
+            u.insert("ha", serde_json::to_vec(&user).unwrap().as_slice())
+                .unwrap();
         }
         w.commit().unwrap();
     }
-    let s = open(&d).await;
-    assert_eq!(s.verify("zdt_old_s3cret").await.unwrap().role, Role::Admin);
-    assert!(s.check_agent_password("maestro", "pw").await);
-    let log = s.audit_log(10).await.unwrap();
-    assert_eq!(
-        log.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
-        ["old2", "old1"]
-    );
-    assert!(!d.join("zedops.redb").exists() && d.join("zedops.redb.imported").exists());
-    s.close().await;
-    // Once: a second start imports nothing again.
-    let s = open(&d).await;
-    assert_eq!(s.tokens().await.unwrap().len(), 1);
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
