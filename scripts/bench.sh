@@ -21,7 +21,7 @@ args=("$@")
 scenario=all
 for a in "$@"; do
   case "$a" in
-    all|mqtt|http|list|restart|events|fleet|footprint|streams|cluster) scenario="" ;;
+    all|mqtt|http|list|restart|events|fleet|footprint|streams|cluster|hook) scenario="" ;;
   esac
 done
 [ -z "$scenario" ] || args+=(all)
