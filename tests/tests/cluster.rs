@@ -78,6 +78,34 @@ async fn the_fleet_works_across_the_nodes_of_a_cluster() -> anyhow::Result<()> {
     })
     .await?;
 
+    // Retained state across nodes: a client that subscribes on node 3 now gets A's status and
+    // snapshot, published on node 1 before it subscribed.
+    let mut late = TestClient::connect_with(
+        s.cluster.nodes[2].mqtt,
+        &format!("zedops-api-late-{}", std::process::id()),
+        Some(API_LOGIN),
+        Duration::from_secs(5),
+    )
+    .await?;
+    for topic in [
+        zedops_proto::topics::status(&a),
+        zedops_proto::topics::snapshot(&a),
+    ] {
+        late.subscribe(&topic).await?;
+        let m = late
+            .wait_for(
+                "A's retained state on node 3",
+                Duration::from_secs(5),
+                |m| m.topic == topic,
+            )
+            .await?;
+        ensure!(
+            m.retain,
+            "{topic} arrived on node 3 without its retain flag"
+        );
+    }
+    drop(late);
+
     // Events: Docker's stop reaches the API's stream through the cluster, from agent A on node
     // 1 (B, on the same Docker engine here, reports it too).
     let mut events = s.admin.events().await?;
