@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use serde_json::{json, Value};
-use zedops_client::{Client, EnrollRequest, NewAgent};
+use zedops_client::{Client, EnrollRequest, NewAgent, NewMqttUser};
 use zedops_proto::sign::KeyPair;
 use zedops_tests::procs::{zedops_bin, Mosquitto, Serve, TempDir};
 use zedops_tests::{init_logs, unique};
@@ -154,6 +154,28 @@ async fn the_hook_answers_rmqtt_and_emqx_only_with_its_secret() -> anyhow::Resul
     let (status, cache, v) = ask(&serve, "acl", Value::String(rmqtt), Some(SECRET)).await?;
     ensure!(status == 200 && v["result"] == "allow", "{v}");
     ensure!(cache.as_deref() == Some("300000"), "X-Cache: {cache:?}");
+    // MQTT users: a read-only one reads and may not command; one with Home Assistant command
+    // rights may send `/set` commands.
+    let admin = Client::new(&serve.http, Some(serve.admin_token.clone()), None)?;
+    let set = zedops_proto::topics::container_set(&a, "web");
+    for ha_commands in [false, true] {
+        let new = NewMqttUser {
+            name: unique("hku"),
+            ha_commands,
+        };
+        let u = admin.create_mqtt_user(&new).await?;
+        let (id, user) = (format!("ha-{}", u.username), u.username.clone());
+        let login = json!({"clientid": id, "username": user, "password": u.password});
+        ensure!(allows(&serve, "auth", login).await?, "{user}'s login");
+        let q = |topic: &str, action: &str| json!({"clientid": id, "username": user, "topic": topic, "action": action});
+        ensure!(allows(&serve, "acl", q("zedops/v1/agents/+/status", "subscribe")).await?);
+        let commands = allows(&serve, "acl", q(&set, "publish")).await?;
+        ensure!(
+            commands == ha_commands,
+            "{user} (ha_commands {ha_commands}): /set {commands}"
+        );
+    }
+
     // A question that names neither access nor action is answered no.
     let unreadable = json!({"clientid": a_id, "username": a, "topic": "x"});
     ensure!(!allows(&serve, "acl", unreadable).await?);

@@ -35,6 +35,9 @@ pub(super) struct Run {
     pub(super) broker_hwm: u64,
     pub(super) broker_fds: usize,
     pub(super) broker_cpu: f64,
+    /// Per broker process (one, or a cluster's nodes in order): RSS, peak RSS, CPU share
+    /// during the blast.
+    pub(super) broker_procs: Vec<(u64, u64, f64)>,
     pub(super) bench_cpu: f64,
     pub(super) blast_expected: u64,
     pub(super) api_rss_idle: u64,
@@ -67,7 +70,7 @@ pub(super) enum BrokerProc {
         _guard: Mosquitto,
         pid: u32,
     },
-    /// Three rmqtt nodes; resources are summed over their processes.
+    /// Three rmqtt nodes; resources are reported per node and summed.
     Cluster {
         _guard: Cluster,
         pids: Vec<u32>,
@@ -112,6 +115,7 @@ pub(super) async fn one_run(
         broker_hwm: 0,
         broker_fds: 0,
         broker_cpu: 0.0,
+        broker_procs: Vec::new(),
         bench_cpu: 0.0,
         blast_expected: 0,
         api_rss_idle: 0,
@@ -153,12 +157,15 @@ async fn one_run_inner(
     // 4. Blast: every simulated agent republishes its 27 messages at once.
     blast(r, &c, &sub, &bpids).await?;
     sub.task.abort();
-    // 5. Resources, summed over the broker's processes.
-    for &p in &bpids {
+    // 5. Resources, per broker process and summed over them.
+    let cpus = std::mem::take(&mut r.broker_procs);
+    for (i, &p) in bpids.iter().enumerate() {
         let bu = Usage::of(p);
         r.broker_rss += bu.rss;
         r.broker_hwm += bu.hwm;
         r.broker_fds += procs::fd_count(p);
+        let cpu = cpus.get(i).map_or(0.0, |c| c.2);
+        r.broker_procs.push((bu.rss, bu.hwm, cpu));
     }
     r.bench_rss = Usage::of(std::process::id()).rss;
     r.errors = c.errors.load(Ordering::Relaxed);
@@ -440,11 +447,12 @@ async fn blast(r: &mut Run, c: &Counters, sub: &Subscriber, bpids: &[u32]) -> an
     r.blast_expected = 3 * r.n as u64;
     let took = last_change.duration_since(t0);
     r.bench_cpu = Usage::cpu_share(&me0, &Usage::of(std::process::id()));
-    r.broker_cpu = bpids
-        .iter()
-        .zip(&b1)
+    let shares: Vec<f64> = (bpids.iter().zip(&b1))
         .map(|(&p, before)| Usage::cpu_share(before, &Usage::of(p)))
-        .sum();
+        .collect();
+    r.broker_cpu = shares.iter().sum();
+    // Step 5 adds each process's memory beside its share.
+    r.broker_procs = shares.into_iter().map(|c| (0, 0, c)).collect();
     let delivered = (c.received.load(Ordering::Relaxed) - recv0) + (sub.count() - count0);
     let dbytes = (c.received_bytes.load(Ordering::Relaxed) - rbytes0)
         + (sub.bytes.load(Ordering::Relaxed) - bytes0);

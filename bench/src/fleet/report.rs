@@ -152,6 +152,20 @@ fn throughput(runs: &[Run]) -> Table {
             ));
         }
     }
+    for r in runs.iter().filter(|r| r.broker_procs.len() > 1) {
+        let nodes: Vec<String> = (r.broker_procs.iter().enumerate())
+            .map(|(i, (rss, hwm, cpu))| {
+                let (rss, hwm) = (fmt_bytes(*rss), fmt_bytes(*hwm));
+                format!("node {}: {rss} ({hwm}), {:.0} %", i + 1, cpu * 100.0)
+            })
+            .collect();
+        t2.note(format!(
+            "{} agents, {}: per broker process, RSS (peak) and CPU during the blast: {}.",
+            r.n,
+            r.label(),
+            nodes.join("; ")
+        ));
+    }
     t2.note(format!(
         "Benchmark process (simulated agents) RSS, largest seen: {}. Open files limit of this process: {}.",
         fmt_bytes(runs.iter().map(|r| r.bench_rss).max().unwrap_or(0)),

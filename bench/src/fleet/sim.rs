@@ -236,6 +236,9 @@ pub(super) async fn sim_agent(
     let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
     let mut seq = 0u64;
     let mut up = false;
+    // SUBACKs still to come since the last CONNACK: the agent publishes its state once they are
+    // in (agent/src/subscribing.rs).
+    let mut subacks = 0usize;
     // At most `gate` connections are being set up at once (the listen backlog is finite).
     let mut permit = gate.clone().acquire_owned().await.ok();
     while !stop.load(Ordering::Relaxed) {
@@ -251,14 +254,24 @@ pub(super) async fn sim_agent(
                 // As the agent subscribes (session.rs), plus the bench-only blast topic (shared
                 // as well, so that it adds no work the agent does not cause).
                 let blast = topics::shared(&format!("{group}-blast"), BLAST);
+                subacks = 0;
                 for f in topics::agent_subscriptions(&group, &sim.name)
                     .into_iter()
                     .chain([blast])
                 {
-                    let _ = client.try_subscribe(f, QoS::AtMostOnce);
+                    subacks += usize::from(client.try_subscribe(f, QoS::AtMostOnce).is_ok());
                 }
-                seq += 1;
-                sim.publish(&client, seq, &c, profile, true);
+                if subacks == 0 {
+                    seq += 1;
+                    sim.publish(&client, seq, &c, profile, true);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) if subacks > 0 => {
+                subacks -= 1;
+                if subacks == 0 {
+                    seq += 1;
+                    sim.publish(&client, seq, &c, profile, true);
+                }
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 c.acked.fetch_add(1, Ordering::Relaxed);
