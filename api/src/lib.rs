@@ -6,7 +6,8 @@
 //! - [`advertised`]: the public URL and broker URLs the server tells agents about.
 //! - [`broker_policy`]: who may connect to the broker and as whom (both brokers' policy).
 //! - [`cache`]: the fleet view built from retained status and snapshot topics.
-//! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester.
+//! - [`mqtt`]: the API's MQTT session (subscriptions, `fleet/resync`) and the requester;
+//!   [`intake`] verifies and applies what agents publish, off the session's task.
 //! - [`usage`]: containers' CPU and memory that agents publish (`--ha-stats`), for `/metrics`.
 //! - [`streams`]: streams from agents (log follows, stats), credit granted as they are read.
 //! - [`routes`]: the endpoints, one module per OpenAPI tag, and their schemas.
@@ -26,6 +27,7 @@ pub mod dashboard;
 pub mod error;
 pub mod freshness;
 pub mod hook_identities;
+pub mod intake;
 pub mod key_cache;
 pub mod limits;
 pub mod metrics;

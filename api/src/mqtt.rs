@@ -1,8 +1,12 @@
 //! The API's MQTT 5 session and its requester.
 //!
 //! The session subscribes (again after every CONNACK) to every agent's status, snapshot and
-//! events, and to this API instance's reply topic, then broadcasts `fleet/resync` so that agents
-//! republish: the API never trusts that every retained message arrived.
+//! events, and to this API instance's reply topic; the retained status and snapshots rebuild the
+//! fleet. The API never trusts that every retained message arrived: once they had time to arrive
+//! ([`fill_gaps`]), it asks the agents whose state is incomplete to republish, and everyone when it
+//! knows no agent at all. It does not ask the whole fleet at every CONNACK: 10 000 agents
+//! republishing their snapshots while the broker delivers the same retained ones made Mosquitto
+//! drop thousands of copies, which took several gap-filling rounds (docs/benchmarks.md).
 //!
 //! The requester sends a request with Response Topic, Correlation Data, Message Expiry Interval
 //! (its deadline) and the absolute deadline as a user property, and waits for the reply with that
@@ -14,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 use tokio::sync::{broadcast, oneshot};
@@ -68,6 +72,11 @@ pub struct Link {
     pub closing: AtomicBool,
     /// When the first subscription of this process was made (cache warming starts).
     pub subscribed_at: Mutex<Option<Instant>>,
+    /// When the current connection's subscriptions were made (its retained delivery starts).
+    pub connected_at: Mutex<Option<Instant>>,
+    /// When agent state was last applied (`intake`): the retained delivery is over once it
+    /// has been quiet a moment.
+    pub state_at: Mutex<Option<Instant>>,
     /// Request id → what is waiting for its reply.
     inflight: Mutex<HashMap<u64, Pending>>,
     /// What was accepted from each agent, by signing time (replay protection).
@@ -89,6 +98,8 @@ impl Link {
             connected: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             subscribed_at: Mutex::new(None),
+            connected_at: Mutex::new(None),
+            state_at: Mutex::new(None),
             inflight: Mutex::new(HashMap::new()),
             freshness: Default::default(),
             security: None,
@@ -143,43 +154,6 @@ struct Pending {
     tx: oneshot::Sender<Bytes>,
 }
 
-/// The agent whose signed state (status, snapshot, events, stats) `t` is; `None` for the rest.
-fn state_agent<'a>(t: &Topic<'a>) -> Option<&'a str> {
-    match t {
-        Topic::Status { agent }
-        | Topic::Snapshot { agent }
-        | Topic::Events { agent }
-        | Topic::Stats { agent } => Some(agent),
-        _ => None,
-    }
-}
-
-/// With security on: whether agent state (status, snapshot, event, stats) on `topic` is taken
-/// — signed by its agent's enrolled key, and newer than what was taken (no replays; stats are
-/// checked by their store, with the signing time returned). Other topics pass (time 0).
-fn admit(
-    sec: &crate::security::Security,
-    freshness: &crate::freshness::Freshness,
-    t: &Topic<'_>,
-    topic: &str,
-    p: &Publish,
-) -> Result<u64, &'static str> {
-    let Some(agent) = state_agent(t) else {
-        return Ok(0);
-    };
-    let ts = sec
-        .from_agent(agent, topic, p.properties.as_ref(), &p.payload)
-        .ok_or("not signed by its agent")?;
-    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
-    match t {
-        Topic::Status { .. } => freshness.status(agent, ts, &p.payload, now),
-        Topic::Snapshot { .. } => freshness.snapshot(agent, ts),
-        Topic::Stats { .. } => Ok(()),
-        _ => freshness.event(agent, ts, &p.payload, now),
-    }
-    .map(|()| ts)
-}
-
 /// Starts the session; returns the link and the task driving it.
 pub fn start(
     cfg: MqttConfig,
@@ -207,6 +181,8 @@ pub fn start(
         connected: AtomicBool::new(false),
         closing: AtomicBool::new(false),
         subscribed_at: Mutex::new(None),
+        connected_at: Mutex::new(None),
+        state_at: Mutex::new(None),
         inflight: Mutex::new(HashMap::new()),
         freshness: Default::default(),
         security,
@@ -223,9 +199,11 @@ pub fn start(
         }
     }
     let gaps = AbortOnDrop(tokio::spawn(fill_gaps(link.clone(), fleet.clone())));
+    let (intake, applier) = crate::intake::start(link.clone(), fleet, changes);
+    let applier = AbortOnDrop(applier);
     let task = tokio::spawn(async move {
-        let _gaps = gaps;
-        poll((eventloop, brokers, options), link2, fleet, changes).await;
+        let (_gaps, _applier) = (gaps, applier);
+        poll((eventloop, brokers, options), link2, intake).await;
     });
     (link, task)
 }
@@ -256,26 +234,44 @@ fn options_fn(cfg: &MqttConfig, client_id: &str) -> OptionsFn {
 }
 
 /// While some agents' state arrived only in part (a busy broker drops QoS 0 copies of retained
-/// messages and resync replies: docs/benchmarks.md, scenario 6), asks the fleet to republish
-/// again, backing off from 3 s to 60 s; the agents' own 60 s resync remains the last resort.
+/// messages and resync replies: docs/benchmarks.md, scenario 6), asks them to republish again,
+/// backing off from 3 s to 60 s; the agents' own 60 s resync remains the last resort. The first
+/// pass of each connection comes once its retained state has arrived — nothing applied for
+/// 500 ms, 1 s after the subscriptions at the earliest and 3 s at the latest (Mosquitto's default
+/// queue of 1000 messages a client drops most of 10 000 retained snapshots delivered at once);
+/// it asks everyone when no agent is known at all.
 async fn fill_gaps(link: Arc<Link>, fleet: Arc<Fleet>) {
     const FIRST: Duration = Duration::from_secs(3);
     const MAX: Duration = Duration::from_secs(60);
     let mut backoff = FIRST;
     let mut last = Instant::now();
+    // The connection whose first pass is done (by its `connected_at`).
+    let mut passed: Option<Instant> = None;
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let since_subscribe = *link.subscribed_at.lock().unwrap_or_else(|e| e.into_inner());
-        let warm = since_subscribe.is_some_and(|t| t.elapsed() >= FIRST);
-        if !link.connected.load(Ordering::SeqCst) || !warm {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let since = *link.connected_at.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(since) = since.filter(|t| retained_arrived(&link, *t, FIRST)) else {
             continue;
+        };
+        if !link.connected.load(Ordering::SeqCst) {
+            continue;
+        }
+        let first = passed != Some(since);
+        if first {
+            passed = Some(since);
+            backoff = FIRST;
+            if fleet.counts().0 == 0 {
+                info!("no agent's state arrived; fleet resync requested");
+                resync(&link, &[]);
+                continue;
+            }
         }
         let missing = fleet.incomplete();
         if missing.is_empty() {
             backoff = FIRST;
             continue;
         }
-        if last.elapsed() < backoff {
+        if !first && last.elapsed() < backoff {
             continue;
         }
         info!(
@@ -284,15 +280,32 @@ async fn fill_gaps(link: Arc<Link>, fleet: Arc<Fleet>) {
         );
         // Only those agents (up to resync::MAX_NAMED, else everyone): a blast from the whole
         // fleet would be dropped again by the broker that dropped the first.
-        let payload = zedops_proto::resync::payload(&missing);
-        if let Err(e) = link
-            .client
-            .try_publish(topics::RESYNC, QoS::AtMostOnce, false, payload)
-        {
-            warn!(error = %e, "resync broadcast dropped");
-        }
+        resync(&link, &missing);
         last = Instant::now();
         backoff = (backoff * 2).min(MAX);
+    }
+}
+
+/// Whether the retained state of the connection subscribed at `since` has arrived: nothing
+/// applied for 500 ms, at least 1 s after `since`; or `limit` after it anyway.
+fn retained_arrived(link: &Link, since: Instant, limit: Duration) -> bool {
+    let quiet = link
+        .state_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+    let age = since.elapsed();
+    age >= limit || (age >= Duration::from_secs(1) && quiet)
+}
+
+/// Publishes `fleet/resync` asking `agents` (everyone when empty) to republish.
+fn resync(link: &Link, agents: &[String]) {
+    let payload = zedops_proto::resync::payload(agents);
+    if let Err(e) = link
+        .client
+        .try_publish(topics::RESYNC, QoS::AtMostOnce, false, payload)
+    {
+        warn!(error = %e, "resync broadcast dropped");
     }
 }
 
@@ -301,8 +314,7 @@ async fn fill_gaps(link: Arc<Link>, fleet: Arc<Fleet>) {
 async fn poll(
     (mut el, mut brokers, options): (EventLoop, Failover, OptionsFn),
     link: Arc<Link>,
-    fleet: Arc<Fleet>,
-    changes: broadcast::Sender<Change>,
+    intake: crate::intake::Intake,
 ) {
     let mut refused_said: Option<Instant> = None;
     loop {
@@ -322,51 +334,18 @@ async fn poll(
                         warn!(filter = %f, error = %e, "subscribe dropped");
                     }
                 }
-                if let Err(e) =
-                    link.client
-                        .try_publish(topics::RESYNC, QoS::AtMostOnce, false, Vec::new())
-                {
-                    warn!(error = %e, "resync broadcast dropped");
-                }
                 link.subscribed_at
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get_or_insert_with(Instant::now);
-                info!(broker = %brokers.current(), "API connected to the broker; fleet resync requested");
+                *link.connected_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                info!(broker = %brokers.current(), "API connected to the broker; subscribed to the fleet's state");
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic);
-                let parsed = topics::parse(&topic);
-                // With security on, state is taken only when its agent signed it: a forged
-                // (even retained) status or snapshot changes nothing.
-                let mut signed_at = chrono::Utc::now().timestamp_millis().max(0) as u64;
-                if let (Some(sec), Some(t)) = (&link.security, &parsed) {
-                    if let Some(agent) = state_agent(t) {
-                        sec.warm(agent).await;
-                    }
-                    match admit(sec, &link.freshness, t, &topic, &p) {
-                        Ok(ts) => signed_at = ts,
-                        Err(why) => {
-                            debug!(%topic, why, "ignoring agent state");
-                            continue;
-                        }
-                    }
-                }
-                match parsed {
-                    Some(Topic::Status { agent }) => {
-                        if let Some(c) = fleet.apply_status(agent, &p.payload) {
-                            let _ = changes.send(c);
-                        }
-                    }
-                    Some(Topic::Snapshot { agent }) => fleet.apply_snapshot(agent, &p.payload),
-                    Some(Topic::Events { agent }) => {
-                        if let Some(c) = fleet.apply_event(agent, &p.payload) {
-                            let _ = changes.send(c);
-                        }
-                    }
-                    Some(Topic::Stats { agent }) => {
-                        fleet.usage.apply(agent, signed_at, &p.payload);
-                    }
+                // Replies are waited for: taken here. Agent state goes to the intake, so that
+                // this task reads the socket as fast as the broker writes (intake.rs).
+                match topics::parse(&topic) {
                     Some(Topic::Reply { client_id }) if client_id == link.client_id => {
                         if let Some(corr) = p
                             .properties
@@ -376,7 +355,8 @@ async fn poll(
                             link.complete(&topic, p.properties.as_ref(), corr, p.payload.clone());
                         }
                     }
-                    _ => debug!(%topic, "ignoring message"),
+                    Some(_) => intake.take(p),
+                    None => debug!(%topic, "ignoring message"),
                 }
             }
             Ok(_) => {}
