@@ -59,6 +59,11 @@ struct Cli {
     )]
     fleet_brokers: Vec<String>,
 
+    /// Which cluster node `fleet` kills after the blast: node 1, the raft leader (its death adds
+    /// an election, and rmqtt-raft's leader cache), or node 2, a follower.
+    #[arg(long, global = true, value_enum, default_value = "leader")]
+    fleet_kill: fleet::Kill,
+
     /// Test containers on the local engine for the control-path scenarios.
     #[arg(long, global = true, default_value_t = 25)]
     containers: usize,
@@ -106,6 +111,7 @@ pub struct Opts {
     pub fleet_sizes: Vec<usize>,
     pub containers: usize,
     pub fleet_brokers: Vec<String>,
+    pub fleet_kill: fleet::Kill,
 }
 
 fn machine() -> String {
@@ -235,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         containers: cli.containers.max(3),
         fleet_brokers: cli.fleet_brokers.clone(),
+        fleet_kill: cli.fleet_kill,
     };
 
     let started = Instant::now();

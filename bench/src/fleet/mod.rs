@@ -3,8 +3,8 @@
 //! A simulated agent is a plain MQTT 5 client (rumqttc, as the agent) that does on the wire what
 //! `zedops agent` does, with a simulated container runtime: Last Will (offline status, retained);
 //! after every CONNACK it subscribes to its request topics and `fleet/resync` (shared-subscription
-//! groups of its own, `topics::agent_subscriptions`), and publishes its retained status, snapshot
-//! (25 containers) and per-container topics (QoS 1, like the agent); on `fleet/resync` it
+//! groups of its own, `topics::agent_subscriptions`), and once the SUBACKs are in publishes its
+//! retained status, snapshot (25 containers) and per-container topics (QoS 1, like the agent); on `fleet/resync` it
 //! republishes status and snapshot after a random delay of up to 1 s. Many share this process and
 //! its runtime.
 //!
@@ -14,7 +14,9 @@
 //!    start until the API shows every agent online and every container (`/metrics`);
 //! 3. a subscriber with the API's filters subscribes (retained delivery of 2N messages);
 //! 4. blast: every simulated agent republishes at once (27 N publishes) — broker throughput;
-//! 5. resident memory and CPU of broker and API.
+//! 5. resident memory and CPU of broker and API;
+//! 6. on the cluster, a node killed (the leader, or with `--fleet-kill follower` a follower): the
+//!    time until every agent it held is back on another node with its state acknowledged.
 //!
 //! The reference is the same run with Mosquitto as the broker.
 //!
@@ -52,6 +54,32 @@ const SIM_CONNECT_TIMEOUT: u64 = 30;
 const SIM_INFLIGHT: u16 = 100;
 /// Bench-only topic: every simulated agent republishes everything at once (no jitter).
 const BLAST: &str = "zedops-bench/blast";
+
+/// Which cluster node the fleet scenario kills (`--fleet-kill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kill {
+    /// Node 1, the raft leader at start.
+    Leader,
+    /// Node 2, a follower.
+    Follower,
+}
+
+impl Kill {
+    /// The node's index.
+    fn node(self) -> usize {
+        match self {
+            Kill::Leader => 0,
+            Kill::Follower => 1,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Kill::Leader => "node 1 (the raft leader at start)",
+            Kill::Follower => "node 2 (a follower)",
+        }
+    }
+}
 
 /// What a simulated agent does on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,19 +133,20 @@ pub async fn run(o: &Opts) -> anyhow::Result<Vec<Table>> {
                 "cluster" => "cluster",
                 _ => "embedded",
             };
-            runs.push(one_run(kind, Profile::Full, n, &sims, o.quick).await);
+            let kill = o.fleet_kill;
+            runs.push(one_run(kind, Profile::Full, n, &sims, o.quick, kill).await);
             // Where the embedded broker cannot take the full profile at this size, also measure the
             // API against it with agents that publish no per-container topics.
             let failed = runs.last().is_some_and(|r| r.failure.is_some());
             // On the cluster, the same beside it: what per-container topics cost a node kill.
             if (kind == "embedded" && (failed || n >= 5000)) || (kind == "cluster" && n >= 5000) {
-                runs.push(one_run(kind, Profile::Lean, n, &sims, o.quick).await);
+                runs.push(one_run(kind, Profile::Lean, n, &sims, o.quick, kill).await);
             }
             // Where a busy broker drops copies, the API's gap filling matters: beside the same
             // fleet as agents answered every resync before they honoured targeted ones.
             if kind == "mosquitto" && n >= 5000 {
                 let old = Profile::FullEveryResync;
-                runs.push(one_run(kind, old, n, &sims, o.quick).await);
+                runs.push(one_run(kind, old, n, &sims, o.quick, kill).await);
             }
         }
     }

@@ -47,9 +47,9 @@ pub(super) struct Run {
     pub(super) dropped: u64,
     pub(super) failure: Option<String>,
     pub(super) last_error: Option<String>,
-    /// Cluster only: the first node (the raft leader at start) killed → every agent it held
-    /// reconnected elsewhere, and their republished state acknowledged; (agents, time).
-    pub(super) node_kill: Option<(usize, Option<Duration>)>,
+    /// Cluster only: a node killed → every agent it held reconnected elsewhere, and their
+    /// republished state acknowledged; (which node, agents, time).
+    pub(super) node_kill: Option<(Kill, usize, Option<Duration>)>,
 }
 
 impl Run {
@@ -100,6 +100,7 @@ pub(super) async fn one_run(
     n: usize,
     sims: &[Arc<SimAgent>],
     quick: bool,
+    kill: Kill,
 ) -> Run {
     let mut r = Run {
         broker: kind,
@@ -127,7 +128,7 @@ pub(super) async fn one_run(
         last_error: None,
         node_kill: None,
     };
-    if let Err(e) = one_run_inner(&mut r, kind, profile, n, sims, quick).await {
+    if let Err(e) = one_run_inner(&mut r, (kind, profile, n), sims, quick, kill).await {
         r.failure = Some(format!("{e:#}"));
     }
     r
@@ -136,11 +137,10 @@ pub(super) async fn one_run(
 /// The steps of the module's documentation (`super`), in order; each records into `r`.
 async fn one_run_inner(
     r: &mut Run,
-    kind: &'static str,
-    profile: Profile,
-    n: usize,
+    (kind, profile, n): (&'static str, Profile, usize),
     sims: &[Arc<SimAgent>],
     quick: bool,
+    kill: Kill,
 ) -> anyhow::Result<()> {
     eprintln!("[fleet] {kind}: {n} simulated agents × {CONTAINERS} containers ({profile:?})");
     let (mut broker, addrs) = start_broker(kind).await?;
@@ -173,7 +173,7 @@ async fn one_run_inner(
     r.last_error = Some(c.error_summary()).filter(|s| !s.is_empty());
     // 6. Cluster only: a node killed under the fleet.
     if let BrokerProc::Cluster { _guard, .. } = &mut broker {
-        node_kill(r, _guard, &c).await;
+        node_kill(r, _guard, &c, kill).await;
     }
     drop(api);
     fleet.stop();
@@ -307,18 +307,20 @@ async fn api_starts(r: &mut Run, addr: SocketAddr) -> anyhow::Result<Proc> {
     Ok(api)
 }
 
-/// Step 6 (cluster): kills the first node, which holds every third agent; until each of them
-/// has a CONNACK from another node and its republished state is acknowledged (at most 60 s).
-async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters) {
+/// Step 6 (cluster): kills a node, which holds every third agent (agent `i` starts on node
+/// `i % 3`); until each of them has a CONNACK from another node and its republished state is
+/// acknowledged (at most 60 s).
+async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters, kill: Kill) {
     settle(r.n, c).await;
-    let held = r.n.div_ceil(3);
+    let node = kill.node();
+    let held = (r.n - node.min(r.n)).div_ceil(3);
     let (connacks0, acked0) = (
         c.connacks.load(Ordering::Relaxed),
         c.acked.load(Ordering::Relaxed),
     );
     let want_acks = (held * r.profile.pubs_per_agent()) as u64;
     let t0 = Instant::now();
-    cluster.kill(0);
+    cluster.kill(node);
     let (mut first, mut half, mut all) = (None, None, None);
     let back = wait_until(Duration::from_secs(60), || {
         let again = c.connacks.load(Ordering::Relaxed) - connacks0;
@@ -337,15 +339,16 @@ async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters) {
     .await;
     let at = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "-".into());
     eprintln!(
-        "[fleet] {}: node 1 killed; its {held} agents back in {} (CONNACK: first {}, half {}, all {}; connection errors: {})",
+        "[fleet] {}: {} killed; its {held} agents back in {} (CONNACK: first {}, half {}, all {}; connection errors: {})",
         r.broker,
+        kill.describe(),
         back.map(fmt_dur).unwrap_or_else(|| format!("more than 60 s (after {:?})", t0.elapsed())),
         at(first),
         at(half),
         at(all),
         c.error_summary()
     );
-    r.node_kill = Some((held, back));
+    r.node_kill = Some((kill, held, back));
 }
 
 /// Until the whole fleet is connected and nothing has been acknowledged or received for 2 s

@@ -139,15 +139,16 @@ fn throughput(runs: &[Run]) -> Table {
         }
     }
     for r in runs {
-        if let Some((held, back)) = r.node_kill {
+        if let Some((kill, held, back)) = r.node_kill {
             let verdict = match back {
                 Some(d) if d <= Duration::from_secs(10) => "goal ≤ 10 s: ok",
                 _ => "goal ≤ 10 s: MISSED",
             };
             t2.note(format!(
-                "{} agents, {}: node 1 (the raft leader at start) killed with SIGKILL after the blast: its {held} agents had a CONNACK from another node and their republished state acknowledged in {} ({verdict}); they move as `zedops agent` does (`proto/src/failover.rs`).",
+                "{} agents, {}: {} killed with SIGKILL after the blast: its {held} agents had a CONNACK from another node and their republished state acknowledged in {} ({verdict}); they move as `zedops agent` does (`proto/src/failover.rs`).",
                 r.n,
                 r.label(),
+                kill.describe(),
                 back.map(fmt_dur).unwrap_or_else(|| "more than 60 s".into()),
             ));
         }
