@@ -2,6 +2,10 @@
 //! session hands each message over ([`Intake::take`]) and goes back to reading the socket, and
 //! one task verifies and applies them to the fleet cache in order.
 //!
+//! Replies to the API's requests take the same queue ([`Intake::reply`]): an agent publishes an
+//! action's outcome before it replies, and a caller who has the reply must find that outcome
+//! applied (`zedops restart web-1` then `zedops ps` shows it running, not the `die` before).
+//!
 //! Why: checking a signature and parsing a snapshot of 25 containers costs far more than reading
 //! it, and while the session task did both, a burst — the retained state of 10 000 agents
 //! delivered at once on subscribing — outran it; the broker then held the rest in its queue for
@@ -24,16 +28,37 @@ use crate::mqtt::Link;
 /// snapshot each), ~130 MB of snapshots of 25 containers.
 pub const QUEUE: usize = 16_384;
 
+/// What the session hands over.
+enum Item {
+    /// Agent state: verified and applied.
+    State(Publish),
+    /// A reply or a stream's chunk on the API's reply topic: handed to what waits for it.
+    Reply(Publish),
+}
+
 /// The session's side of the hand-over.
 pub struct Intake {
-    tx: mpsc::Sender<Publish>,
+    link: Arc<Link>,
+    tx: mpsc::Sender<Item>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Intake {
+    /// Hands a reply to the applier, behind the state that came before it; when the queue is
+    /// full it is handed over at once (out of order rather than lost: a caller is waiting).
+    pub fn reply(&self, p: Publish) {
+        if let Err(mpsc::error::TrySendError::Full(Item::Reply(p))) =
+            self.tx.try_send(Item::Reply(p))
+        {
+            self.link.complete(&p);
+        }
+    }
+
     /// Hands `p` to the applier without waiting; drops it when the queue is full.
     pub fn take(&self, p: Publish) {
-        if let Err(mpsc::error::TrySendError::Full(p)) = self.tx.try_send(p) {
+        if let Err(mpsc::error::TrySendError::Full(Item::State(p))) =
+            self.tx.try_send(Item::State(p))
+        {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 let topic = String::from_utf8_lossy(&p.topic);
@@ -49,16 +74,22 @@ pub fn start(
     fleet: Arc<Fleet>,
     changes: broadcast::Sender<Change>,
 ) -> (Intake, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Publish>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
+    let applier = link.clone();
     let task = tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
-            apply(&link, &fleet, &changes, &p).await;
-            *link.state_at.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(std::time::Instant::now());
+        while let Some(item) = rx.recv().await {
+            match item {
+                Item::Reply(p) => applier.complete(&p),
+                Item::State(p) => {
+                    apply(&applier, &fleet, &changes, &p).await;
+                    *applier.state_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(std::time::Instant::now());
+                }
+            }
         }
     });
     let dropped = Arc::default();
-    (Intake { tx, dropped }, task)
+    (Intake { link, tx, dropped }, task)
 }
 
 /// Verifies (with security on) and applies one message of an agent's state.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop};
 use tokio::sync::{broadcast, oneshot};
@@ -113,13 +113,17 @@ impl Link {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn complete(
-        &self,
-        topic: &str,
-        props: Option<&PublishProperties>,
-        correlation: &[u8],
-        payload: Bytes,
-    ) {
+    /// Hands a reply (or a stream's chunk) to what waits for it, by its correlation data.
+    pub(crate) fn complete(&self, p: &Publish) {
+        let Some(correlation) = p
+            .properties
+            .as_ref()
+            .and_then(|pr| pr.correlation_data.as_ref())
+        else {
+            return;
+        };
+        let topic = String::from_utf8_lossy(&p.topic);
+        let (props, payload) = (p.properties.as_ref(), p.payload.clone());
         let Some(id) = std::str::from_utf8(correlation)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
@@ -129,12 +133,12 @@ impl Link {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         let Some(pending) = inflight.get(&id) else {
             drop(inflight);
-            self.streams.deliver(self, topic, props, id, payload);
+            self.streams.deliver(self, &topic, props, id, payload);
             return;
         };
         if let Some(sec) = &self.security {
             let sig = pending.request_sig.as_deref();
-            if !sec.reply_from_agent(&pending.agent, topic, props, &payload, sig) {
+            if !sec.reply_from_agent(&pending.agent, &topic, props, &payload, sig) {
                 warn!(agent = %pending.agent, "ignoring a reply not signed by the agent that was asked for this request");
                 return;
             }
@@ -343,17 +347,11 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic);
-                // Replies are waited for: taken here. Agent state goes to the intake, so that
+                // Agent state and replies go to the intake, in the order they came, so that
                 // this task reads the socket as fast as the broker writes (intake.rs).
                 match topics::parse(&topic) {
                     Some(Topic::Reply { client_id }) if client_id == link.client_id => {
-                        if let Some(corr) = p
-                            .properties
-                            .as_ref()
-                            .and_then(|pr| pr.correlation_data.as_ref())
-                        {
-                            link.complete(&topic, p.properties.as_ref(), corr, p.payload.clone());
-                        }
+                        intake.reply(p)
                     }
                     Some(_) => intake.take(p),
                     None => debug!(%topic, "ignoring message"),

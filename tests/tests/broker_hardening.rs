@@ -103,7 +103,7 @@ async fn connect_and_reset_does_not_wedge_the_broker() -> anyhow::Result<()> {
         ("victim", "mqttv311"),
         ("bystander", "mqttv5"),
     ] {
-        let out = eventually(
+        eventually(
             &format!("{id} connecting over {version}"),
             Duration::from_secs(10),
             || async {
@@ -117,11 +117,13 @@ async fn connect_and_reset_does_not_wedge_the_broker() -> anyhow::Result<()> {
                 )
                 .await
                 .ok()?;
-                out.status.success().then_some(out)
+                // A clean exit with nothing read: the broker was still taking the reset
+                // connections' CONNECTs, and one of them took this client id over. Tried again.
+                let text = String::from_utf8_lossy(&out.stdout);
+                (out.status.success() && text.contains("\"online\"")).then_some(())
             },
         )
         .await?;
-        assert!(String::from_utf8_lossy(&out.stdout).contains("online"));
     }
     assert_eq!(s.ping().await?, 200, "the API still reaches its agent");
     Ok(())
