@@ -379,7 +379,13 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Removes the directory, unless `ZEDOPS_KEEP_TEMP` is set (to read a broker's or a
+    /// server's log after a run).
     fn drop(&mut self) {
+        if std::env::var_os("ZEDOPS_KEEP_TEMP").is_some() {
+            eprintln!("kept {}", self.path.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -16,7 +16,8 @@
 //! 4. blast: every simulated agent republishes at once (27 N publishes) — broker throughput;
 //! 5. resident memory and CPU of broker and API;
 //! 6. on the cluster, a node killed (the leader, or with `--fleet-kill follower` a follower): the
-//!    time until every agent it held is back on another node with its state acknowledged.
+//!    time until every agent it held is back on another node with its state acknowledged, and
+//!    until the API (on a node that stays) has heard from each of them since the kill.
 //!
 //! The reference is the same run with Mosquitto as the broker.
 //!

@@ -48,8 +48,9 @@ pub(super) struct Run {
     pub(super) failure: Option<String>,
     pub(super) last_error: Option<String>,
     /// Cluster only: a node killed → every agent it held reconnected elsewhere, and their
-    /// republished state acknowledged; (which node, agents, time).
-    pub(super) node_kill: Option<(Kill, usize, Option<Duration>)>,
+    /// republished state acknowledged; (which node, agents, time, time until the API had heard
+    /// from each of them since the kill).
+    pub(super) node_kill: Option<(Kill, usize, Option<Duration>, Option<Duration>)>,
 }
 
 impl Run {
@@ -150,7 +151,7 @@ async fn one_run_inner(
     let c = fleet.counters.clone();
     connect(r, &c, quick).await?;
     // 2. The API: first start, stop, start again.
-    let api = api_starts(r, addrs.api).await?;
+    let (api, http) = api_starts(r, addrs.api).await?;
     // 3. Retained delivery to a new subscriber with the API's filters (2N messages).
     let sub = Subscriber::start(addrs.api).await?;
     retained(r, &sub).await?;
@@ -173,7 +174,11 @@ async fn one_run_inner(
     r.last_error = Some(c.error_summary()).filter(|s| !s.is_empty());
     // 6. Cluster only: a node killed under the fleet.
     if let BrokerProc::Cluster { _guard, .. } = &mut broker {
-        node_kill(r, _guard, &c, kill).await;
+        let held: Vec<&str> = (kill.node()..n)
+            .step_by(3)
+            .map(|i| sims[i].name.as_str())
+            .collect();
+        node_kill(r, _guard, &c, (kill, http, &held)).await;
     }
     drop(api);
     fleet.stop();
@@ -273,7 +278,7 @@ async fn connect(r: &mut Run, c: &Counters, quick: bool) -> anyhow::Result<()> {
 
 /// Step 2: the API's first start, a stop, and a second start, each until the whole fleet is
 /// visible; then `GET /api/v1/agents` at this size and the API's idle memory. Returns the API.
-async fn api_starts(r: &mut Run, addr: SocketAddr) -> anyhow::Result<Proc> {
+async fn api_starts(r: &mut Run, addr: SocketAddr) -> anyhow::Result<(Proc, SocketAddr)> {
     let n = r.n as u64;
     let api_limit = Duration::from_secs(if n >= 5000 { 60 } else { 30 });
     let (mut api, _http, first) = start_api(addr, n, api_limit).await?;
@@ -304,24 +309,32 @@ async fn api_starts(r: &mut Run, addr: SocketAddr) -> anyhow::Result<Proc> {
     let au = api.usage();
     r.api_rss_idle = au.rss;
     r.api_hwm = au.hwm;
-    Ok(api)
+    Ok((api, http))
 }
 
 /// Step 6 (cluster): kills a node, which holds every third agent (agent `i` starts on node
-/// `i % 3`); until each of them has a CONNACK from another node and its republished state is
-/// acknowledged (at most 60 s).
-async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters, kill: Kill) {
+/// `i % 3`, their names `held`); until each of them has a CONNACK from another node and its
+/// republished state is acknowledged (at most 60 s), and, measured beside it, until the API
+/// (at `http`, on a node that stays) has heard from each of them since the kill.
+async fn node_kill(
+    r: &mut Run,
+    cluster: &mut Cluster,
+    c: &Counters,
+    (kill, http, names): (Kill, SocketAddr, &[&str]),
+) {
     settle(r.n, c).await;
     let node = kill.node();
-    let held = (r.n - node.min(r.n)).div_ceil(3);
+    let held = names.len();
     let (connacks0, acked0) = (
         c.connacks.load(Ordering::Relaxed),
         c.acked.load(Ordering::Relaxed),
     );
     let want_acks = (held * r.profile.pubs_per_agent()) as u64;
     let t0 = Instant::now();
+    let killed_at = chrono::Utc::now();
     cluster.kill(node);
     let (mut first, mut half, mut all) = (None, None, None);
+    let heard = api_heard_from(http, names, killed_at, Duration::from_secs(60));
     let back = wait_until(Duration::from_secs(60), || {
         let again = c.connacks.load(Ordering::Relaxed) - connacks0;
         let mark = |at: &mut Option<Duration>, reached: bool| {
@@ -335,20 +348,21 @@ async fn node_kill(r: &mut Run, cluster: &mut Cluster, c: &Counters, kill: Kill)
         again >= held as u64
             && c.connected.load(Ordering::Relaxed) >= r.n as i64
             && c.acked.load(Ordering::Relaxed) - acked0 >= want_acks
-    })
-    .await;
+    });
+    let (back, heard) = tokio::join!(back, heard);
     let at = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "-".into());
     eprintln!(
-        "[fleet] {}: {} killed; its {held} agents back in {} (CONNACK: first {}, half {}, all {}; connection errors: {})",
+        "[fleet] {}: {} killed; its {held} agents back in {} (CONNACK: first {}, half {}, all {}), heard by the API in {}; connection errors: {}",
         r.broker,
         kill.describe(),
         back.map(fmt_dur).unwrap_or_else(|| format!("more than 60 s (after {:?})", t0.elapsed())),
         at(first),
         at(half),
         at(all),
+        heard.map(fmt_dur).unwrap_or_else(|| "more than 60 s".into()),
         c.error_summary()
     );
-    r.node_kill = Some((kill, held, back));
+    r.node_kill = Some((kill, held, back, heard));
 }
 
 /// Until the whole fleet is connected and nothing has been acknowledged or received for 2 s

@@ -139,17 +139,21 @@ fn throughput(runs: &[Run]) -> Table {
         }
     }
     for r in runs {
-        if let Some((kill, held, back)) = r.node_kill {
-            let verdict = match back {
-                Some(d) if d <= Duration::from_secs(10) => "goal ≤ 10 s: ok",
-                _ => "goal ≤ 10 s: MISSED",
+        if let Some((kill, held, back, heard)) = r.node_kill {
+            let within = |d: Option<Duration>| d.is_some_and(|d| d <= Duration::from_secs(10));
+            let verdict = match within(back) && within(heard) {
+                true => "goal ≤ 10 s: ok",
+                false => "goal ≤ 10 s: MISSED",
             };
+            let time =
+                |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "more than 60 s".into());
             t2.note(format!(
-                "{} agents, {}: {} killed with SIGKILL after the blast: its {held} agents had a CONNACK from another node and their republished state acknowledged in {} ({verdict}); they move as `zedops agent` does (`proto/src/failover.rs`).",
+                "{} agents, {}: {} killed with SIGKILL after the blast: its {held} agents had a CONNACK from another node and their republished state acknowledged in {}, and the API (on a node that stays) had heard from each of them since the kill in {} ({verdict}); they move as `zedops agent` does (`proto/src/failover.rs`).",
                 r.n,
                 r.label(),
                 kill.describe(),
-                back.map(fmt_dur).unwrap_or_else(|| "more than 60 s".into()),
+                time(back),
+                time(heard),
             ));
         }
     }
