@@ -145,6 +145,6 @@ pub async fn run(o: &Opts) -> anyhow::Result<Vec<Table>> {
         show(&leader, leader_back),
         ok(&leader, leader_back).into(),
     ]);
-    f.note("A real `zedops agent --broker n1,n2,n3` (its node first); its client asks on a node that stays. The agent retries its dead node once after a random wait up to 1.5 s, then goes round the nodes (~100 ms apart within a round, a doubling delay with full jitter between rounds), each attempt waiting 3 s for a CONNACK until attempts time out (proto/src/failover.rs). rmqtt-cluster-raft with try_lock_timeout and node_grpc_client_timeout at 2 s (docs/operations.md).");
+    f.note("A real `zedops agent --broker n1,n2,n3` (its node first); its client asks on a node that stays. The agent retries its dead node once after a random wait up to 1.5 s, then goes round the nodes (~100 ms apart within a round, a doubling delay with full jitter between rounds), each attempt waiting 3 s for a CONNACK until attempts time out (proto/src/failover.rs). rmqtt-cluster-raft with try_lock_timeout at 2 s and node_grpc_client_timeout at 1 s (docs/operations.md).");
     Ok(vec![t, f])
 }

@@ -345,7 +345,7 @@ fn write_plugin_configs(dir: &Path, ports: &[Ports], hook: Option<&Hook>) -> any
     std::fs::write(
         dir.join("rmqtt-cluster-raft.toml"),
         format!(
-            "worker_threads = 2\nleader_id = 1\ntry_lock_timeout = \"2s\"\nnode_grpc_client_timeout = \"2s\"\nnode_grpc_addrs = [{}]\nraft_peer_addrs = [{}]\n",
+            "worker_threads = 2\nleader_id = 1\ntry_lock_timeout = \"2s\"\nnode_grpc_client_timeout = \"1s\"\nnode_grpc_addrs = [{}]\nraft_peer_addrs = [{}]\n",
             addrs(|p| p.grpc),
             addrs(|p| p.raft)
         ),
