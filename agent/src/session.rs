@@ -33,7 +33,7 @@ use crate::handlers::{Ctx, PublishRow, Registry};
 use crate::publisher::{json, status_payload, Publisher, Republish};
 use crate::{AgentConfig, AgentError};
 use zedops_proto::client::Backoff;
-use zedops_proto::failover::Failover;
+use zedops_proto::failover::{self, Failover};
 use zedops_proto::BrokerUrl;
 
 use crate::events::{container_event, is_lifecycle, lags_behind, MAX_RECHECKS, RECHECK};
@@ -293,6 +293,11 @@ struct MainLoop {
     /// Since the last CONNACK, the subscriptions the broker has not answered yet: the state is
     /// published once it has (or at their deadline).
     subscribing: Option<crate::subscribing::Pending>,
+    /// Whether a connection was up before: the state of a reconnect goes out in two steps
+    /// (`publish_state`).
+    was_connected: bool,
+    /// When the per-container topics and Home Assistant's discovery go out after a reconnect.
+    everything_at: Option<tokio::time::Instant>,
 }
 
 impl MainLoop {
@@ -344,6 +349,8 @@ impl MainLoop {
             actions_synced: None,
             refused: None,
             subscribing: None,
+            was_connected: false,
+            everything_at: None,
         }
     }
 
@@ -400,6 +407,9 @@ impl MainLoop {
                 _ = tokio::time::sleep_until(self.subscribing.as_ref().map_or_else(far, |p| p.by)), if self.subscribing.is_some() => {
                     let missing = self.subscribing.take().map(|p| p.unanswered().join(", "));
                     warn!(filters = ?missing, "no SUBACK from the broker within 5 s; publishing the state anyway");
+                    self.publish_state().await;
+                }
+                _ = tokio::time::sleep_until(self.everything_at.unwrap_or_else(far)), if self.everything_at.is_some() => {
                     self.publish_everything().await;
                 }
             }
@@ -456,7 +466,7 @@ impl MainLoop {
                     .is_some_and(|p| p.answered(&codes));
                 if done {
                     self.subscribing = None;
-                    self.publish_everything().await;
+                    self.publish_state().await;
                 }
             }
             Inbound::Disconnected(reason) => {
@@ -465,6 +475,7 @@ impl MainLoop {
                 }
                 self.connected = false;
                 self.subscribing = None;
+                self.everything_at = None;
                 self.publisher.set_connected(false);
             }
             Inbound::Publish(p) => self.on_publish(p).await,
@@ -491,15 +502,28 @@ impl MainLoop {
             }
         }
         if sent.is_empty() {
-            self.publish_everything().await;
+            self.publish_state().await;
         } else {
             self.subscribing = Some(crate::subscribing::Pending::new(sent));
         }
     }
 
-    /// Everything again, per-container topics and Home Assistant's discovery included: the
-    /// connection is ready (its subscriptions answered), so retained state goes out from now on.
+    /// The connection is ready (its subscriptions answered), so retained state goes out from now
+    /// on: everything on the agent's first connection; after a reconnect the status and snapshot
+    /// at once and the rest after a random wait ([`failover::PER_CONTAINER_SPREAD`]).
+    async fn publish_state(&mut self) {
+        self.publisher.set_connected(true);
+        if !std::mem::replace(&mut self.was_connected, true) {
+            return self.publish_everything().await;
+        }
+        self.refresh(Republish::Snapshot).await;
+        let wait = failover::PER_CONTAINER_SPREAD.mul_f64(rand::random_range(0.0..1.0));
+        self.everything_at = Some(tokio::time::Instant::now() + wait);
+    }
+
+    /// Everything again, per-container topics and Home Assistant's discovery included.
     async fn publish_everything(&mut self) {
+        self.everything_at = None;
         self.publisher.set_connected(true);
         self.refresh(Republish::Everything).await;
         if let Some(h) = &mut self.ha {

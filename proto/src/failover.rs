@@ -30,6 +30,15 @@ pub const FIRST_TIMEOUT_S: u64 = 3;
 /// rounds with a timeout (a broker too busy to answer) keep doubling to the backoff's maximum.
 pub const REFUSED_ROUND_CAP: Duration = Duration::from_secs(2);
 
+/// After a reconnect (not its first connection) an agent republishes its status and snapshot at
+/// once, and its per-container topics and Home Assistant's discovery after a random wait up to
+/// this long. The API reads only status and snapshot, so the fleet is visible as soon as it is
+/// back; the 25-odd retained messages per agent that follow are spread out instead of landing on
+/// the broker together with the whole fleet's reconnections: on a cluster that lost a node they
+/// are still retained on the others, and on a broker that restarted empty they come back within
+/// this long.
+pub const PER_CONTAINER_SPREAD: Duration = Duration::from_secs(5);
+
 /// What a client does after a failure ([`Failover::retry`]): wait `delay`, then connect to
 /// [`Failover::current`] (another broker than before when `moved`) with a handshake deadline of
 /// `timeout_s` seconds.

@@ -11,7 +11,7 @@ use zedops_broker::BrokerConfig;
 use zedops_proto::ops::{ContainerList, Pong};
 use zedops_proto::{topics, ErrorCode};
 use zedops_tests::procs::{spawn_agent_process, InProcAgent, TempDir};
-use zedops_tests::{init_logs, unique, TestClient};
+use zedops_tests::{init_logs, unique, TestClient, TestContainer};
 
 async fn wait_state(
     c: &mut TestClient,
@@ -74,6 +74,7 @@ async fn agent_comes_back_after_a_broker_restart() -> anyhow::Result<()> {
     let broker = zedops_broker::start(BrokerConfig::ephemeral()).await?;
     let addr = broker.v5_addr();
     let name = unique("phoenix");
+    let web = TestContainer::run(&unique("zt-phoenix"), &unique("phoenix"), &[])?;
     let _p = spawn_agent_process(&name, addr, &["--reconnect-max", "500ms"])?;
     let mut c = TestClient::connect(addr, &unique("w1")).await?;
     c.subscribe(&topics::status(&name)).await?;
@@ -105,6 +106,16 @@ async fn agent_comes_back_after_a_broker_restart() -> anyhow::Result<()> {
         online |= m.topic == status_t && m.json()["state"] == "online";
         snapshot |= m.topic == snap_t;
     }
+    // The per-container topics follow within `PER_CONTAINER_SPREAD` of the reconnect (the
+    // broker lost them with its restart).
+    c.subscribe(&topics::container(&name, &web.name)).await?;
+    let spread = zedops_proto::failover::PER_CONTAINER_SPREAD;
+    c.wait_for(
+        "the container's topic on the new broker",
+        spread + Duration::from_secs(5),
+        |m| m.topic == topics::container(&name, &web.name) && !m.payload.is_empty(),
+    )
+    .await?;
     // And it serves requests again (it resubscribed).
     let rt = c.reply_topic();
     c.subscribe(&rt).await?;

@@ -352,7 +352,7 @@ async fn node_kill(
     let (back, heard) = tokio::join!(back, heard);
     let at = |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "-".into());
     eprintln!(
-        "[fleet] {}: {} killed; its {held} agents back in {} (CONNACK: first {}, half {}, all {}), heard by the API in {}; connection errors: {}",
+        "[fleet] {}: {} killed; its {held} agents' republished state all acknowledged in {} (CONNACK: first {}, half {}, all {}), heard by the API in {}; connection errors: {}",
         r.broker,
         kill.describe(),
         back.map(fmt_dur).unwrap_or_else(|| format!("more than 60 s (after {:?})", t0.elapsed())),

@@ -140,20 +140,23 @@ fn throughput(runs: &[Run]) -> Table {
     }
     for r in runs {
         if let Some((kill, held, back, heard)) = r.node_kill {
-            let within = |d: Option<Duration>| d.is_some_and(|d| d <= Duration::from_secs(10));
-            let verdict = match within(back) && within(heard) {
+            // The goal: back on another node and visible in the API. The per-container topics
+            // follow a reconnect within `PER_CONTAINER_SPREAD` by design (the API does not
+            // read them; the cluster still holds them), so "everything acknowledged" is shown
+            // beside it, not judged.
+            let verdict = match heard.is_some_and(|d| d <= Duration::from_secs(10)) {
                 true => "goal ≤ 10 s: ok",
                 false => "goal ≤ 10 s: MISSED",
             };
             let time =
                 |d: Option<Duration>| d.map(fmt_dur).unwrap_or_else(|| "more than 60 s".into());
             t2.note(format!(
-                "{} agents, {}: {} killed with SIGKILL after the blast: its {held} agents had a CONNACK from another node and their republished state acknowledged in {}, and the API (on a node that stays) had heard from each of them since the kill in {} ({verdict}); they move as `zedops agent` does (`proto/src/failover.rs`).",
+                "{} agents, {}: {} killed with SIGKILL after the blast: the API (on a node that stays) had heard from each of its {held} agents since the kill in {} ({verdict}); every message they republish, the per-container topics sent within 5 s of the reconnect included, acknowledged in {}. They move as `zedops agent` does (`proto/src/failover.rs`).",
                 r.n,
                 r.label(),
                 kill.describe(),
-                time(back),
                 time(heard),
+                time(back),
             ));
         }
     }

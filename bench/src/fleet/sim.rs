@@ -215,9 +215,50 @@ impl SimAgent {
         if profile == Profile::Lean || !all {
             return;
         }
+        self.publish_containers(client, c);
+    }
+
+    /// Every per-container topic (retained, QoS 1).
+    pub(super) fn publish_containers(&self, client: &AsyncClient, c: &Counters) {
         for (n, p) in &self.containers {
-            send(topics::container(&self.name, n), p.clone());
+            match client.try_publish(
+                topics::container(&self.name, n),
+                QoS::AtLeastOnce,
+                true,
+                p.clone(),
+            ) {
+                Ok(()) => c.published.fetch_add(1, Ordering::Relaxed),
+                Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+            };
         }
+    }
+
+    /// The state once a connection's SUBACKs are in, as the agent publishes it
+    /// (`agent/src/session.rs`, `publish_state`): everything on the first connection; after a
+    /// reconnect status and snapshot at once, the per-container topics after a random wait up to
+    /// `failover::PER_CONTAINER_SPREAD` unless the connection (`generation`) is gone by then.
+    pub(super) fn publish_state(
+        self: &Arc<Self>,
+        (client, c): (&AsyncClient, &Arc<Counters>),
+        (seq, profile): (u64, Profile),
+        reconnect: Option<(Arc<AtomicU64>, u64)>,
+    ) {
+        let Some((generation, now)) = reconnect else {
+            return self.publish(client, seq, c, profile, true);
+        };
+        self.publish(client, seq, c, profile, false);
+        if profile == Profile::Lean {
+            return;
+        }
+        let wait =
+            zedops_proto::failover::PER_CONTAINER_SPREAD.mul_f64(rand::random_range(0.0..1.0));
+        let (sim, client, c) = (self.clone(), client.clone(), c.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if generation.load(Ordering::Relaxed) == now {
+                sim.publish_containers(&client, &c);
+            }
+        });
     }
 }
 
@@ -236,6 +277,10 @@ pub(super) async fn sim_agent(
     let group = format!("zedops-{:016x}", rand::rng().random::<u64>());
     let mut seq = 0u64;
     let mut up = false;
+    // Connections since the start (the first publishes everything at once), and the current
+    // one's number, which a deferred republish checks.
+    let mut connections = 0u64;
+    let generation = Arc::new(AtomicU64::new(0));
     // SUBACKs still to come since the last CONNACK: the agent publishes its state once they are
     // in (agent/src/subscribing.rs).
     let mut subacks = 0usize;
@@ -246,6 +291,8 @@ pub(super) async fn sim_agent(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 permit.take();
                 failover.connected();
+                connections += 1;
+                generation.store(connections, Ordering::Relaxed);
                 c.connacks.fetch_add(1, Ordering::Relaxed);
                 if !up {
                     up = true;
@@ -263,14 +310,16 @@ pub(super) async fn sim_agent(
                 }
                 if subacks == 0 {
                     seq += 1;
-                    sim.publish(&client, seq, &c, profile, true);
+                    let again = (connections > 1).then(|| (generation.clone(), connections));
+                    sim.publish_state((&client, &c), (seq, profile), again);
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) if subacks > 0 => {
                 subacks -= 1;
                 if subacks == 0 {
                     seq += 1;
-                    sim.publish(&client, seq, &c, profile, true);
+                    let again = (connections > 1).then(|| (generation.clone(), connections));
+                    sim.publish_state((&client, &c), (seq, profile), again);
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
@@ -300,6 +349,7 @@ pub(super) async fn sim_agent(
             Ok(_) => {}
             Err(e) => {
                 permit.take();
+                generation.store(0, Ordering::Relaxed);
                 if up {
                     up = false;
                     c.connected.fetch_sub(1, Ordering::Relaxed);
