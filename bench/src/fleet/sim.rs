@@ -197,21 +197,13 @@ impl SimAgent {
         profile: Profile,
         all: bool,
     ) {
-        let send = |topic: String, payload: Bytes| match client.try_publish(
-            topic,
-            QoS::AtLeastOnce,
-            true,
-            payload,
-        ) {
-            Ok(()) => {
-                c.published.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        send(topics::status(&self.name), self.status(AgentState::Online));
-        send(topics::snapshot(&self.name), self.snapshot(seq));
+        send_retained(
+            client,
+            c,
+            topics::status(&self.name),
+            self.status(AgentState::Online),
+        );
+        send_retained(client, c, topics::snapshot(&self.name), self.snapshot(seq));
         if profile == Profile::Lean || !all {
             return;
         }
@@ -221,15 +213,7 @@ impl SimAgent {
     /// Every per-container topic (retained, QoS 1).
     pub(super) fn publish_containers(&self, client: &AsyncClient, c: &Counters) {
         for (n, p) in &self.containers {
-            match client.try_publish(
-                topics::container(&self.name, n),
-                QoS::AtLeastOnce,
-                true,
-                p.clone(),
-            ) {
-                Ok(()) => c.published.fetch_add(1, Ordering::Relaxed),
-                Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
-            };
+            send_retained(client, c, topics::container(&self.name, n), p.clone());
         }
     }
 
@@ -260,6 +244,14 @@ impl SimAgent {
             }
         });
     }
+}
+
+/// One retained QoS 1 publish, queued without waiting, counted as published or dropped.
+fn send_retained(client: &AsyncClient, c: &Counters, topic: String, payload: Bytes) {
+    match client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
+        Ok(()) => c.published.fetch_add(1, Ordering::Relaxed),
+        Err(_) => c.dropped.fetch_add(1, Ordering::Relaxed),
+    };
 }
 
 /// Runs one simulated agent until `stop`: connected to `brokers[0]`, moving to the next as the
